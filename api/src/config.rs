@@ -17,7 +17,9 @@ impl MemoryBytes {
     pub const MAX: u64 = 16 << 40;
 
     pub(crate) fn new(bytes: u64) -> Option<Self> {
-        (Self::MIN..=Self::MAX).contains(&bytes).then_some(Self(bytes))
+        (Self::MIN..=Self::MAX)
+            .contains(&bytes)
+            .then_some(Self(bytes))
     }
     pub fn bytes(self) -> u64 {
         self.0
@@ -42,8 +44,11 @@ impl CpuTopology {
 
     pub(crate) fn new(sockets: u32, cores: u32, threads: u32) -> Option<Self> {
         let total = sockets.checked_mul(cores)?.checked_mul(threads)?;
-        (sockets >= 1 && cores >= 1 && threads >= 1 && total <= Self::MAX_VCPUS)
-            .then_some(Self { sockets, cores, threads })
+        (sockets >= 1 && cores >= 1 && threads >= 1 && total <= Self::MAX_VCPUS).then_some(Self {
+            sockets,
+            cores,
+            threads,
+        })
     }
     pub fn sockets(self) -> u32 {
         self.sockets
@@ -88,11 +93,19 @@ pub struct KernelBoot {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VolumeSource {
     /// A disk image inside a container image; `path` is absolute, without `..`.
-    ContainerDisk { image: String, path: Option<String> },
+    ContainerDisk {
+        image: String,
+        path: Option<String>,
+    },
     CloudInit(CloudInit),
     /// A blank disk of this many bytes.
-    EmptyDisk { capacity: u64 },
-    PersistentVolumeClaim { claim_name: String, read_only: bool },
+    EmptyDisk {
+        capacity: u64,
+    },
+    PersistentVolumeClaim {
+        claim_name: String,
+        read_only: bool,
+    },
 }
 
 /// NoCloud or ConfigDrive, and the data they carry.
@@ -159,8 +172,15 @@ impl fmt::Display for DiskBus {
 /// How the guest sees a disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DiskDevice {
-    Disk { bus: DiskBus, read_only: bool },
-    Cdrom { bus: DiskBus, read_only: bool, tray_open: bool },
+    Disk {
+        bus: DiskBus,
+        read_only: bool,
+    },
+    Cdrom {
+        bus: DiskBus,
+        read_only: bool,
+        tray_open: bool,
+    },
 }
 
 /// One guest disk and its volume.
@@ -188,7 +208,9 @@ pub enum NicModel {
 }
 
 impl NicModel {
-    pub const NAMES: &'static [&'static str] = &["virtio", "e1000", "e1000e", "igb", "ne2k_pci", "pcnet", "rtl8139"];
+    pub const NAMES: &'static [&'static str] = &[
+        "virtio", "e1000", "e1000e", "igb", "ne2k_pci", "pcnet", "rtl8139",
+    ];
 
     pub(crate) fn parse(name: &str) -> Option<Self> {
         Some(match name {

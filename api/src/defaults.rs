@@ -7,8 +7,8 @@
 
 use crate::quantity::Quantity;
 use crate::types::{
-    Disk, DiskTarget, Empty, FeatureState, Features, Firmware, Interface, Machine, Memory,
-    Network, PodNetwork, VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceSpec,
+    Disk, DiskTarget, Empty, FeatureState, Features, Firmware, Interface, Machine, Memory, Network,
+    PodNetwork, VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceSpec,
 };
 
 /// The machine type a VMI gets when it names none.
@@ -41,7 +41,11 @@ pub fn vm(vm: &mut VirtualMachine) {
     set_architecture(spec);
     set_machine_type(spec);
     if let Some(name) = name {
-        let firmware = spec.domain.get_or_insert_with(Default::default).firmware.get_or_insert_with(Default::default);
+        let firmware = spec
+            .domain
+            .get_or_insert_with(Default::default)
+            .firmware
+            .get_or_insert_with(Default::default);
         if firmware.uuid.as_deref().unwrap_or("").is_empty() {
             firmware.uuid = Some(vm_firmware_uuid(&name));
         }
@@ -75,7 +79,11 @@ fn set_architecture(spec: &mut VirtualMachineInstanceSpec) {
 }
 
 fn set_machine_type(spec: &mut VirtualMachineInstanceSpec) {
-    let machine = spec.domain.get_or_insert_with(Default::default).machine.get_or_insert_with(Machine::default);
+    let machine = spec
+        .domain
+        .get_or_insert_with(Default::default)
+        .machine
+        .get_or_insert_with(Machine::default);
     if machine.type_.as_deref().unwrap_or("").is_empty() {
         machine.type_ = Some(DEFAULT_MACHINE_TYPE.to_owned());
     }
@@ -91,11 +99,18 @@ fn set_cpu_request_from_limit(spec: &mut VirtualMachineInstanceSpec) {
     let Some(resources) = spec.domain.as_mut().and_then(|d| d.resources.as_mut()) else {
         return;
     };
-    let limit = resources.limits.as_ref().and_then(|l| l.get("cpu")).cloned();
+    let limit = resources
+        .limits
+        .as_ref()
+        .and_then(|l| l.get("cpu"))
+        .cloned();
     let request = resources.requests.as_ref().and_then(|r| r.get("cpu"));
     if let Some(limit) = limit {
         if nonzero(Some(&limit)).is_some() && nonzero(request).is_none() {
-            resources.requests.get_or_insert_with(Default::default).insert("cpu".to_owned(), limit);
+            resources
+                .requests
+                .get_or_insert_with(Default::default)
+                .insert("cpu".to_owned(), limit);
         }
     }
 }
@@ -141,7 +156,9 @@ fn set_cpu_topology(spec: &mut VirtualMachineInstanceSpec) {
 
 fn set_container_disk_pull_policy(spec: &mut VirtualMachineInstanceSpec) {
     for volume in spec.volumes.iter_mut().flatten() {
-        let Some(cd) = volume.container_disk.as_mut() else { continue };
+        let Some(cd) = volume.container_disk.as_mut() else {
+            continue;
+        };
         if cd.image_pull_policy.as_deref().unwrap_or("").is_empty() {
             let image = cd.image.as_deref().unwrap_or("");
             let always = image.ends_with(":latest") || !image.contains([':', '@']);
@@ -151,7 +168,11 @@ fn set_container_disk_pull_policy(spec: &mut VirtualMachineInstanceSpec) {
 }
 
 fn set_default_network(spec: &mut VirtualMachineInstanceSpec) {
-    let devices = spec.domain.get_or_insert_with(Default::default).devices.get_or_insert_with(Default::default);
+    let devices = spec
+        .domain
+        .get_or_insert_with(Default::default)
+        .devices
+        .get_or_insert_with(Default::default);
     if devices.autoattach_pod_interface == Some(false) {
         return;
     }
@@ -172,13 +193,24 @@ fn set_default_network(spec: &mut VirtualMachineInstanceSpec) {
 }
 
 fn set_disks_for_volumes(spec: &mut VirtualMachineInstanceSpec) {
-    let Some(volumes) = spec.volumes.as_ref() else { return };
-    let devices = spec.domain.get_or_insert_with(Default::default).devices.get_or_insert_with(Default::default);
+    let Some(volumes) = spec.volumes.as_ref() else {
+        return;
+    };
+    let devices = spec
+        .domain
+        .get_or_insert_with(Default::default)
+        .devices
+        .get_or_insert_with(Default::default);
     let disks = devices.disks.get_or_insert_with(Vec::new);
     for volume in volumes {
-        let Some(name) = volume.name.as_ref() else { continue };
+        let Some(name) = volume.name.as_ref() else {
+            continue;
+        };
         if !disks.iter().any(|d| d.name.as_ref() == Some(name)) {
-            disks.push(Disk { name: Some(name.clone()), ..Default::default() });
+            disks.push(Disk {
+                name: Some(name.clone()),
+                ..Default::default()
+            });
         }
     }
 }
@@ -195,7 +227,11 @@ fn set_object_defaults(spec: &mut VirtualMachineInstanceSpec) {
     if let Some(smm) = features.smm.as_mut() {
         smm.enabled.get_or_insert(true);
     }
-    for disk in domain.devices.iter_mut().flat_map(|d| d.disks.iter_mut().flatten()) {
+    for disk in domain
+        .devices
+        .iter_mut()
+        .flat_map(|d| d.disks.iter_mut().flatten())
+    {
         if disk.disk.is_none() && disk.cdrom.is_none() && disk.lun.is_none() {
             disk.disk = Some(DiskTarget::default());
         }
@@ -209,7 +245,11 @@ fn set_object_defaults(spec: &mut VirtualMachineInstanceSpec) {
 }
 
 fn set_disk_buses(spec: &mut VirtualMachineInstanceSpec) {
-    let disks = spec.domain.iter_mut().flat_map(|d| d.devices.iter_mut()).flat_map(|d| d.disks.iter_mut().flatten());
+    let disks = spec
+        .domain
+        .iter_mut()
+        .flat_map(|d| d.devices.iter_mut())
+        .flat_map(|d| d.disks.iter_mut().flatten());
     for disk in disks {
         for bus in [
             disk.disk.as_mut().map(|t| &mut t.bus),
@@ -227,7 +267,11 @@ fn set_disk_buses(spec: &mut VirtualMachineInstanceSpec) {
 }
 
 fn set_cpu_model(spec: &mut VirtualMachineInstanceSpec) {
-    let cpu = spec.domain.get_or_insert_with(Default::default).cpu.get_or_insert_with(Default::default);
+    let cpu = spec
+        .domain
+        .get_or_insert_with(Default::default)
+        .cpu
+        .get_or_insert_with(Default::default);
     if cpu.model.as_deref().unwrap_or("").is_empty() {
         cpu.model = Some(DEFAULT_CPU_MODEL.to_owned());
     }

@@ -53,7 +53,9 @@ impl Object {
         Ok(match kind.as_str() {
             "VirtualMachine" => Self::VirtualMachine(decode(value)?),
             "VirtualMachineInstance" => Self::VirtualMachineInstance(decode(value)?),
-            "VirtualMachineInstanceReplicaSet" => Self::VirtualMachineInstanceReplicaSet(decode(value)?),
+            "VirtualMachineInstanceReplicaSet" => {
+                Self::VirtualMachineInstanceReplicaSet(decode(value)?)
+            }
             _ => return Err(ManifestError::UnsupportedKind { api_version, kind }),
         })
     }
@@ -74,7 +76,10 @@ impl Object {
             Self::VirtualMachineInstance(o) => &o.metadata,
             Self::VirtualMachineInstanceReplicaSet(o) => &o.metadata,
         };
-        meta.name.as_deref().or(meta.generate_name.as_deref()).unwrap_or("")
+        meta.name
+            .as_deref()
+            .or(meta.generate_name.as_deref())
+            .unwrap_or("")
     }
 
     /// Applies KubeVirt's defaults, as its mutating webhooks do on create.
@@ -111,7 +116,14 @@ impl Object {
 fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ManifestError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        ManifestError::Decode { path: if path == "." { "(root)".to_owned() } else { path }, message: e.into_inner().to_string() }
+        ManifestError::Decode {
+            path: if path == "." {
+                "(root)".to_owned()
+            } else {
+                path
+            },
+            message: e.into_inner().to_string(),
+        }
     })
 }
 

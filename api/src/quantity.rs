@@ -65,7 +65,12 @@ impl Quantity {
                 .ok_or(QuantityError::TooLong)?;
         }
         let frac_digits = u32::try_from(frac_part.len()).map_err(|_| QuantityError::TooLong)?;
-        Ok(Quantity { negative, mantissa, frac_digits, suffix: parse_suffix(suffix)? })
+        Ok(Quantity {
+            negative,
+            mantissa,
+            frac_digits,
+            suffix: parse_suffix(suffix)?,
+        })
     }
 
     /// True for quantities below zero (zero itself is not negative).
@@ -82,7 +87,9 @@ impl Quantity {
             Suffix::Decimal(e) => (1, e),
         };
         let numerator = self.mantissa.checked_mul(mult)?;
-        let exp = scale.checked_add(dec_exp)?.checked_sub(i32::try_from(self.frac_digits).ok()?)?;
+        let exp = scale
+            .checked_add(dec_exp)?
+            .checked_sub(i32::try_from(self.frac_digits).ok()?)?;
         let magnitude = if exp >= 0 {
             numerator.checked_mul(10u128.checked_pow(u32::try_from(exp).ok()?)?)?
         } else {
@@ -186,24 +193,46 @@ mod tests {
             ("16Ei", None),
         ];
         for (text, want) in cases {
-            assert_eq!(Quantity::parse(text).map(|q| q.to_units()), Ok(*want), "{text}");
+            assert_eq!(
+                Quantity::parse(text).map(|q| q.to_units()),
+                Ok(*want),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn millis() {
-        for (text, want) in [("500m", 500), ("2", 2000), ("0.1", 100), ("1u", 1), ("1.5k", 1_500_000)] {
-            assert_eq!(Quantity::parse(text).ok().and_then(|q| q.to_millis()), Some(want), "{text}");
+        for (text, want) in [
+            ("500m", 500),
+            ("2", 2000),
+            ("0.1", 100),
+            ("1u", 1),
+            ("1.5k", 1_500_000),
+        ] {
+            assert_eq!(
+                Quantity::parse(text).ok().and_then(|q| q.to_millis()),
+                Some(want),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn rejects_bad_syntax() {
-        for text in ["", "Mi", "1..2", "1.2.3", "12Q", "1Mii", "1e", "1e+", "abc", ".", "1 Gi", "--1"] {
+        for text in [
+            "", "Mi", "1..2", "1.2.3", "12Q", "1Mii", "1e", "1e+", "abc", ".", "1 Gi", "--1",
+        ] {
             assert!(Quantity::parse(text).is_err(), "{text:?} should not parse");
         }
-        assert_eq!(Quantity::parse(&"9".repeat(41)), Err(QuantityError::TooLong));
-        assert_eq!(Quantity::parse(&"9".repeat(40)), Err(QuantityError::TooLong));
+        assert_eq!(
+            Quantity::parse(&"9".repeat(41)),
+            Err(QuantityError::TooLong)
+        );
+        assert_eq!(
+            Quantity::parse(&"9".repeat(40)),
+            Err(QuantityError::TooLong)
+        );
     }
 
     #[test]

@@ -1,0 +1,88 @@
+//! Shared harness for virtshim's integration tests: finding the repository, the KubeVirt
+//! examples, and the cluster the environment gives (tests that need one skip, saying so,
+//! when there is none).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// KubeVirt's example YAMLs (`$VIRTSHIM_EXAMPLES`, else `../shared/examples/kubevirt`).
+pub fn examples_dir() -> PathBuf {
+    std::env::var_os("VIRTSHIM_EXAMPLES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/examples/kubevirt"))
+}
+
+/// A cluster given by the environment: `$KUBECONFIG` naming a readable file whose apiserver
+/// answers. `None` (with the reason printed) means cluster tests must skip.
+pub fn cluster(test: &str) -> Option<Kubectl> {
+    let Some(kubeconfig) = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) else {
+        println!(
+            "SKIPPED {test}: no cluster given (set KUBECONFIG, e.g. from ../shared/cluster/up.sh)"
+        );
+        return None;
+    };
+    let kubectl = Kubectl {
+        kubeconfig: PathBuf::from(kubeconfig),
+    };
+    match kubectl.run(&["get", "--raw", "/readyz"]) {
+        Ok(_) => Some(kubectl),
+        Err(e) => {
+            // A KUBECONFIG that is set but broken is a failure, not a skip.
+            panic!("KUBECONFIG is set but the cluster does not answer: {e}");
+        }
+    }
+}
+
+/// Says that a test skipped and why. `make test` runs with `--show-output`, so the line
+/// appears in CI's log and a skip is never mistaken for a pass.
+pub fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// kubectl against the given cluster.
+#[derive(Debug, Clone)]
+pub struct Kubectl {
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    /// Runs kubectl; `Ok(stdout)` on success, `Err(stderr)` otherwise.
+    pub fn run(&self, args: &[&str]) -> Result<String, String> {
+        self.run_stdin(args, None)
+    }
+
+    /// Runs kubectl with `input` on its standard input.
+    pub fn run_stdin(&self, args: &[&str], input: Option<&str>) -> Result<String, String> {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", &self.kubeconfig)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run kubectl: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            if let Some(input) = input {
+                stdin
+                    .write_all(input.as_bytes())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}

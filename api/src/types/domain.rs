@@ -195,4 +195,3 @@ impl FeatureState {
         self.enabled.unwrap_or(true)
     }
 }
-

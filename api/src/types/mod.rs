@@ -38,7 +38,9 @@ pub type QuantityString = k8s_openapi::apimachinery::pkg::api::resource::Quantit
 
 /// An empty object such as `pod: {}`, `masquerade: {}` or `rng: {}`, which still keeps any
 /// fields virtshim does not model.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Empty {
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unknown: Unknown,

@@ -26,10 +26,18 @@ pub struct Network {
 #[serde(rename_all = "camelCase")]
 pub struct PodNetwork {
     /// Masquerade's guest-side IPv4 CIDR (default 10.0.2.0/24).
-    #[serde(default, rename = "vmNetworkCIDR", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "vmNetworkCIDR",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vm_network_cidr: Option<String>,
     /// Masquerade's guest-side IPv6 CIDR (default fd10:0:2::/120).
-    #[serde(default, rename = "vmIPv6NetworkCIDR", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "vmIPv6NetworkCIDR",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vm_ipv6_network_cidr: Option<String>,
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unknown: Unknown,
@@ -46,4 +54,3 @@ pub struct MultusNetwork {
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unknown: Unknown,
 }
-

@@ -1,5 +1,8 @@
 //! `VirtualMachineInstanceReplicaSet`: N identical VMIs from one template.
 
+// kube's `printcolumn(...)` attributes repeat `type_ = ...` by design.
+#![allow(clippy::duplicated_attributes)]
+
 use super::{Unknown, VirtualMachineInstanceReplicaSetStatus, VirtualMachineInstanceTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
@@ -25,10 +28,29 @@ use std::collections::BTreeMap;
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.labelSelector"
     ),
-    printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas", description = "Number of desired VirtualMachineInstances"),
-    printcolumn(name = "Current", type_ = "integer", json_path = ".status.replicas", description = "Number of managed and not final or deleted VirtualMachineInstances"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "Number of managed VirtualMachineInstances which are ready to receive traffic"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Number of desired VirtualMachineInstances"
+    ),
+    printcolumn(
+        name = "Current",
+        type_ = "integer",
+        json_path = ".status.replicas",
+        description = "Number of managed and not final or deleted VirtualMachineInstances"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Number of managed VirtualMachineInstances which are ready to receive traffic"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceReplicaSetSpec {

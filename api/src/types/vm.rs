@@ -1,5 +1,8 @@
 //! `VirtualMachine`: a VMI template plus the run strategy that decides when a VMI exists.
 
+// kube's `printcolumn(...)` attributes repeat `type_ = ...` by design.
+#![allow(clippy::duplicated_attributes)]
+
 use super::{Unknown, VirtualMachineInstanceSpec, VirtualMachineStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::CustomResource;
@@ -20,9 +23,22 @@ use std::collections::BTreeMap;
     shortname = "vm",
     shortname = "vms",
     category = "all",
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.printableStatus", description = "Human Readable Status"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type=='Ready')].status")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.printableStatus",
+        description = "Human Readable Status"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type=='Ready')].status"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineSpec {

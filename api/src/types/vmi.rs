@@ -1,5 +1,8 @@
 //! `VirtualMachineInstance`: one running VM. virtshim turns each into one pod.
 
+// kube's `printcolumn(...)` attributes repeat `type_ = ...` by design.
+#![allow(clippy::duplicated_attributes)]
+
 use super::{DomainSpec, Network, Unknown, VirtualMachineInstanceStatus, Volume};
 use k8s_openapi::api::core::v1::{Affinity, Toleration, TopologySpreadConstraint};
 use kube::CustomResource;
@@ -20,12 +23,29 @@ use std::collections::BTreeMap;
     shortname = "vmi",
     shortname = "vmis",
     category = "all",
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "IP", type_ = "string", json_path = ".status.interfaces[0].ipAddress"),
+    printcolumn(
+        name = "IP",
+        type_ = "string",
+        json_path = ".status.interfaces[0].ipAddress"
+    ),
     printcolumn(name = "NodeName", type_ = "string", json_path = ".status.nodeName"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type=='Ready')].status"),
-    printcolumn(name = "Paused", type_ = "string", json_path = ".status.conditions[?(@.type=='Paused')].status", priority = "1")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type=='Ready')].status"
+    ),
+    printcolumn(
+        name = "Paused",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type=='Paused')].status",
+        priority = "1"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineInstanceSpec {

@@ -53,7 +53,10 @@ pub enum ErrorKind {
     /// The value breaks a rule.
     Invalid { value: String, reason: String },
     /// The value is not one of the accepted ones.
-    UnsupportedValue { value: String, supported: Vec<String> },
+    UnsupportedValue {
+        value: String,
+        supported: Vec<String>,
+    },
     /// The field exists in KubeVirt (or is unknown) but virtshim does not implement it.
     NotSupported { detail: String },
     /// The value repeats one given earlier in the same list.
@@ -74,12 +77,20 @@ impl fmt::Display for FieldError {
         let path = &self.path;
         match &self.kind {
             ErrorKind::Required { detail } => write!(f, "{path}: required value: {detail}"),
-            ErrorKind::Invalid { value, reason } => write!(f, "{path}: invalid value {value:?}: {reason}"),
+            ErrorKind::Invalid { value, reason } => {
+                write!(f, "{path}: invalid value {value:?}: {reason}")
+            }
             ErrorKind::UnsupportedValue { value, supported } => {
                 let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
-                write!(f, "{path}: unsupported value {value:?} (supported: {})", list.join(", "))
+                write!(
+                    f,
+                    "{path}: unsupported value {value:?} (supported: {})",
+                    list.join(", ")
+                )
             }
-            ErrorKind::NotSupported { detail } => write!(f, "{path}: not supported by virtshim: {detail}"),
+            ErrorKind::NotSupported { detail } => {
+                write!(f, "{path}: not supported by virtshim: {detail}")
+            }
             ErrorKind::Duplicate { value } => write!(f, "{path}: duplicate value {value:?}"),
             ErrorKind::Forbidden { reason } => write!(f, "{path}: forbidden: {reason}"),
         }
@@ -116,26 +127,61 @@ pub(crate) struct Checker {
 
 impl Checker {
     fn push(&mut self, path: &FieldPath, kind: ErrorKind) {
-        self.errors.push(FieldError { path: path.clone(), kind });
+        self.errors.push(FieldError {
+            path: path.clone(),
+            kind,
+        });
     }
     fn required(&mut self, path: &FieldPath, detail: impl Into<String>) {
-        self.push(path, ErrorKind::Required { detail: detail.into() });
+        self.push(
+            path,
+            ErrorKind::Required {
+                detail: detail.into(),
+            },
+        );
     }
     fn invalid(&mut self, path: &FieldPath, value: impl fmt::Display, reason: impl Into<String>) {
-        self.push(path, ErrorKind::Invalid { value: value.to_string(), reason: reason.into() });
+        self.push(
+            path,
+            ErrorKind::Invalid {
+                value: value.to_string(),
+                reason: reason.into(),
+            },
+        );
     }
     fn unsupported_value(&mut self, path: &FieldPath, value: &str, supported: &[&str]) {
         let supported = supported.iter().map(|s| (*s).to_owned()).collect();
-        self.push(path, ErrorKind::UnsupportedValue { value: value.to_owned(), supported });
+        self.push(
+            path,
+            ErrorKind::UnsupportedValue {
+                value: value.to_owned(),
+                supported,
+            },
+        );
     }
     fn not_supported(&mut self, path: &FieldPath, detail: impl Into<String>) {
-        self.push(path, ErrorKind::NotSupported { detail: detail.into() });
+        self.push(
+            path,
+            ErrorKind::NotSupported {
+                detail: detail.into(),
+            },
+        );
     }
     fn duplicate(&mut self, path: &FieldPath, value: &str) {
-        self.push(path, ErrorKind::Duplicate { value: value.to_owned() });
+        self.push(
+            path,
+            ErrorKind::Duplicate {
+                value: value.to_owned(),
+            },
+        );
     }
     fn forbidden(&mut self, path: &FieldPath, reason: impl Into<String>) {
-        self.push(path, ErrorKind::Forbidden { reason: reason.into() });
+        self.push(
+            path,
+            ErrorKind::Forbidden {
+                reason: reason.into(),
+            },
+        );
     }
     /// Every field virtshim does not model is named, so nothing is ignored silently.
     fn unknown(&mut self, path: &FieldPath, unknown: &Unknown) {

@@ -5,7 +5,8 @@
 pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -29,7 +30,10 @@ pub(crate) fn image_path_problem(path: &str) -> Option<&'static str> {
     if path.chars().any(char::is_control) {
         return Some("must not contain control characters");
     }
-    if path[1..].split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if path[1..]
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Some("must be a normalized path without '.', '..' or empty components");
     }
     None
@@ -49,7 +53,17 @@ mod tests {
         for ok in ["a", "disk0", "cloud-init", &"a".repeat(63)] {
             assert!(is_dns_label(ok), "{ok}");
         }
-        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64), "a\"b", "<x>"] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a.b",
+            &"a".repeat(64),
+            "a\"b",
+            "<x>",
+        ] {
             assert!(!is_dns_label(bad), "{bad}");
         }
         assert!(is_dns_subdomain("my.secret-1"));
@@ -60,7 +74,15 @@ mod tests {
     fn image_paths() {
         assert_eq!(image_path_problem("/disk/img.qcow2"), None);
         assert_eq!(image_path_problem("/boot/vmlinuz-virt"), None);
-        for bad in ["disk.img", "/disk/../etc/shadow", "/disk/./x", "//x", "/x/", "/a\nb", "/.."] {
+        for bad in [
+            "disk.img",
+            "/disk/../etc/shadow",
+            "/disk/./x",
+            "//x",
+            "/x/",
+            "/a\nb",
+            "/..",
+        ] {
             assert!(image_path_problem(bad).is_some(), "{bad}");
         }
     }

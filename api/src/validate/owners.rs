@@ -16,12 +16,18 @@ pub(crate) fn check_vm(c: &mut Checker, vm: &VirtualMachine) {
     let p = FieldPath::root("spec");
     c.unknown(&p, &vm.spec.unknown);
     if vm.spec.running.is_some() && vm.spec.run_strategy.is_some() {
-        c.forbidden(&p.child("running"), "running and runStrategy are mutually exclusive; runStrategy replaces running");
+        c.forbidden(
+            &p.child("running"),
+            "running and runStrategy are mutually exclusive; runStrategy replaces running",
+        );
     }
     match vm.spec.run_strategy.as_deref() {
         None => {}
         Some(s) if RUN_STRATEGIES.contains(&s) => {}
-        Some("WaitAsReceiver") => c.not_supported(&p.child("runStrategy"), "\"WaitAsReceiver\" is for live migration, which virtshim does not have"),
+        Some("WaitAsReceiver") => c.not_supported(
+            &p.child("runStrategy"),
+            "\"WaitAsReceiver\" is for live migration, which virtshim does not have",
+        ),
         Some(other) => c.unsupported_value(&p.child("runStrategy"), other, RUN_STRATEGIES),
     }
     check_template(c, vm.spec.template.as_ref(), &p.child("template"));
@@ -32,7 +38,11 @@ pub(crate) fn check_replica_set(c: &mut Checker, rs: &VirtualMachineInstanceRepl
     c.unknown(&p, &rs.spec.unknown);
     if let Some(replicas) = rs.spec.replicas {
         if replicas < 0 {
-            c.invalid(&p.child("replicas"), replicas, "must be greater than or equal to 0");
+            c.invalid(
+                &p.child("replicas"),
+                replicas,
+                "must be greater than or equal to 0",
+            );
         }
     }
     let labels = rs
@@ -43,10 +53,15 @@ pub(crate) fn check_replica_set(c: &mut Checker, rs: &VirtualMachineInstanceRepl
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
     match &rs.spec.selector {
-        None => c.required(&p.child("selector"), "a label selector for the VMIs of this replica set"),
-        Some(selector) if selector_is_empty(selector) => {
-            c.invalid(&p.child("selector"), "{}", "an empty selector would select every VMI in the namespace")
-        }
+        None => c.required(
+            &p.child("selector"),
+            "a label selector for the VMIs of this replica set",
+        ),
+        Some(selector) if selector_is_empty(selector) => c.invalid(
+            &p.child("selector"),
+            "{}",
+            "an empty selector would select every VMI in the namespace",
+        ),
         Some(selector) => match selector_matches(selector, &labels) {
             Ok(true) => {}
             Ok(false) => c.invalid(
@@ -60,7 +75,11 @@ pub(crate) fn check_replica_set(c: &mut Checker, rs: &VirtualMachineInstanceRepl
     check_template(c, rs.spec.template.as_ref(), &p.child("template"));
 }
 
-fn check_template(c: &mut Checker, template: Option<&VirtualMachineInstanceTemplateSpec>, p: &FieldPath) {
+fn check_template(
+    c: &mut Checker,
+    template: Option<&VirtualMachineInstanceTemplateSpec>,
+    p: &FieldPath,
+) {
     let Some(template) = template else {
         c.required(p, "the template of the VMI to create");
         return;
@@ -77,11 +96,15 @@ fn check_template(c: &mut Checker, template: Option<&VirtualMachineInstanceTempl
 }
 
 fn selector_is_empty(s: &LabelSelector) -> bool {
-    s.match_labels.as_ref().is_none_or(BTreeMap::is_empty) && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
+    s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+        && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
 }
 
 /// Evaluates a label selector as Kubernetes does; an error names a malformed expression.
-pub fn selector_matches(s: &LabelSelector, labels: &BTreeMap<String, String>) -> Result<bool, String> {
+pub fn selector_matches(
+    s: &LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> Result<bool, String> {
     for (k, v) in s.match_labels.iter().flatten() {
         if labels.get(k) != Some(v) {
             return Ok(false);
@@ -96,7 +119,9 @@ pub fn selector_matches(s: &LabelSelector, labels: &BTreeMap<String, String>) ->
             "Exists" if values.is_empty() => value.is_some(),
             "DoesNotExist" if values.is_empty() => value.is_none(),
             "In" | "NotIn" => return Err(format!("operator {} needs values", expr.operator)),
-            "Exists" | "DoesNotExist" => return Err(format!("operator {} takes no values", expr.operator)),
+            "Exists" | "DoesNotExist" => {
+                return Err(format!("operator {} takes no values", expr.operator))
+            }
             other => return Err(format!("unknown operator {other:?}")),
         };
         if !ok {
@@ -107,5 +132,9 @@ pub fn selector_matches(s: &LabelSelector, labels: &BTreeMap<String, String>) ->
 }
 
 fn format_labels(labels: &BTreeMap<String, String>) -> String {
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -30,7 +30,11 @@ pub(crate) const MAX_GRACE_PERIOD_SECONDS: i64 = 86_400;
 /// KubeVirt's default `terminationGracePeriodSeconds` for VMIs.
 pub(crate) const DEFAULT_GRACE_PERIOD_SECONDS: u32 = 30;
 
-pub(crate) fn check(c: &mut Checker, spec: &VirtualMachineInstanceSpec, p: &FieldPath) -> Option<VmiConfig> {
+pub(crate) fn check(
+    c: &mut Checker,
+    spec: &VirtualMachineInstanceSpec,
+    p: &FieldPath,
+) -> Option<VmiConfig> {
     let before = c.count();
     c.unknown(p, &spec.unknown);
 
@@ -74,13 +78,21 @@ pub(crate) fn check(c: &mut Checker, spec: &VirtualMachineInstanceSpec, p: &Fiel
     for (field, value) in [("hostname", &spec.hostname), ("subdomain", &spec.subdomain)] {
         if let Some(v) = value {
             if !is_dns_label(v) {
-                c.invalid(&p.child(field), v, "must be a DNS label (lowercase letters, digits and '-', at most 63)");
+                c.invalid(
+                    &p.child(field),
+                    v,
+                    "must be a DNS label (lowercase letters, digits and '-', at most 63)",
+                );
             }
         }
     }
     if let Some(name) = &spec.priority_class_name {
         if !is_dns_subdomain(name) {
-            c.invalid(&p.child("priorityClassName"), name, "must be a DNS subdomain");
+            c.invalid(
+                &p.child("priorityClassName"),
+                name,
+                "must be a DNS subdomain",
+            );
         }
     }
 
@@ -90,7 +102,11 @@ pub(crate) fn check(c: &mut Checker, spec: &VirtualMachineInstanceSpec, p: &Fiel
     };
     let dp = p.child("domain");
     let hw = check_domain(c, domain, &dp);
-    let volumes = check_volumes(c, spec.volumes.as_deref().unwrap_or(&[]), &p.child("volumes"));
+    let volumes = check_volumes(
+        c,
+        spec.volumes.as_deref().unwrap_or(&[]),
+        &p.child("volumes"),
+    );
     let devices_default = Devices::default();
     let devices = domain.devices.as_ref().unwrap_or(&devices_default);
     let devp = dp.child("devices");
@@ -98,7 +114,13 @@ pub(crate) fn check(c: &mut Checker, spec: &VirtualMachineInstanceSpec, p: &Fiel
     if let Some(rng) = &devices.rng {
         c.unknown(&devp.child("rng"), &rng.unknown);
     }
-    let disks = check_disks(c, devices.disks.as_deref().unwrap_or(&[]), &volumes, &devp.child("disks"), &p.child("volumes"));
+    let disks = check_disks(
+        c,
+        devices.disks.as_deref().unwrap_or(&[]),
+        &volumes,
+        &devp.child("disks"),
+        &p.child("volumes"),
+    );
     let interfaces = check_interfaces(
         c,
         devices.interfaces.as_deref().unwrap_or(&[]),
@@ -155,7 +177,12 @@ fn check_domain(c: &mut Checker, domain: &DomainSpec, p: &FieldPath) -> Option<H
     let machine_type = check_machine(c, domain, &p.child("machine"));
     let features = domain.features.clone().unwrap_or_default();
     let (acpi, smm) = check_features(c, &features, &p.child("features"));
-    let firmware = check_firmware(c, domain.firmware.as_ref().unwrap_or(&Firmware::default()), smm, &p.child("firmware"));
+    let firmware = check_firmware(
+        c,
+        domain.firmware.as_ref().unwrap_or(&Firmware::default()),
+        smm,
+        &p.child("firmware"),
+    );
     let (bootloader, kernel_boot, firmware_uuid, firmware_serial) = firmware?;
     Some(Hardware {
         memory: memory?,
@@ -191,15 +218,30 @@ fn parse_quantity(c: &mut Checker, q: &QuantityString, p: &FieldPath) -> Option<
     }
 }
 
-fn check_resources(c: &mut Checker, resources: Option<&ResourceRequirements>, p: &FieldPath) -> Limits {
-    let Some(resources) = resources else { return Limits::default() };
+fn check_resources(
+    c: &mut Checker,
+    resources: Option<&ResourceRequirements>,
+    p: &FieldPath,
+) -> Limits {
+    let Some(resources) = resources else {
+        return Limits::default();
+    };
     c.unknown(p, &resources.unknown);
     let mut parsed: HashMap<(&str, &str), u64> = HashMap::new();
-    for (kind, list) in [("requests", &resources.requests), ("limits", &resources.limits)] {
+    for (kind, list) in [
+        ("requests", &resources.requests),
+        ("limits", &resources.limits),
+    ] {
         for (name, q) in list.iter().flatten() {
             let qp = p.child(kind).child(name);
-            let Some(value) = parse_quantity(c, q, &qp) else { continue };
-            let amount = if name == "cpu" { value.to_millis() } else { value.to_units() };
+            let Some(value) = parse_quantity(c, q, &qp) else {
+                continue;
+            };
+            let amount = if name == "cpu" {
+                value.to_millis()
+            } else {
+                value.to_units()
+            };
             match amount {
                 Some(a) => {
                     parsed.insert((kind, name.as_str()), a);
@@ -210,11 +252,18 @@ fn check_resources(c: &mut Checker, resources: Option<&ResourceRequirements>, p:
     }
     if let Some(&request) = parsed.get(&("requests", "memory")) {
         if request > 0 && request < MemoryBytes::MIN {
-            c.invalid(&p.child("requests").child("memory"), bytes_text(resources.requests.as_ref(), "memory"), "must be greater than or equal to 1M");
+            c.invalid(
+                &p.child("requests").child("memory"),
+                bytes_text(resources.requests.as_ref(), "memory"),
+                "must be greater than or equal to 1M",
+            );
         }
     }
     for resource in ["cpu", "memory"] {
-        if let (Some(req), Some(lim)) = (parsed.get(&("requests", resource)), parsed.get(&("limits", resource))) {
+        if let (Some(req), Some(lim)) = (
+            parsed.get(&("requests", resource)),
+            parsed.get(&("limits", resource)),
+        ) {
             if req > lim {
                 c.invalid(
                     &p.child("requests").child(resource),
@@ -224,14 +273,23 @@ fn check_resources(c: &mut Checker, resources: Option<&ResourceRequirements>, p:
             }
         }
     }
-    Limits { memory: parsed.get(&("limits", "memory")).copied() }
+    Limits {
+        memory: parsed.get(&("limits", "memory")).copied(),
+    }
 }
 
 fn bytes_text(list: Option<&BTreeMap<String, QuantityString>>, name: &str) -> String {
-    list.and_then(|l| l.get(name)).map(|q| q.0.clone()).unwrap_or_default()
+    list.and_then(|l| l.get(name))
+        .map(|q| q.0.clone())
+        .unwrap_or_default()
 }
 
-fn check_memory(c: &mut Checker, domain: &DomainSpec, limit: Option<u64>, p: &FieldPath) -> Option<MemoryBytes> {
+fn check_memory(
+    c: &mut Checker,
+    domain: &DomainSpec,
+    limit: Option<u64>,
+    p: &FieldPath,
+) -> Option<MemoryBytes> {
     let mp = p.child("memory");
     if let Some(memory) = &domain.memory {
         c.unknown(&mp, &memory.unknown);
@@ -259,7 +317,11 @@ fn check_memory(c: &mut Checker, domain: &DomainSpec, limit: Option<u64>, p: &Fi
     };
     if let Some(limit) = limit {
         if bytes > limit {
-            c.invalid(&gp, &guest.0, "must be less than or equal to spec.domain.resources.limits.memory");
+            c.invalid(
+                &gp,
+                &guest.0,
+                "must be less than or equal to spec.domain.resources.limits.memory",
+            );
             return None;
         }
     }
@@ -278,7 +340,10 @@ fn check_cpu(c: &mut Checker, cpu: Option<&Cpu>, p: &FieldPath) -> Option<(CpuTo
         c.invalid(
             p,
             format!("sockets={sockets} cores={cores} threads={threads}"),
-            format!("sockets × cores × threads must be at most {}", CpuTopology::MAX_VCPUS),
+            format!(
+                "sockets × cores × threads must be at most {}",
+                CpuTopology::MAX_VCPUS
+            ),
         );
     }
     let model = match cpu.model.as_deref() {
@@ -287,7 +352,9 @@ fn check_cpu(c: &mut Checker, cpu: Option<&Cpu>, p: &FieldPath) -> Option<(CpuTo
         Some(name)
             if !name.is_empty()
                 && name.len() <= 64
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
         {
             Some(CpuModel::Named(name.to_owned()))
         }
@@ -304,10 +371,12 @@ fn check_machine(c: &mut Checker, domain: &DomainSpec, p: &FieldPath) -> Option<
     if let Some(m) = machine {
         c.unknown(p, &m.unknown);
     }
-    let name = machine.and_then(|m| m.type_.as_deref()).unwrap_or(crate::defaults::DEFAULT_MACHINE_TYPE);
-    let versioned = name
-        .strip_prefix("pc-q35-")
-        .is_some_and(|v| !v.is_empty() && v.len() <= 16 && v.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+    let name = machine
+        .and_then(|m| m.type_.as_deref())
+        .unwrap_or(crate::defaults::DEFAULT_MACHINE_TYPE);
+    let versioned = name.strip_prefix("pc-q35-").is_some_and(|v| {
+        !v.is_empty() && v.len() <= 16 && v.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    });
     if name == "q35" || versioned {
         Some(name.to_owned())
     } else {
@@ -330,7 +399,12 @@ fn check_features(c: &mut Checker, features: &Features, p: &FieldPath) -> (bool,
 
 type FirmwareParts = (Bootloader, Option<KernelBoot>, uuid::Uuid, Option<String>);
 
-fn check_firmware(c: &mut Checker, firmware: &Firmware, smm: bool, p: &FieldPath) -> Option<FirmwareParts> {
+fn check_firmware(
+    c: &mut Checker,
+    firmware: &Firmware,
+    smm: bool,
+    p: &FieldPath,
+) -> Option<FirmwareParts> {
     let before = c.count();
     c.unknown(p, &firmware.unknown);
     let uuid = match firmware.uuid.as_deref() {
@@ -346,7 +420,11 @@ fn check_firmware(c: &mut Checker, firmware: &Firmware, smm: bool, p: &FieldPath
     };
     if let Some(serial) = &firmware.serial {
         if serial.is_empty() || !is_printable(serial, 64) {
-            c.invalid(&p.child("serial"), serial, "must be 1 to 64 printable ASCII characters");
+            c.invalid(
+                &p.child("serial"),
+                serial,
+                "must be 1 to 64 printable ASCII characters",
+            );
         }
     }
     let bootloader = match &firmware.bootloader {
@@ -372,7 +450,9 @@ fn check_firmware(c: &mut Checker, firmware: &Firmware, smm: bool, p: &FieldPath
                 }
                 (Some(bios), None) => {
                     c.unknown(&bp.child("bios"), &bios.unknown);
-                    Bootloader::Bios { use_serial: bios.use_serial.unwrap_or(false) }
+                    Bootloader::Bios {
+                        use_serial: bios.use_serial.unwrap_or(false),
+                    }
                 }
                 (None, None) => Bootloader::Bios { use_serial: false },
             }
@@ -383,20 +463,34 @@ fn check_firmware(c: &mut Checker, firmware: &Firmware, smm: bool, p: &FieldPath
         c.unknown(&kp, &kb.unknown);
         if let Some(args) = &kb.kernel_args {
             if !is_printable(args, 4096) {
-                c.invalid(&kp.child("kernelArgs"), args, "must be at most 4096 printable ASCII characters");
+                c.invalid(
+                    &kp.child("kernelArgs"),
+                    args,
+                    "must be at most 4096 printable ASCII characters",
+                );
             }
         }
         let Some(container) = &kb.container else {
             if kb.kernel_args.is_some() {
-                c.required(&kp.child("container"), "kernelArgs needs a kernel: set kernelBoot.container");
+                c.required(
+                    &kp.child("container"),
+                    "kernelArgs needs a kernel: set kernelBoot.container",
+                );
             }
             return None;
         };
         let cp = kp.child("container");
         c.unknown(&cp, &container.unknown);
         let image = check_image(c, container.image.as_deref(), &cp.child("image"));
-        check_pull_policy(c, container.image_pull_policy.as_deref(), &cp.child("imagePullPolicy"));
-        for (field, path) in [("kernelPath", &container.kernel_path), ("initrdPath", &container.initrd_path)] {
+        check_pull_policy(
+            c,
+            container.image_pull_policy.as_deref(),
+            &cp.child("imagePullPolicy"),
+        );
+        for (field, path) in [
+            ("kernelPath", &container.kernel_path),
+            ("initrdPath", &container.initrd_path),
+        ] {
             if let Some(problem) = path.as_deref().and_then(image_path_problem) {
                 c.invalid(&cp.child(field), path.as_deref().unwrap_or(""), problem);
             }
@@ -421,7 +515,11 @@ fn check_image(c: &mut Checker, image: Option<&str>, p: &FieldPath) -> Option<St
             None
         }
         Some(i) if i.len() > 1024 || !i.bytes().all(|b| b.is_ascii_graphic()) => {
-            c.invalid(p, i, "must be an image reference: at most 1024 printable characters, no spaces");
+            c.invalid(
+                p,
+                i,
+                "must be an image reference: at most 1024 printable characters, no spaces",
+            );
             None
         }
         Some(i) => Some(i.to_owned()),
@@ -461,7 +559,11 @@ fn check_volumes(c: &mut Checker, volumes: &[Volume], p: &FieldPath) -> Volumes 
         if name.is_empty() {
             c.required(&vp.child("name"), "every volume needs a name");
         } else if !is_dns_label(&name) {
-            c.invalid(&vp.child("name"), &name, "must be a DNS label (lowercase letters, digits and '-', at most 63)");
+            c.invalid(
+                &vp.child("name"),
+                &name,
+                "must be a DNS label (lowercase letters, digits and '-', at most 63)",
+            );
         } else if out.contains_key(&name) {
             c.duplicate(&vp.child("name"), &name);
         }
@@ -470,10 +572,20 @@ fn check_volumes(c: &mut Checker, volumes: &[Volume], p: &FieldPath) -> Volumes 
             sources.push(check_container_disk(c, cd, &vp.child("containerDisk")));
         }
         if let Some(ci) = &volume.cloud_init_no_cloud {
-            sources.push(check_cloud_init(c, ci, CloudInitFormat::NoCloud, &vp.child("cloudInitNoCloud")));
+            sources.push(check_cloud_init(
+                c,
+                ci,
+                CloudInitFormat::NoCloud,
+                &vp.child("cloudInitNoCloud"),
+            ));
         }
         if let Some(ci) = &volume.cloud_init_config_drive {
-            sources.push(check_cloud_init(c, ci, CloudInitFormat::ConfigDrive, &vp.child("cloudInitConfigDrive")));
+            sources.push(check_cloud_init(
+                c,
+                ci,
+                CloudInitFormat::ConfigDrive,
+                &vp.child("cloudInitConfigDrive"),
+            ));
         }
         if let Some(ed) = &volume.empty_disk {
             let ep = vp.child("emptyDisk");
@@ -483,26 +595,39 @@ fn check_volumes(c: &mut Checker, volumes: &[Volume], p: &FieldPath) -> Volumes 
                     c.required(&ep.child("capacity"), "the size of the empty disk");
                     None
                 }
-                Some(q) => parse_quantity(c, q, &ep.child("capacity")).and_then(|v| match v.to_units() {
-                    Some(b) if b > 0 && b <= MAX_EMPTY_DISK_BYTES => Some(VolumeSource::EmptyDisk { capacity: b }),
-                    _ => {
-                        c.invalid(&ep.child("capacity"), &q.0, "must be more than 0 and at most 64Ti");
-                        None
-                    }
-                }),
+                Some(q) => {
+                    parse_quantity(c, q, &ep.child("capacity")).and_then(|v| match v.to_units() {
+                        Some(b) if b > 0 && b <= MAX_EMPTY_DISK_BYTES => {
+                            Some(VolumeSource::EmptyDisk { capacity: b })
+                        }
+                        _ => {
+                            c.invalid(
+                                &ep.child("capacity"),
+                                &q.0,
+                                "must be more than 0 and at most 64Ti",
+                            );
+                            None
+                        }
+                    })
+                }
             });
         }
         if let Some(pvc) = &volume.persistent_volume_claim {
             let pp = vp.child("persistentVolumeClaim");
             c.unknown(&pp, &pvc.unknown);
             if pvc.hotpluggable == Some(true) {
-                c.not_supported(&pp.child("hotpluggable"), "volume hotplug is not implemented");
+                c.not_supported(
+                    &pp.child("hotpluggable"),
+                    "volume hotplug is not implemented",
+                );
             }
             sources.push(match pvc.claim_name.as_deref() {
-                Some(n) if is_dns_subdomain(n) && !n.is_empty() => Some(VolumeSource::PersistentVolumeClaim {
-                    claim_name: n.to_owned(),
-                    read_only: pvc.read_only.unwrap_or(false),
-                }),
+                Some(n) if is_dns_subdomain(n) && !n.is_empty() => {
+                    Some(VolumeSource::PersistentVolumeClaim {
+                        claim_name: n.to_owned(),
+                        read_only: pvc.read_only.unwrap_or(false),
+                    })
+                }
                 Some(n) if !n.is_empty() => {
                     c.invalid(&pp.child("claimName"), n, "must be a DNS subdomain");
                     None
@@ -514,7 +639,10 @@ fn check_volumes(c: &mut Checker, volumes: &[Volume], p: &FieldPath) -> Volumes 
             });
         }
         if volume.ephemeral.is_some() {
-            c.not_supported(&vp.child("ephemeral"), "use persistentVolumeClaim, or a containerDisk for a throw-away disk");
+            c.not_supported(
+                &vp.child("ephemeral"),
+                "use persistentVolumeClaim, or a containerDisk for a throw-away disk",
+            );
             sources.push(None);
         }
         if volume.host_disk.is_some() {
@@ -526,11 +654,18 @@ fn check_volumes(c: &mut Checker, volumes: &[Volume], p: &FieldPath) -> Volumes 
         }
         let unknown_source = !volume.unknown.is_empty();
         match sources.len() {
-            0 if !unknown_source => c.required(&vp, format!("one volume source: {}", VOLUME_SOURCES.join(", "))),
+            0 if !unknown_source => c.required(
+                &vp,
+                format!("one volume source: {}", VOLUME_SOURCES.join(", ")),
+            ),
             0 | 1 => {}
             _ => c.forbidden(&vp, "only one volume source may be set"),
         }
-        let source = if c.count() == before { sources.into_iter().next().flatten() } else { None };
+        let source = if c.count() == before {
+            sources.into_iter().next().flatten()
+        } else {
+            None
+        };
         if !name.is_empty() && !out.contains_key(&name) {
             out.insert(name, source);
         }
@@ -538,20 +673,36 @@ fn check_volumes(c: &mut Checker, volumes: &[Volume], p: &FieldPath) -> Volumes 
     out
 }
 
-fn check_container_disk(c: &mut Checker, cd: &ContainerDiskSource, p: &FieldPath) -> Option<VolumeSource> {
+fn check_container_disk(
+    c: &mut Checker,
+    cd: &ContainerDiskSource,
+    p: &FieldPath,
+) -> Option<VolumeSource> {
     c.unknown(p, &cd.unknown);
     let image = check_image(c, cd.image.as_deref(), &p.child("image"));
-    check_pull_policy(c, cd.image_pull_policy.as_deref(), &p.child("imagePullPolicy"));
+    check_pull_policy(
+        c,
+        cd.image_pull_policy.as_deref(),
+        &p.child("imagePullPolicy"),
+    );
     if let Some(path) = &cd.path {
         if let Some(problem) = image_path_problem(path) {
             c.invalid(&p.child("path"), path, problem);
             return None;
         }
     }
-    Some(VolumeSource::ContainerDisk { image: image?, path: cd.path.clone() })
+    Some(VolumeSource::ContainerDisk {
+        image: image?,
+        path: cd.path.clone(),
+    })
 }
 
-fn check_cloud_init(c: &mut Checker, ci: &CloudInitSource, format: CloudInitFormat, p: &FieldPath) -> Option<VolumeSource> {
+fn check_cloud_init(
+    c: &mut Checker,
+    ci: &CloudInitSource,
+    format: CloudInitFormat,
+    p: &FieldPath,
+) -> Option<VolumeSource> {
     let before = c.count();
     c.unknown(p, &ci.unknown);
     let user = check_cloud_init_data(
@@ -571,7 +722,11 @@ fn check_cloud_init(c: &mut Checker, ci: &CloudInitSource, format: CloudInitForm
     if user.is_none() && network.is_none() && c.count() == before {
         c.required(p, "one of userData, userDataBase64, secretRef, networkData, networkDataBase64, networkDataSecretRef");
     }
-    (c.count() == before).then_some(VolumeSource::CloudInit(CloudInit { format, user_data: user, network_data: network }))
+    (c.count() == before).then_some(VolumeSource::CloudInit(CloudInit {
+        format,
+        user_data: user,
+        network_data: network,
+    }))
 }
 
 fn check_cloud_init_data(
@@ -581,9 +736,15 @@ fn check_cloud_init_data(
     (b64_field, b64): (&str, Option<&str>),
     (secret_field, secret): (&str, Option<&crate::types::LocalObjectReference>),
 ) -> Option<CloudInitData> {
-    let given = [inline.is_some(), b64.is_some(), secret.is_some()].iter().filter(|x| **x).count();
+    let given = [inline.is_some(), b64.is_some(), secret.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
     if given > 1 {
-        c.forbidden(p, format!("only one of {inline_field}, {b64_field} and {secret_field} may be set"));
+        c.forbidden(
+            p,
+            format!("only one of {inline_field}, {b64_field} and {secret_field} may be set"),
+        );
         return None;
     }
     if let Some(text) = inline {
@@ -602,7 +763,9 @@ fn check_cloud_init_data(
         }
         let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim());
         return match decoded.map(String::from_utf8) {
-            Ok(Ok(text)) if text.len() <= CLOUD_INIT_INLINE_MAX => Some(CloudInitData::Inline(text)),
+            Ok(Ok(text)) if text.len() <= CLOUD_INIT_INLINE_MAX => {
+                Some(CloudInitData::Inline(text))
+            }
             Ok(Ok(text)) => {
                 c.invalid(&bp, format!("{} bytes", text.len()), format!("exceeds the {CLOUD_INIT_INLINE_MAX} byte limit; use {secret_field} for larger data"));
                 None
@@ -621,7 +784,9 @@ fn check_cloud_init_data(
     let sp = p.child(secret_field);
     c.unknown(&sp, &secret.unknown);
     match secret.name.as_deref() {
-        Some(n) if !n.is_empty() && is_dns_subdomain(n) => Some(CloudInitData::Secret { name: n.to_owned() }),
+        Some(n) if !n.is_empty() && is_dns_subdomain(n) => {
+            Some(CloudInitData::Secret { name: n.to_owned() })
+        }
         Some(n) if !n.is_empty() => {
             c.invalid(&sp.child("name"), n, "must be a DNS subdomain");
             None
@@ -657,32 +822,56 @@ fn check_disks(
         } else if !names.insert(name) {
             c.duplicate(&dp.child("name"), name);
         } else if !volumes.contains_key(name) && is_dns_label(name) {
-            c.invalid(&dp.child("name"), name, format!("no volume of this name in {volumes_path}"));
+            c.invalid(
+                &dp.child("name"),
+                name,
+                format!("no volume of this name in {volumes_path}"),
+            );
         } else if !is_dns_label(name) {
-            c.invalid(&dp.child("name"), name, "must be a DNS label (lowercase letters, digits and '-', at most 63)");
+            c.invalid(
+                &dp.child("name"),
+                name,
+                "must be a DNS label (lowercase letters, digits and '-', at most 63)",
+            );
         }
-        let targets = [disk.disk.is_some(), disk.cdrom.is_some(), disk.lun.is_some()].iter().filter(|x| **x).count();
+        let targets = [
+            disk.disk.is_some(),
+            disk.cdrom.is_some(),
+            disk.lun.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
         if targets > 1 {
             c.forbidden(&dp, "only one of disk, cdrom and lun may be set");
         }
-        let bus = |c: &mut Checker, bus: Option<&str>, bp: FieldPath, cdrom: bool| -> Option<DiskBus> {
-            let name = bus.unwrap_or(crate::defaults::DEFAULT_DISK_BUS);
-            match DiskBus::parse(name) {
-                Some(DiskBus::Virtio) if cdrom => {
-                    c.invalid(&bp, name, "a CD-ROM cannot sit on the virtio bus; use sata, scsi or usb");
-                    None
+        let bus =
+            |c: &mut Checker, bus: Option<&str>, bp: FieldPath, cdrom: bool| -> Option<DiskBus> {
+                let name = bus.unwrap_or(crate::defaults::DEFAULT_DISK_BUS);
+                match DiskBus::parse(name) {
+                    Some(DiskBus::Virtio) if cdrom => {
+                        c.invalid(
+                            &bp,
+                            name,
+                            "a CD-ROM cannot sit on the virtio bus; use sata, scsi or usb",
+                        );
+                        None
+                    }
+                    Some(b) => Some(b),
+                    None => {
+                        c.unsupported_value(&bp, name, DiskBus::NAMES);
+                        None
+                    }
                 }
-                Some(b) => Some(b),
-                None => {
-                    c.unsupported_value(&bp, name, DiskBus::NAMES);
-                    None
-                }
-            }
-        };
+            };
         let device = if let Some(d) = &disk.disk {
             c.unknown(&dp.child("disk"), &d.unknown);
-            bus(c, d.bus.as_deref(), dp.child("disk").child("bus"), false)
-                .map(|bus| DiskDevice::Disk { bus, read_only: d.read_only.unwrap_or(false) })
+            bus(c, d.bus.as_deref(), dp.child("disk").child("bus"), false).map(|bus| {
+                DiskDevice::Disk {
+                    bus,
+                    read_only: d.read_only.unwrap_or(false),
+                }
+            })
         } else if let Some(cd) = &disk.cdrom {
             let cp = dp.child("cdrom");
             c.unknown(&cp, &cd.unknown);
@@ -694,27 +883,46 @@ fn check_disks(
                     false
                 }
             };
-            bus(c, cd.bus.as_deref(), cp.child("bus"), true)
-                .map(|bus| DiskDevice::Cdrom { bus, read_only: cd.read_only.unwrap_or(true), tray_open })
+            bus(c, cd.bus.as_deref(), cp.child("bus"), true).map(|bus| DiskDevice::Cdrom {
+                bus,
+                read_only: cd.read_only.unwrap_or(true),
+                tray_open,
+            })
         } else if disk.lun.is_some() {
-            c.not_supported(&dp.child("lun"), "SCSI LUN passthrough is not implemented; use disk");
+            c.not_supported(
+                &dp.child("lun"),
+                "SCSI LUN passthrough is not implemented; use disk",
+            );
             None
         } else {
-            Some(DiskDevice::Disk { bus: DiskBus::Sata, read_only: false })
+            Some(DiskDevice::Disk {
+                bus: DiskBus::Sata,
+                read_only: false,
+            })
         };
         if let Some(order) = disk.boot_order {
             if order < 1 {
                 c.invalid(&dp.child("bootOrder"), order, "must be 1 or more");
             } else if !boot_orders.insert(order) {
-                c.invalid(&dp.child("bootOrder"), order, "another disk has this boot order");
+                c.invalid(
+                    &dp.child("bootOrder"),
+                    order,
+                    "another disk has this boot order",
+                );
             }
         }
         if let Some(serial) = &disk.serial {
             let ok = !serial.is_empty()
                 && serial.len() <= 20
-                && serial.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b));
+                && serial
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b));
             if !ok {
-                c.invalid(&dp.child("serial"), serial, "must be 1 to 20 of letters, digits, '_', '.', '+', '-'");
+                c.invalid(
+                    &dp.child("serial"),
+                    serial,
+                    "must be 1 to 20 of letters, digits, '_', '.', '+', '-'",
+                );
             }
         }
         let source = volumes.get(name).cloned().flatten();
@@ -740,11 +948,19 @@ fn check_interfaces(
 ) -> Option<Vec<InterfaceConfig>> {
     let before = c.count();
     if interfaces.len() > MAX_INTERFACES {
-        c.invalid(p, interfaces.len(), format!("at most {MAX_INTERFACES} interfaces"));
+        c.invalid(
+            p,
+            interfaces.len(),
+            format!("at most {MAX_INTERFACES} interfaces"),
+        );
         return None;
     }
     if networks.len() > MAX_INTERFACES {
-        c.invalid(np, networks.len(), format!("at most {MAX_INTERFACES} networks"));
+        c.invalid(
+            np,
+            networks.len(),
+            format!("at most {MAX_INTERFACES} networks"),
+        );
         return None;
     }
     let mut network_names = HashSet::new();
@@ -758,8 +974,16 @@ fn check_interfaces(
         } else if !network_names.insert(name) {
             c.duplicate(&netp.child("name"), name);
         }
-        if !interfaces.iter().any(|iface| iface.name.as_deref() == Some(name)) && !name.is_empty() {
-            c.invalid(&netp.child("name"), name, format!("no interface of this name in {p}"));
+        if !interfaces
+            .iter()
+            .any(|iface| iface.name.as_deref() == Some(name))
+            && !name.is_empty()
+        {
+            c.invalid(
+                &netp.child("name"),
+                name,
+                format!("no interface of this name in {p}"),
+            );
         }
         let sources = usize::from(network.pod.is_some()) + usize::from(network.multus.is_some());
         if sources > 1 {
@@ -772,17 +996,28 @@ fn check_interfaces(
             c.unknown(&netp.child("pod"), &pod.unknown);
             if let Some(cidr) = &pod.vm_network_cidr {
                 if !is_ipv4_cidr(cidr) {
-                    c.invalid(&netp.child("pod").child("vmNetworkCIDR"), cidr, "must be an IPv4 CIDR such as 10.0.2.0/24");
+                    c.invalid(
+                        &netp.child("pod").child("vmNetworkCIDR"),
+                        cidr,
+                        "must be an IPv4 CIDR such as 10.0.2.0/24",
+                    );
                 }
             }
             if let Some(cidr) = &pod.vm_ipv6_network_cidr {
                 if !is_ipv6_cidr(cidr) {
-                    c.invalid(&netp.child("pod").child("vmIPv6NetworkCIDR"), cidr, "must be an IPv6 CIDR such as fd10:0:2::/120");
+                    c.invalid(
+                        &netp.child("pod").child("vmIPv6NetworkCIDR"),
+                        cidr,
+                        "must be an IPv6 CIDR such as fd10:0:2::/120",
+                    );
                 }
             }
         }
         if network.multus.is_some() {
-            c.not_supported(&netp.child("multus"), "secondary networks through Multus are not implemented; use pod");
+            c.not_supported(
+                &netp.child("multus"),
+                "secondary networks through Multus are not implemented; use pod",
+            );
         }
     }
     if pod_networks > 1 {
@@ -797,11 +1032,18 @@ fn check_interfaces(
         c.unknown(&ip, &iface.unknown);
         let name = iface.name.as_deref().unwrap_or("");
         if name.is_empty() {
-            c.required(&ip.child("name"), "the name of the network this interface connects to");
+            c.required(
+                &ip.child("name"),
+                "the name of the network this interface connects to",
+            );
         } else if !names.insert(name) {
             c.duplicate(&ip.child("name"), name);
         } else if !network_names.contains(name) {
-            c.invalid(&ip.child("name"), name, format!("no network of this name in {np}"));
+            c.invalid(
+                &ip.child("name"),
+                name,
+                format!("no network of this name in {np}"),
+            );
         }
         let model = match iface.model.as_deref() {
             None => Some(NicModel::Virtio),
@@ -819,7 +1061,10 @@ fn check_interfaces(
             (Some(b), None) => {
                 c.unknown(&ip.child("bridge"), &b.unknown);
                 if iface.ports.as_ref().is_some_and(|p| !p.is_empty()) {
-                    c.forbidden(&ip.child("ports"), "ports are only forwarded with masquerade; a bridged guest owns every port");
+                    c.forbidden(
+                        &ip.child("ports"),
+                        "ports are only forwarded with masquerade; a bridged guest owns every port",
+                    );
                 }
                 Some(Binding::Bridge)
             }
@@ -835,29 +1080,45 @@ fn check_interfaces(
                 None
             }
         };
-        let mac = iface.mac_address.as_deref().and_then(|text| match parse_mac(text) {
-            Some(mac) if mac.0[0] & 1 == 1 => {
-                c.invalid(&ip.child("macAddress"), text, "must be a unicast address");
-                None
-            }
-            Some(mac) if !macs.insert(mac.0) => {
-                c.duplicate(&ip.child("macAddress"), text);
-                None
-            }
-            Some(mac) => Some(mac),
-            None => {
-                c.invalid(&ip.child("macAddress"), text, "must be six hex octets such as 02:00:00:00:00:01");
-                None
-            }
-        });
+        let mac = iface
+            .mac_address
+            .as_deref()
+            .and_then(|text| match parse_mac(text) {
+                Some(mac) if mac.0[0] & 1 == 1 => {
+                    c.invalid(&ip.child("macAddress"), text, "must be a unicast address");
+                    None
+                }
+                Some(mac) if !macs.insert(mac.0) => {
+                    c.duplicate(&ip.child("macAddress"), text);
+                    None
+                }
+                Some(mac) => Some(mac),
+                None => {
+                    c.invalid(
+                        &ip.child("macAddress"),
+                        text,
+                        "must be six hex octets such as 02:00:00:00:00:01",
+                    );
+                    None
+                }
+            });
         if let (Some(model), Some(binding)) = (model, binding) {
-            out.push(InterfaceConfig { name: name.to_owned(), model, binding, mac });
+            out.push(InterfaceConfig {
+                name: name.to_owned(),
+                model,
+                binding,
+                mac,
+            });
         }
     }
     (c.count() == before).then_some(out)
 }
 
-fn check_ports(c: &mut Checker, ports: &[crate::types::Port], p: &FieldPath) -> Option<Vec<PortConfig>> {
+fn check_ports(
+    c: &mut Checker,
+    ports: &[crate::types::Port],
+    p: &FieldPath,
+) -> Option<Vec<PortConfig>> {
     if ports.len() > MAX_PORTS {
         c.invalid(p, ports.len(), format!("at most {MAX_PORTS} ports"));
         return None;

@@ -1,6 +1,8 @@
 //! Helpers shared by the API crate's tests.
 #![allow(dead_code)]
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use virtshim_api::manifest::{parse_documents, Object};
 
@@ -25,10 +27,19 @@ pub fn examples() -> Vec<(String, String)> {
         .expect("read examples dir")
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
         .collect();
     out.sort();
-    assert!(out.len() >= 10, "expected the KubeVirt examples, found {}", out.len());
+    assert!(
+        out.len() >= 10,
+        "expected the KubeVirt examples, found {}",
+        out.len()
+    );
     out
 }
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages virtshim builds, tests and runs with (`make deps`).
+# Idempotent and fast when everything is present: apt is only touched when something is missing.
+set -euo pipefail
+
+# Build: C toolchain and headers for the libvirt bindings; protoc for the CRI client.
+# Run: QEMU and libvirt's QEMU driver (embedded, no daemon), containerd, runc, CNI plugins.
+# Guests: kernel, busybox, bootloader and ISO tools for the test images.
+PACKAGES=(
+  build-essential pkg-config libvirt-dev protobuf-compiler
+  qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu ovmf
+  containerd runc containernetworking-plugins iptables iproute2 procps
+  linux-image-amd64 busybox-static syslinux syslinux-common extlinux mtools dosfstools
+  genisoimage cpio kmod python3 curl
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+# Debian 12's qemu-system 7.2 needs qemu-utils of the same version; some images ship a newer
+# qemu-utils from backports that conflicts with it, so pin it to qemu-system-x86's candidate.
+pin=()
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+  utils_installed=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+  if [ -n "$qemu_version" ] && [ "$utils_installed" != "$qemu_version" ]; then
+    pin=(qemu-utils="$qemu_version" qemu-block-extra="$qemu_version")
+    rest=()
+    for p in "${missing[@]}"; do [ "$p" = qemu-utils ] || rest+=("$p"); done
+    missing=("${rest[@]}")
+  fi
+  echo "deps: installing ${missing[*]} ${pin[*]}"
+  apt-get install -y -q --no-install-recommends --allow-downgrades "${missing[@]}" "${pin[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "deps: cargo not found: install a Rust toolchain (1.85 or newer) and re-run" >&2
+  exit 1
+fi
+echo "deps: all present"

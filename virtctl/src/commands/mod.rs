@@ -1,0 +1,3 @@
+//! One module per virtctl verb.
+
+pub mod validate;
