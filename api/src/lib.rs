@@ -7,11 +7,13 @@
 //! - [`validate`]: KubeVirt's rules plus what virtshim supports, every error with its field path.
 //! - [`crd`]: the CustomResourceDefinitions, generated from [`types`].
 //! - [`manifest`]: reading multi-document YAML of VMs, VMIs and replica sets.
+//! - [`pod`]: the pod contract between the controller, `virtctl local` and the shim.
 
 pub mod config;
 pub mod crd;
 pub mod defaults;
 pub mod manifest;
+pub mod pod;
 pub mod quantity;
 pub mod types;
 pub mod validate;

@@ -1,0 +1,353 @@
+//! The pod contract: how a VMI becomes a pod, and the names the shim reads back.
+//!
+//! The controller and `virtctl local` build pods with [`pod_for_vmi`]; the shim recognises the
+//! containers by the names here and reads the VMI from [`VMI_ANNOTATION`] (containerd passes it
+//! because the runtime's `pod_annotations` lists `virtshim.io/*`). Keeping both sides in one
+//! module is what keeps them in step.
+//!
+//! - The boot containerDisk's image is the `compute` container's image (else the kernelBoot
+//!   image, else [`PLACEHOLDER_IMAGE`]); the shim finds the disk in compute's root filesystem.
+//! - Every further containerDisk is a container `volume<name>` that runs nothing; the kernelBoot
+//!   image, when it is not compute's, is a container `kernel-boot`. They come *before* compute,
+//!   so the kubelet has created them when compute starts.
+//! - emptyDisk, PVC (filesystem) and cloud-init Secret volumes are pod volumes mounted into
+//!   compute under [`VOLUME_MOUNT_ROOT`]`/<volume>`; a block PVC is a device at
+//!   [`VOLUME_DEVICE_ROOT`]`/<volume>`.
+
+use crate::config::{CloudInitData, VmiConfig, VolumeSource};
+use crate::types::VirtualMachineInstance;
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource, Pod, PodSpec,
+    ResourceRequirements, SecretVolumeSource, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use std::collections::BTreeMap;
+
+/// The pod annotation carrying the defaulted VMI as JSON.
+pub const VMI_ANNOTATION: &str = "virtshim.io/vmi";
+/// The annotation prefix containerd must pass to the shim (`pod_annotations`).
+pub const ANNOTATION_PREFIX: &str = "virtshim.io/";
+/// RuntimeClass name and CRI runtime handler.
+pub const RUNTIME_CLASS: &str = "virtshim";
+/// The container that is the VM.
+pub const COMPUTE_CONTAINER: &str = "compute";
+/// The container holding the kernelBoot image when compute holds another image.
+pub const KERNEL_BOOT_CONTAINER: &str = "kernel-boot";
+/// Prefix of the containers holding further containerDisks.
+pub const VOLUME_CONTAINER_PREFIX: &str = "volume";
+/// Where compute mounts the pod volumes the VM's disks live on.
+pub const VOLUME_MOUNT_ROOT: &str = "/var/run/virtshim/volumes";
+/// Where compute sees block PVCs.
+pub const VOLUME_DEVICE_ROOT: &str = "/dev/virtshim";
+/// The image of a compute container with no image of its own to carry (PVC boot); it runs
+/// nothing, so any small image does.
+pub const PLACEHOLDER_IMAGE: &str = "localhost/virtshim/placeholder:v1";
+/// The file a filesystem-mode PVC holds the disk in, as in KubeVirt.
+pub const PVC_DISK_FILE: &str = "disk.img";
+
+/// Labels KubeVirt puts on launcher pods, which Services and `virtctl expose` select on.
+pub const LABEL_CREATED_BY: &str = "kubevirt.io/created-by";
+pub const LABEL_APP: &str = "kubevirt.io";
+pub const LABEL_DOMAIN: &str = "kubevirt.io/domain";
+pub const LABEL_VM_NAME: &str = "vm.kubevirt.io/name";
+
+/// The container that carries a further containerDisk volume.
+pub fn volume_container(volume: &str) -> String {
+    format!("{VOLUME_CONTAINER_PREFIX}{volume}")
+}
+
+/// Which image each container of the pod runs, derived from the VMI's config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerImages {
+    /// The compute container's image.
+    pub compute: String,
+    /// The volume whose containerDisk compute carries, if any.
+    pub compute_volume: Option<String>,
+    /// Whether compute's image is the kernelBoot image.
+    pub compute_has_kernel: bool,
+    /// `(container name, image)` for every other container, in pod order.
+    pub others: Vec<(String, String)>,
+}
+
+/// Decides the containers of a VMI's pod.
+pub fn container_images(config: &VmiConfig) -> ContainerImages {
+    let mut disks = config.disks.iter().filter_map(|d| match &d.source {
+        VolumeSource::ContainerDisk { image, .. } => Some((d.name.clone(), image.clone())),
+        _ => None,
+    });
+    // The disk that boots first carries compute; without boot orders, the first containerDisk.
+    let mut ordered: Vec<_> = config.disks.iter().collect();
+    ordered.sort_by_key(|d| d.boot_order.unwrap_or(u32::MAX));
+    let boot = ordered.iter().find_map(|d| match &d.source {
+        VolumeSource::ContainerDisk { image, .. } => Some((d.name.clone(), image.clone())),
+        _ => None,
+    });
+    let kernel = config.kernel_boot.as_ref().map(|k| k.image.clone());
+    let (compute, compute_volume, compute_has_kernel) = match (&boot, &kernel) {
+        (Some((name, image)), _) => (image.clone(), Some(name.clone()), false),
+        (None, Some(image)) => (image.clone(), None, true),
+        (None, None) => (PLACEHOLDER_IMAGE.to_owned(), None, false),
+    };
+    let mut others = Vec::new();
+    for (name, image) in disks.by_ref() {
+        if Some(&name) != compute_volume.as_ref() {
+            others.push((volume_container(&name), image));
+        }
+    }
+    if let (Some(image), false) = (kernel, compute_has_kernel) {
+        others.push((KERNEL_BOOT_CONTAINER.to_owned(), image));
+    }
+    ContainerImages { compute, compute_volume, compute_has_kernel, others }
+}
+
+/// Why a pod cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("the VMI has no name")]
+    NoName,
+    #[error("cannot serialize the VMI for the {VMI_ANNOTATION} annotation: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Builds the pod that runs `vmi` (already defaulted and validated into `config`).
+///
+/// The name is left to `generateName` (`virt-launcher-<vmi>-`), as KubeVirt's launcher pods are.
+pub fn pod_for_vmi(vmi: &VirtualMachineInstance, config: &VmiConfig) -> Result<Pod, PodError> {
+    let name = vmi.metadata.name.clone().ok_or(PodError::NoName)?;
+    let mut labels = vmi.metadata.labels.clone().unwrap_or_default();
+    labels.insert(LABEL_APP.to_owned(), "virt-launcher".to_owned());
+    labels.insert(LABEL_DOMAIN.to_owned(), name.clone());
+    if let Some(uid) = &vmi.metadata.uid {
+        labels.insert(LABEL_CREATED_BY.to_owned(), uid.clone());
+    }
+    let owner_vm = vmi
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == "VirtualMachine" && o.controller == Some(true));
+    if let Some(vm) = owner_vm {
+        labels.insert(LABEL_VM_NAME.to_owned(), vm.name.clone());
+    }
+
+    // The annotation carries what the shim needs: identity and the defaulted spec.
+    let carried = serde_json::json!({
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {
+            "name": name,
+            "namespace": vmi.metadata.namespace,
+            "uid": vmi.metadata.uid,
+        },
+        "spec": vmi.spec,
+    });
+    let annotations = BTreeMap::from([(VMI_ANNOTATION.to_owned(), serde_json::to_string(&carried)?)]);
+
+    let owner_references = vmi.metadata.uid.as_ref().map(|uid| {
+        vec![OwnerReference {
+            api_version: "kubevirt.io/v1".to_owned(),
+            kind: "VirtualMachineInstance".to_owned(),
+            name: name.clone(),
+            uid: uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]
+    });
+
+    let images = container_images(config);
+    let (volumes, mounts) = pod_volumes(config);
+    let mut containers: Vec<Container> = images
+        .others
+        .iter()
+        .map(|(container, image)| Container {
+            name: container.clone(),
+            image: Some(image.clone()),
+            // Runs nothing: the shim only needs its root filesystem. A tiny request keeps it
+            // from being BestEffort next to compute.
+            resources: Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".to_owned(), Quantity("1m".to_owned())),
+                    ("memory".to_owned(), Quantity("1Mi".to_owned())),
+                ])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    containers.push(Container {
+        name: COMPUTE_CONTAINER.to_owned(),
+        image: Some(images.compute.clone()),
+        resources: Some(compute_resources(vmi, config)),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        stdin: Some(true),
+        tty: Some(true),
+        ..Default::default()
+    });
+
+    let spec = &vmi.spec;
+    Ok(Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("virt-launcher-{name}-")),
+            namespace: vmi.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references,
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            runtime_class_name: Some(RUNTIME_CLASS.to_owned()),
+            restart_policy: Some("Never".to_owned()),
+            termination_grace_period_seconds: Some(i64::from(config.termination_grace_period_seconds)),
+            containers,
+            volumes: (!volumes.is_empty()).then_some(volumes),
+            node_selector: spec.node_selector.clone(),
+            affinity: spec.affinity.clone(),
+            tolerations: spec.tolerations.clone(),
+            topology_spread_constraints: spec.topology_spread_constraints.clone(),
+            priority_class_name: spec.priority_class_name.clone(),
+            scheduler_name: spec.scheduler_name.clone(),
+            hostname: spec.hostname.clone().or_else(|| Some(name.clone())),
+            subdomain: spec.subdomain.clone(),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// Compute's resources: memory is the guest's (the VM's fixed overhead is the RuntimeClass's
+/// `overhead.podFixed`), CPU as the VMI asks.
+fn compute_resources(vmi: &VirtualMachineInstance, config: &VmiConfig) -> ResourceRequirements {
+    let resources = vmi.spec.domain.as_ref().and_then(|d| d.resources.as_ref());
+    let mut requests: BTreeMap<String, Quantity> = resources.and_then(|r| r.requests.clone()).unwrap_or_default();
+    requests.insert("memory".to_owned(), Quantity(config.memory.bytes().to_string()));
+    let limits = resources.and_then(|r| r.limits.clone());
+    ResourceRequirements { requests: Some(requests), limits, ..Default::default() }
+}
+
+/// The pod volumes that back disks, and their mounts in compute.
+fn pod_volumes(config: &VmiConfig) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    let mut mount = |name: &str, read_only: bool| VolumeMount {
+        name: name.to_owned(),
+        mount_path: format!("{VOLUME_MOUNT_ROOT}/{name}"),
+        read_only: Some(read_only),
+        ..Default::default()
+    };
+    for disk in &config.disks {
+        match &disk.source {
+            VolumeSource::EmptyDisk { .. } => {
+                volumes.push(Volume { name: disk.name.clone(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() });
+                mounts.push(mount(&disk.name, false));
+            }
+            VolumeSource::PersistentVolumeClaim { claim_name, read_only } => {
+                volumes.push(Volume {
+                    name: disk.name.clone(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: claim_name.clone(),
+                        read_only: Some(*read_only),
+                    }),
+                    ..Default::default()
+                });
+                mounts.push(mount(&disk.name, *read_only));
+            }
+            VolumeSource::CloudInit(ci) => {
+                // Secrets travel as Secret volumes, never as annotations.
+                for (suffix, data) in [("userdata", &ci.user_data), ("networkdata", &ci.network_data)] {
+                    if let Some(CloudInitData::Secret { name }) = data {
+                        let volume = format!("{}-{suffix}", disk.name);
+                        volumes.push(Volume {
+                            name: volume.clone(),
+                            secret: Some(SecretVolumeSource { secret_name: Some(name.clone()), ..Default::default() }),
+                            ..Default::default()
+                        });
+                        mounts.push(mount(&volume, true));
+                    }
+                }
+            }
+            VolumeSource::ContainerDisk { .. } => {}
+        }
+    }
+    (volumes, mounts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> (VirtualMachineInstance, VmiConfig) {
+        let object = crate::manifest::parse_documents(yaml).remove(0).expect("parses");
+        let crate::manifest::Object::VirtualMachineInstance(mut vmi) = object else { panic!("vmi") };
+        crate::defaults::vmi(&mut vmi);
+        let config = crate::validate::vmi(&vmi).expect("valid");
+        (vmi, config)
+    }
+
+    const TWO_DISKS_AND_KERNEL: &str = r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: t, namespace: ns, uid: '1234', labels: {app: web}}
+spec:
+  domain:
+    memory: {guest: 64Mi}
+    firmware: {kernelBoot: {container: {image: 'k:1', kernelPath: /boot/vmlinuz}}}
+    devices:
+      disks:
+      - {name: data, disk: {}}
+      - {name: root, disk: {}, bootOrder: 1}
+      - {name: scratch, disk: {}}
+  volumes:
+  - {name: data, containerDisk: {image: 'data:1'}}
+  - {name: root, containerDisk: {image: 'root:1'}}
+  - {name: scratch, emptyDisk: {capacity: 1Gi}}
+"#;
+
+    #[test]
+    fn the_boot_disk_rides_in_compute_and_the_rest_come_first() {
+        let (_, config) = config(TWO_DISKS_AND_KERNEL);
+        let images = container_images(&config);
+        assert_eq!(images.compute, "root:1");
+        assert_eq!(images.compute_volume.as_deref(), Some("root"));
+        assert_eq!(
+            images.others,
+            [("volumedata".to_owned(), "data:1".to_owned()), ("kernel-boot".to_owned(), "k:1".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_kernel_boot_vm_without_disks_runs_the_kernel_image_as_compute() {
+        let (_, config) = config(
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: k}\nspec:\n  domain:\n    memory: {guest: 64Mi}\n    firmware: {kernelBoot: {container: {image: 'k:1', initrdPath: /boot/initrd.img}}}\n",
+        );
+        let images = container_images(&config);
+        assert_eq!((images.compute.as_str(), images.compute_has_kernel), ("k:1", true));
+        assert!(images.others.is_empty());
+    }
+
+    #[test]
+    fn the_pod_follows_the_contract() {
+        let (vmi, config) = config(TWO_DISKS_AND_KERNEL);
+        let pod = pod_for_vmi(&vmi, &config).expect("pod");
+        let spec = pod.spec.as_ref().expect("spec");
+        assert_eq!(pod.metadata.generate_name.as_deref(), Some("virt-launcher-t-"));
+        assert_eq!(spec.runtime_class_name.as_deref(), Some("virtshim"));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        let names: Vec<_> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["volumedata", "kernel-boot", "compute"]);
+        let labels = pod.metadata.labels.as_ref().expect("labels");
+        assert_eq!(labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(labels.get(LABEL_CREATED_BY).map(String::as_str), Some("1234"));
+        let compute = spec.containers.last().expect("compute");
+        let memory = compute.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("memory"));
+        assert_eq!(memory.map(|q| q.0.as_str()), Some("67108864"));
+        assert_eq!(compute.volume_mounts.as_ref().map(|m| m[0].mount_path.as_str()), Some("/var/run/virtshim/volumes/scratch"));
+        // The annotation carries a VMI that the shim can parse and validate back.
+        let carried = &pod.metadata.annotations.as_ref().expect("annotations")[VMI_ANNOTATION];
+        let back = crate::manifest::parse_json(carried).expect("annotation parses");
+        let crate::manifest::Object::VirtualMachineInstance(back) = back else { panic!("vmi") };
+        assert_eq!(crate::validate::vmi(&back).expect("valid"), config);
+    }
+}
