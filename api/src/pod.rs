@@ -231,7 +231,7 @@ fn compute_resources(vmi: &VirtualMachineInstance, config: &VmiConfig) -> Resour
 fn pod_volumes(config: &VmiConfig) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
-    let mut mount = |name: &str, read_only: bool| VolumeMount {
+    let mount = |name: &str, read_only: bool| VolumeMount {
         name: name.to_owned(),
         mount_path: format!("{VOLUME_MOUNT_ROOT}/{name}"),
         read_only: Some(read_only),

@@ -1,0 +1,227 @@
+//! The only module that talks to libvirt (blocking C): one worker thread owns the connection to
+//! the pod's embedded QEMU driver (`qemu:///embed?root=…`, no daemon anywhere) and runs the jobs
+//! sent to it; libvirt's own event loop runs on another thread, as the embedded driver needs.
+//!
+//! The shim process lives in the pod's network namespace (see `lifecycle`), so the QEMU that
+//! libvirt forks from the worker starts inside it.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Once;
+use std::thread::JoinHandle;
+use virt::connect::Connect;
+use virt::domain::{Domain, DomainShutoffReason, DomainState, DomainStateReason};
+use virt::enumutil::Enum;
+
+/// `etc/qemu.conf` of every embed root: QEMU runs as the shim's user, libvirt touches no
+/// cgroups (the shim places QEMU in the container's), no security driver, and QEMU's log goes to
+/// a file (else libvirt wants virtlogd).
+const QEMU_CONF: &str = "user = \"root\"\ngroup = \"root\"\ncgroup_controllers = [ ]\nsecurity_driver = \"none\"\nstdio_handler = \"file\"\nremember_owner = 0\n";
+
+type Job = Box<dyn FnOnce(&Connect) + Send>;
+
+/// A connection to the pod's embedded libvirt, on its own thread.
+#[derive(Debug)]
+pub struct Libvirt {
+    jobs: Option<mpsc::Sender<Job>>,
+    worker: Option<JoinHandle<()>>,
+    root: PathBuf,
+}
+
+fn libvirt_error(context: &'static str) -> impl Fn(virt::error::Error) -> Error {
+    move |e| Error::Libvirt { context, message: e.to_string() }
+}
+
+static EVENT_LOOP: Once = Once::new();
+
+/// Registers libvirt's default event loop once per process and runs it on a thread: the
+/// embedded driver handles QEMU's monitor through it.
+fn start_event_loop() -> Result<()> {
+    let mut result = Ok(());
+    EVENT_LOOP.call_once(|| {
+        if let Err(e) = virt::event::event_register_default_impl() {
+            result = Err(Error::Libvirt { context: "registering the event loop", message: e.to_string() });
+            return;
+        }
+        let spawned = std::thread::Builder::new().name("libvirt-events".into()).spawn(|| loop {
+            if let Err(e) = virt::event::event_run_default_impl() {
+                tracing::error!(error = %e, "libvirt event loop");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        if let Err(e) = spawned {
+            result = Err(Error::io("starting the libvirt event thread", e));
+        }
+    });
+    result
+}
+
+impl Libvirt {
+    /// Prepares the embed root (config, capabilities cache seeded from the node's) and opens it.
+    pub fn open(root: &Path, capabilities_cache: &Path) -> Result<Self> {
+        start_event_loop()?;
+        let etc = root.join("etc");
+        std::fs::create_dir_all(&etc).map_err(|e| Error::path("creating the libvirt root", &etc, e))?;
+        std::fs::write(etc.join("qemu.conf"), QEMU_CONF).map_err(|e| Error::path("writing qemu.conf", &etc, e))?;
+        let pod_cache = root.join("cache/qemu/capabilities");
+        // Probing QEMU's capabilities takes seconds; a copy of the node's cache makes the first
+        // open of a fresh root instant. libvirt re-probes by itself if QEMU changed.
+        copy_xml_files(capabilities_cache, &pod_cache);
+
+        let uri = format!("qemu:///embed?root={}", root.display());
+        let (opened_tx, opened_rx) = mpsc::channel::<Result<()>>();
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+        let worker = std::thread::Builder::new()
+            .name("libvirt".into())
+            .spawn(move || {
+                let conn = match Connect::open(Some(&uri)) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(Error::Libvirt { context: "opening the embedded driver", message: e.to_string() }));
+                        return;
+                    }
+                };
+                let _ = opened_tx.send(Ok(()));
+                for job in jobs_rx {
+                    job(&conn);
+                }
+                // Dropping the connection closes it, on this thread.
+                drop(conn);
+            })
+            .map_err(|e| Error::io("starting the libvirt thread", e))?;
+        opened_rx
+            .recv()
+            .map_err(|_| Error::Libvirt { context: "opening the embedded driver", message: "the libvirt thread died".into() })??;
+        if dir_is_empty(capabilities_cache) {
+            copy_xml_files(&pod_cache, capabilities_cache);
+        }
+        Ok(Self { jobs: Some(jobs_tx), worker: Some(worker), root: root.to_path_buf() })
+    }
+
+    /// Runs `job` on the libvirt thread and returns its result.
+    pub fn call<T: Send + 'static>(&self, job: impl FnOnce(&Connect) -> T + Send + 'static) -> Result<T> {
+        let (tx, rx) = mpsc::channel();
+        let jobs = self.jobs.as_ref().ok_or(Error::Libvirt { context: "calling libvirt", message: "connection closed".into() })?;
+        jobs.send(Box::new(move |conn| {
+            let _ = tx.send(job(conn));
+        }))
+        .map_err(|_| Error::Libvirt { context: "calling libvirt", message: "the libvirt thread is gone".into() })?;
+        rx.recv().map_err(|_| Error::Libvirt { context: "calling libvirt", message: "the libvirt thread died".into() })
+    }
+
+    /// Defines the domain and starts it with its CPUs paused; returns QEMU's pid.
+    pub fn start_paused(&self, name: &str, xml: String) -> Result<u32> {
+        self.call(move |conn| -> Result<()> {
+            let domain = conn.define_domain_xml(&xml).map_err(libvirt_error("defining the domain"))?;
+            domain.create_with_flags(virt::sys::VIR_DOMAIN_START_PAUSED).map_err(libvirt_error("starting QEMU"))
+        })??;
+        let pidfile = self.root.join("run/qemu").join(format!("{name}.pid"));
+        let text = std::fs::read_to_string(&pidfile).map_err(|e| Error::path("reading QEMU's pid", &pidfile, e))?;
+        text.trim().parse().map_err(|_| Error::Libvirt { context: "reading QEMU's pid", message: format!("{text:?}") })
+    }
+
+    fn with_domain<T: Send + 'static>(
+        &self,
+        name: &str,
+        context: &'static str,
+        op: impl FnOnce(&Domain) -> std::result::Result<T, virt::error::Error> + Send + 'static,
+    ) -> Result<T> {
+        let name = name.to_owned();
+        self.call(move |conn| {
+            let domain = conn.lookup_domain_by_name(&name).map_err(libvirt_error(context))?;
+            op(&domain).map_err(libvirt_error(context))
+        })?
+    }
+
+    pub fn resume(&self, name: &str) -> Result<()> {
+        self.with_domain(name, "resuming the VM", |d| d.resume())
+    }
+
+    pub fn suspend(&self, name: &str) -> Result<()> {
+        self.with_domain(name, "pausing the VM", |d| d.suspend())
+    }
+
+    /// Presses the ACPI power button: the guest shuts down by itself.
+    pub fn power_button(&self, name: &str) -> Result<()> {
+        self.with_domain(name, "pressing the ACPI power button", |d| d.shutdown_flags(virt::sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN))
+    }
+
+    /// Stops QEMU at once.
+    pub fn destroy(&self, name: &str) -> Result<()> {
+        self.with_domain(name, "destroying the VM", |d| d.destroy())
+    }
+
+    /// The domain's state as the shim cares about it.
+    pub fn state(&self, name: &str) -> Result<VmState> {
+        self.with_domain(name, "reading the VM state", |d| d.state()).map(|(state, reason)| match (state, reason) {
+            (Enum::Known(DomainState::Running), _) => VmState::Running,
+            (Enum::Known(DomainState::Paused), _) => VmState::Paused,
+            (Enum::Known(DomainState::Shutoff), Enum::Known(DomainStateReason::Shutoff(Enum::Known(r)))) => {
+                VmState::Off(match r {
+                    DomainShutoffReason::Shutdown => OffReason::GuestShutdown,
+                    DomainShutoffReason::Destroyed => OffReason::Destroyed,
+                    DomainShutoffReason::Crashed => OffReason::Crashed,
+                    _ => OffReason::Other,
+                })
+            }
+            (Enum::Known(DomainState::Shutoff | DomainState::Crashed), _) => VmState::Off(OffReason::Crashed),
+            _ => VmState::Other,
+        })
+    }
+
+    /// Removes the domain's definition (it must be off).
+    pub fn undefine(&self, name: &str) -> Result<()> {
+        self.with_domain(name, "removing the domain", |d| d.undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM))
+    }
+}
+
+impl Drop for Libvirt {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// What the VM is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmState {
+    Running,
+    Paused,
+    Off(OffReason),
+    Other,
+}
+
+/// Why the VM is off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffReason {
+    GuestShutdown,
+    Destroyed,
+    Crashed,
+    Other,
+}
+
+fn dir_is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+}
+
+/// Copies the `*.xml` files of one folder into another, best effort (a cache).
+fn copy_xml_files(from: &Path, to: &Path) {
+    let Ok(entries) = std::fs::read_dir(from) else { return };
+    if std::fs::create_dir_all(to).is_err() {
+        return;
+    }
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "xml") {
+            if let Some(name) = path.file_name() {
+                let tmp = to.join(format!(".{}.tmp", name.to_string_lossy()));
+                if std::fs::copy(&path, &tmp).is_ok() {
+                    let _ = std::fs::rename(&tmp, to.join(name));
+                }
+            }
+        }
+    }
+}

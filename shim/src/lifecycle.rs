@@ -1,0 +1,95 @@
+//! The shim binary's lifecycle, separate from the Task service: `start` (one shim per pod,
+//! grouped by sandbox id), `delete` (cleanup after a shim died), and serving.
+
+use crate::bundle::{Bundle, Role};
+use crate::paths::Roots;
+use crate::pod::Pod;
+use crate::service::{Events, Service};
+use crate::state::PodState;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Config, DeleteResponse, ExitSignal, Flags, StartOpts};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The shim process.
+pub struct VirtShim {
+    exit: Arc<ExitSignal>,
+    id: String,
+    namespace: String,
+}
+
+fn shim_error(message: String) -> containerd_shim::Error {
+    containerd_shim::Error::Other(message)
+}
+
+impl containerd_shim::Shim for VirtShim {
+    type T = Service;
+
+    fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        Self { exit: Arc::new(ExitSignal::default()), id: args.id.clone(), namespace: args.namespace.clone() }
+    }
+
+    /// One shim serves a whole pod, as Kata's does: containers of a sandbox reuse the socket
+    /// the sandbox's shim listens on.
+    fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        let bundle = Bundle::read(Path::new(".")).map_err(|e| shim_error(e.to_string()))?;
+        let grouping = bundle.sandbox_id(&opts.id).to_owned();
+        let (_, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
+        containerd_shim::util::write_address(&address)?;
+        Ok(address)
+    }
+
+    /// Runs in a fresh process when the serving shim is gone: stop what it left running.
+    fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        let roots = Roots::from_env();
+        if let Ok(bundle) = Bundle::read(Path::new(".")) {
+            let sandbox = bundle.sandbox_id(&self.id).to_owned();
+            let paths = roots.pod(&sandbox);
+            if let Some(state) = PodState::read(&paths.state_file()) {
+                state.kill_qemu();
+            }
+            let rootfs = bundle.rootfs();
+            if let Some(t) = rootfs.to_str() {
+                let _ = containerd_shim::mount::umount_recursive(Some(t), nix::libc::MNT_DETACH);
+            }
+            if bundle.role == Role::Sandbox || !paths.state_file().exists() {
+                let _ = std::fs::remove_dir_all(paths.disks());
+            }
+            if bundle.role == Role::Sandbox {
+                let _ = std::fs::remove_dir_all(&paths.run);
+                let _ = std::fs::remove_dir_all(&paths.lib);
+            }
+        }
+        let mut response = DeleteResponse::new();
+        response.exit_status = 137;
+        response.exited_at = Some(containerd_shim::util::timestamp()?).into();
+        Ok(response)
+    }
+
+    fn wait(&mut self) {
+        self.exit.wait();
+    }
+
+    fn create_task_service(&self, publisher: RemotePublisher) -> Service {
+        // The whole shim lives in the pod's network namespace: every thread it starts from
+        // here on (libvirt's among them, and the QEMU they fork) inherits it.
+        match Bundle::read(Path::new(".")) {
+            Ok(bundle) if bundle.role == Role::Sandbox => {
+                if let Some(netns) = &bundle.netns {
+                    if let Err(e) = enter_netns(netns) {
+                        tracing::error!(netns = %netns.display(), error = %e, "cannot enter the pod's network namespace");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot read the sandbox bundle"),
+        }
+        let pod = Arc::new(Pod::new(Roots::from_env()));
+        Service::new(pod, Events::new(publisher, self.namespace.clone()), self.exit.clone())
+    }
+}
+
+fn enter_netns(path: &Path) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+}

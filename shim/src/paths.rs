@@ -1,0 +1,57 @@
+//! Where the shim keeps things on the node.
+//!
+//! Per pod: `/run/virtshim/pods/<sandbox-id>/` holds small runtime state (libvirt's embedded
+//! root, the console and VNC sockets, `state.json`); `/var/lib/virtshim/pods/<sandbox-id>/`
+//! holds disk overlays and cloud-init images, which can grow and so stay off tmpfs. Delete
+//! removes both. `/var/lib/virtshim/cache` holds what pods share (QEMU's capabilities).
+
+use std::path::PathBuf;
+
+/// Roots, overridable for tests and unusual nodes (`VIRTSHIM_RUN_DIR`, `VIRTSHIM_LIB_DIR`).
+#[derive(Clone, Debug)]
+pub struct Roots {
+    pub run: PathBuf,
+    pub lib: PathBuf,
+}
+
+impl Roots {
+    pub fn from_env() -> Self {
+        let dir = |var: &str, default: &str| std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(default));
+        Self { run: dir("VIRTSHIM_RUN_DIR", "/run/virtshim"), lib: dir("VIRTSHIM_LIB_DIR", "/var/lib/virtshim") }
+    }
+
+    pub fn pod(&self, sandbox_id: &str) -> PodPaths {
+        PodPaths {
+            run: self.run.join("pods").join(sandbox_id),
+            lib: self.lib.join("pods").join(sandbox_id),
+            capabilities_cache: self.lib.join("cache/qemu/capabilities"),
+        }
+    }
+}
+
+/// The folders and files of one pod.
+#[derive(Clone, Debug)]
+pub struct PodPaths {
+    pub run: PathBuf,
+    pub lib: PathBuf,
+    pub capabilities_cache: PathBuf,
+}
+
+impl PodPaths {
+    /// libvirt's embedded driver root (`qemu:///embed?root=…`).
+    pub fn embed_root(&self) -> PathBuf {
+        self.run.join("libvirt")
+    }
+    pub fn serial_socket(&self) -> PathBuf {
+        self.run.join("serial.sock")
+    }
+    pub fn vnc_socket(&self) -> PathBuf {
+        self.run.join("vnc.sock")
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.run.join("state.json")
+    }
+    pub fn disks(&self) -> PathBuf {
+        self.lib.join("disks")
+    }
+}

@@ -1,0 +1,43 @@
+//! What the shim writes down about a running VM so that `containerd-shim-virtshim-v2 delete`
+//! (run by containerd when a shim died) can stop QEMU and clean up without the dead shim.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PodState {
+    pub qemu_pid: u32,
+    pub domain: String,
+    pub embed_root: PathBuf,
+}
+
+impl PodState {
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::to_string(self).map_err(|e| Error::io("encoding the pod state", std::io::Error::other(e)))?;
+        std::fs::write(&tmp, text).map_err(|e| Error::path("writing the pod state", &tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::path("writing the pod state", path, e))
+    }
+
+    pub fn read(path: &Path) -> Option<Self> {
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    }
+
+    /// Kills QEMU if it still runs. The pid is checked against QEMU's command line (it must
+    /// name this pod's embedded root) so a recycled pid is never killed.
+    pub fn kill_qemu(&self) {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.qemu_pid)).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("qemu-system") && cmdline.contains(&*self.embed_root.to_string_lossy()) {
+            let pid = nix::unistd::Pid::from_raw(self.qemu_pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            for _ in 0..50 {
+                if nix::sys::signal::kill(pid, None).is_err() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Turning a validated VMI into a domain: disks found and prepared, the domain XML planned.
+
+pub mod cloudinit;
+pub mod disk;
+pub mod domain_xml;
+
+use crate::error::{Error, Result};
+use crate::paths::PodPaths;
+use domain_xml::{Accel, DomainPlan, ResolvedDisk, ResolvedKernel};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use virtshim_api::config::{DiskDevice, VmiConfig, VolumeSource};
+use virtshim_api::pod::{self, ContainerImages};
+
+/// Who the VMI is.
+#[derive(Clone, Debug)]
+pub struct VmiIdentity {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl VmiIdentity {
+    /// The libvirt domain name, as KubeVirt names it.
+    pub fn domain_name(&self) -> String {
+        format!("{}_{}", self.namespace, self.name)
+    }
+}
+
+/// Where the VM's inputs are on the host.
+#[derive(Debug)]
+pub struct Sources<'a> {
+    /// compute's root filesystem.
+    pub compute_rootfs: &'a Path,
+    /// compute's mounts: destination in the container → host path (the kubelet's volumes).
+    pub compute_mounts: &'a HashMap<String, PathBuf>,
+    /// Root filesystems of the pod's other containers, by container name.
+    pub containers: &'a HashMap<String, PathBuf>,
+}
+
+impl Sources<'_> {
+    fn volume_dir(&self, volume: &str) -> Option<PathBuf> {
+        self.compute_mounts.get(&format!("{}/{volume}", pod::VOLUME_MOUNT_ROOT)).cloned()
+    }
+
+    fn container_rootfs(&self, container: &str, disk: &str) -> Result<&Path> {
+        self.containers.get(container).map(PathBuf::as_path).ok_or_else(|| Error::Disk {
+            disk: disk.to_owned(),
+            message: format!("the pod has no container {container:?} carrying it (the pod contract puts it before compute)"),
+        })
+    }
+}
+
+/// Prepares every disk (overlays, cloud-init ISOs, empty disks) and plans the domain.
+pub fn plan(
+    identity: &VmiIdentity,
+    config: &VmiConfig,
+    sources: &Sources<'_>,
+    paths: &PodPaths,
+    accel: Accel,
+) -> Result<DomainPlan> {
+    let images: ContainerImages = pod::container_images(config);
+    let disks_dir = paths.disks();
+    std::fs::create_dir_all(&disks_dir).map_err(|e| Error::path("creating the disks folder", &disks_dir, e))?;
+    let mut disks = Vec::new();
+    for d in &config.disks {
+        let (cdrom, bus, read_only) = match &d.device {
+            DiskDevice::Disk { bus, read_only } => (false, *bus, *read_only),
+            DiskDevice::Cdrom { bus, read_only, .. } => (true, *bus, *read_only),
+        };
+        let (file, format, read_only) = match &d.source {
+            VolumeSource::ContainerDisk { path, .. } => {
+                let rootfs = if images.compute_volume.as_deref() == Some(d.name.as_str()) {
+                    sources.compute_rootfs
+                } else {
+                    sources.container_rootfs(&pod::volume_container(&d.name), &d.name)?
+                };
+                let image = disk::container_disk_file(rootfs, path.as_deref(), &d.name)?;
+                let info = disk::inspect(&image, &d.name)?;
+                let overlay = disks_dir.join(format!("{}.qcow2", d.name));
+                let _ = std::fs::remove_file(&overlay);
+                disk::create_overlay(&image, info.format, &overlay).map_err(|e| Error::Disk {
+                    disk: d.name.clone(),
+                    message: format!("creating the copy-on-write overlay in {}: {e}", disks_dir.display()),
+                })?;
+                (overlay, "qcow2", read_only)
+            }
+            VolumeSource::CloudInit(ci) => {
+                let iso = disks_dir.join(format!("{}.iso", d.name));
+                let identity = cloudinit::Identity {
+                    instance_id: format!("{}.{}", identity.name, identity.namespace),
+                    hostname: config.hostname.clone().unwrap_or_else(|| identity.name.clone()),
+                };
+                let secret_dir = |volume: &str| sources.volume_dir(volume);
+                cloudinit::build_iso(ci, &identity, &secret_dir, &disks_dir.join(format!("{}.d", d.name)), &iso, &d.name)?;
+                (iso, "raw", true)
+            }
+            VolumeSource::EmptyDisk { capacity } => {
+                let dir = sources.volume_dir(&d.name).ok_or_else(|| Error::Disk {
+                    disk: d.name.clone(),
+                    message: "its emptyDir volume is not mounted into compute".into(),
+                })?;
+                let file = dir.join("disk.qcow2");
+                disk::create_blank(&file, *capacity)?;
+                (file, "qcow2", read_only)
+            }
+            VolumeSource::PersistentVolumeClaim { read_only: pvc_read_only, .. } => {
+                let dir = sources.volume_dir(&d.name).ok_or_else(|| Error::Disk {
+                    disk: d.name.clone(),
+                    message: "its PersistentVolumeClaim is not mounted into compute".into(),
+                })?;
+                let (file, _) = disk::resolve_in_root(&dir, &format!("/{}", pod::PVC_DISK_FILE), &d.name)?;
+                (file, "raw", read_only || *pvc_read_only)
+            }
+        };
+        disks.push(ResolvedDisk {
+            name: d.name.clone(),
+            cdrom,
+            bus,
+            read_only,
+            file: file.to_string_lossy().into_owned(),
+            format,
+            serial: d.serial.clone(),
+            boot_order: d.boot_order,
+        });
+    }
+
+    let kernel = match &config.kernel_boot {
+        None => None,
+        Some(kb) => {
+            let rootfs = if images.compute_has_kernel {
+                sources.compute_rootfs
+            } else {
+                sources.container_rootfs(pod::KERNEL_BOOT_CONTAINER, "kernelBoot")?
+            };
+            let resolve = |p: &Option<String>| -> Result<Option<String>> {
+                p.as_deref()
+                    .map(|p| disk::resolve_in_root(rootfs, p, "kernelBoot").map(|(f, _)| f.to_string_lossy().into_owned()))
+                    .transpose()
+            };
+            Some(ResolvedKernel {
+                kernel: resolve(&kb.kernel_path)?,
+                initrd: resolve(&kb.initrd_path)?,
+                cmdline: kb.kernel_args.clone(),
+            })
+        }
+    };
+
+    Ok(DomainPlan {
+        name: identity.domain_name(),
+        uuid: config.firmware_uuid.to_string(),
+        memory_kib: config.memory.kib(),
+        cpu: config.cpu,
+        cpu_model: config.cpu_model.clone(),
+        accel,
+        machine: config.machine_type.clone(),
+        acpi: config.acpi,
+        smm: config.smm,
+        bootloader: config.bootloader.clone(),
+        kernel,
+        smbios_serial: config.firmware_serial.clone(),
+        disks,
+        serial_socket: config.serial_console.then(|| paths.serial_socket().to_string_lossy().into_owned()),
+        vnc_socket: config.graphics.then(|| paths.vnc_socket().to_string_lossy().into_owned()),
+        rng: config.rng,
+        emulator: "/usr/bin/qemu-system-x86_64".to_owned(),
+    })
+}
