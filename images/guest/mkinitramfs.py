@@ -13,7 +13,7 @@ Modules are resolved with KVER's modules.dep; the archive holds the resolved .ko
 /lib/modules/KVER/, a trimmed modules.dep (so busybox modprobe works too), and
 /etc/modules.load listing the files in dependency order (init insmods them in that order).
 """
-import argparse, gzip, io, os, stat, subprocess, sys
+import argparse, gzip, io, os, stat, struct, subprocess, sys
 
 MTIME = 0
 
@@ -65,6 +65,23 @@ class Cpio:
         raw = self.buf.getvalue()
         raw += b"\0" * ((512 - len(raw) % 512) % 512)
         return raw
+
+
+def is_static_elf(path):
+    """True if the ELF file at path has no PT_INTERP program header (no dynamic loader)."""
+    with open(path, "rb") as f:
+        h = f.read(64)
+        if h[:4] != b"\x7fELF" or h[4] != 2:
+            return False
+        order = "<" if h[5] == 1 else ">"
+        phoff, = struct.unpack_from(order + "Q", h, 32)
+        phentsize, phnum = struct.unpack_from(order + "HH", h, 54)
+        for i in range(phnum):
+            f.seek(phoff + i * phentsize)
+            ptype, = struct.unpack(order + "I", f.read(4))
+            if ptype == 3:  # PT_INTERP
+                return False
+    return True
 
 
 def norm(name):
@@ -132,6 +149,8 @@ def main():
     c.chardev("dev/null", 1, 3, 0o666)
     c.chardev("dev/ttyS0", 4, 64)
 
+    if not is_static_elf(a.busybox):
+        sys.exit("mkinitramfs: %s is not a static binary (apt-get install busybox-static)" % a.busybox)
     with open(a.busybox, "rb") as f:
         c.file("bin/busybox", f.read(), 0o755)
     applets = subprocess.run([a.busybox, "--list-full"], check=True, capture_output=True,
@@ -171,7 +190,6 @@ def main():
         with gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=9, mtime=0) as g:
             g.write(raw)
     os.replace(tmp, a.out)
-    os.utime(a.out, (MTIME, MTIME))
     print("initramfs: %d modules, %d KiB uncompressed, %d KiB compressed" % (
         len(order), len(raw) // 1024, os.path.getsize(a.out) // 1024))
 

@@ -11,5 +11,10 @@ say() {
 	esac
 }
 
+# marker LINE: a marker line, preceded by a line break so that it starts a line even when the
+# console shell's prompt (or someone's typing) is on the current line.
+marker() { say "
+$*"; }
+
 # log LINE: prefixed informational line
 log() { say "virtshim-guest: $*"; }

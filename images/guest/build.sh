@@ -1,0 +1,170 @@
+#!/bin/bash
+# Builds the virtshim test guest images into OUT_DIR (see README.md next to this script):
+#   vmlinuz, initrd.img                 Debian kernel + busybox initramfs (the whole guest OS)
+#   guest.qcow2                         MBR + FAT16 partition with syslinux, same kernel/initramfs
+#   guest-kernel-boot.oci.tar           localhost/virtshim/guest-kernel-boot:v1 (/boot/vmlinuz, /boot/initrd.img)
+#   guest-container-disk.oci.tar        localhost/virtshim/guest-container-disk:v1 (/disk/guest.qcow2)
+#
+# Cached: a hash of every input (these scripts, the rootfs files, kernel, busybox, syslinux) is
+# kept in OUT_DIR/.inputs; when it matches and all outputs exist, nothing is rebuilt.
+# Set FORCE=1 to rebuild anyway, GUEST_KVER to pick a kernel other than the newest installed.
+#
+# Debian packages needed (make deps):
+#   build.sh: linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools fdisk
+#             qemu-utils python3 coreutils util-linux
+#   test.sh:  qemu-system-x86 genisoimage curl python3 (and containerd for the optional ctr check)
+# Nothing here needs root, loop devices or mounts.
+set -euo pipefail
+
+usage() { echo "usage: $0 OUT_DIR" >&2; exit 2; }
+[ $# -eq 1 ] || usage
+OUT=$1
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+IMAGES=$(dirname "$HERE")
+
+# The guest's drivers: disks (virtio, SATA/AHCI, IDE, SCSI), CD-ROMs and ISO9660 (cloud-init),
+# VFAT (config drives), NICs (virtio, e1000, e1000e), virtio rng/console/balloon, ACPI power button.
+MODULES="virtio_pci virtio_blk virtio_scsi virtio_net virtio_rng virtio_console virtio_balloon
+ahci ata_piix sd_mod sr_mod isofs vfat nls_cp437 nls_ascii nls_utf8 e1000 e1000e button evdev"
+
+IMAGE_PREFIX=${IMAGE_PREFIX:-localhost/virtshim}
+DISK_MB=${DISK_MB:-48}
+CMDLINE="console=ttyS0"
+MBR_BIN=/usr/lib/syslinux/mbr/mbr.bin
+BUSYBOX=${BUSYBOX:-/bin/busybox}
+
+die() { echo "build.sh: $*" >&2; exit 1; }
+
+# --- inputs -------------------------------------------------------------------------------
+if [ -z "${GUEST_KVER:-}" ]; then
+	for k in $(ls /boot/vmlinuz-*-amd64 2>/dev/null | sed 's|^/boot/vmlinuz-||' | sort -V); do
+		[ -f "/lib/modules/$k/modules.dep" ] && GUEST_KVER=$k
+	done
+fi
+[ -n "${GUEST_KVER:-}" ] || die "no /boot/vmlinuz-*-amd64 with modules (apt-get install linux-image-amd64)"
+KVER=$GUEST_KVER
+KERNEL=/boot/vmlinuz-$KVER
+[ -r "$KERNEL" ] || die "$KERNEL missing"
+[ -f "/lib/modules/$KVER/modules.dep" ] || die "/lib/modules/$KVER/modules.dep missing"
+[ -x "$BUSYBOX" ] || die "$BUSYBOX missing (apt-get install busybox-static)"
+for tool in python3 sha256sum mkfs.vfat mcopy syslinux sfdisk qemu-img flock; do
+	command -v $tool >/dev/null || die "$tool missing (see the package list at the top of $0)"
+done
+[ -r "$MBR_BIN" ] || die "$MBR_BIN missing (apt-get install syslinux-common)"
+
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+exec 9>"$OUT/.lock"
+flock 9
+
+inputs_hash() {
+	{
+		echo "kver $KVER"
+		echo "modules $MODULES"
+		echo "prefix $IMAGE_PREFIX disk $DISK_MB cmdline $CMDLINE"
+		"$BUSYBOX" 2>&1 | head -n 1 || true
+		syslinux --version 2>&1 | head -n 1 || true
+		qemu-img --version | head -n 1
+		sha256sum "$KERNEL" "$BUSYBOX" "$MBR_BIN" "/lib/modules/$KVER/modules.dep" \
+			"$HERE/build.sh" "$HERE/mkinitramfs.py" "$IMAGES/oci_image.py"
+		(cd "$HERE/rootfs" && find . -type f -printf '%p %m\n' | LC_ALL=C sort &&
+			find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+	} | sha256sum | cut -d' ' -f1
+}
+
+OUTPUTS="vmlinuz initrd.img guest.qcow2 guest-kernel-boot.oci.tar guest-container-disk.oci.tar"
+HASH=$(inputs_hash)
+if [ -z "${FORCE:-}" ] && [ "$(cat "$OUT/.inputs" 2>/dev/null)" = "$HASH" ]; then
+	ok=1
+	for f in $OUTPUTS; do [ -s "$OUT/$f" ] || ok=; done
+	if [ -n "$ok" ]; then
+		echo "build.sh: $OUT is up to date (kernel $KVER)"
+		exit 0
+	fi
+fi
+
+# --- build --------------------------------------------------------------------------------
+rm -f "$OUT/.inputs"
+TMP=$(mktemp -d "$OUT/.build.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+T0=$(date +%s)
+echo "build.sh: building guest images for kernel $KVER into $OUT"
+
+# 1. kernel + initramfs
+MODARGS=()
+for m in $MODULES; do MODARGS+=(--module "$m"); done
+python3 "$HERE/mkinitramfs.py" --kver "$KVER" --busybox "$BUSYBOX" --rootfs "$HERE/rootfs" \
+	"${MODARGS[@]}" "$TMP/initrd.img"
+cp "$KERNEL" "$TMP/vmlinuz"
+chmod 0644 "$TMP/vmlinuz" "$TMP/initrd.img"
+
+# 2. bootable disk: MBR (syslinux mbr.bin) + one bootable FAT16 partition at 1 MiB holding
+#    ldlinux.sys/ldlinux.c32 (syslinux, installed through mtools: no mount), syslinux.cfg,
+#    vmlinuz and initrd.img.
+need_mb=$(( ($(stat -c %s "$TMP/vmlinuz") + $(stat -c %s "$TMP/initrd.img")) / 1048576 + 8 ))
+[ "$DISK_MB" -ge "$need_mb" ] || DISK_MB=$need_mb
+RAW=$TMP/disk.raw
+PART_START=2048                                  # sectors (1 MiB)
+PART_SECTORS=$(( DISK_MB * 2048 - PART_START ))
+truncate -s "${DISK_MB}M" "$RAW"
+printf 'label: dos\nlabel-id: 0x56534831\nstart=%d, size=%d, type=6, bootable\n' \
+	"$PART_START" "$PART_SECTORS" | sfdisk --quiet --no-reread --no-tell-kernel "$RAW"
+mkfs.vfat --invariant --offset "$PART_START" -h "$PART_START" -F 16 -n GUESTBOOT -i 56534831 \
+	"$RAW" $(( PART_SECTORS / 2 )) >/dev/null
+mkdir "$TMP/fat"
+cat > "$TMP/fat/syslinux.cfg" <<EOF
+DEFAULT guest
+PROMPT 0
+TIMEOUT 0
+LABEL guest
+  KERNEL /vmlinuz
+  INITRD /initrd.img
+  APPEND $CMDLINE
+EOF
+cp "$TMP/vmlinuz" "$TMP/initrd.img" "$TMP/fat/"
+touch -d '2000-01-01 00:00:00 UTC' "$TMP/fat/"*
+export MTOOLSRC=/dev/null MTOOLS_SKIP_CHECK=1
+mcopy -m -i "$RAW@@$(( PART_START * 512 ))" "$TMP/fat/syslinux.cfg" "$TMP/fat/vmlinuz" \
+	"$TMP/fat/initrd.img" ::/
+syslinux --offset $(( PART_START * 512 )) --install "$RAW"
+dd if="$MBR_BIN" of="$RAW" bs=440 count=1 conv=notrunc status=none
+# syslinux stamps ldlinux.* with the current time: pin every root directory entry's
+# timestamps to 2000-01-01 00:00 so that the disk (and the containerDisk digest) is reproducible.
+python3 - "$RAW" $(( PART_START * 512 )) <<'PY'
+import struct, sys
+path, base = sys.argv[1], int(sys.argv[2])
+with open(path, "r+b") as f:
+    f.seek(base)
+    bs = f.read(512)
+    bps, spc, reserved, nfats, rootents = struct.unpack_from("<HBHBH", bs, 11)
+    fatsz, = struct.unpack_from("<H", bs, 22)
+    assert fatsz and rootents, "not FAT12/16"
+    root = base + (reserved + nfats * fatsz) * bps
+    f.seek(root)
+    d = bytearray(f.read(rootents * 32))
+    day = ((2000 - 1980) << 9) | (1 << 5) | 1
+    for off in range(0, len(d), 32):
+        if d[off] == 0:
+            break
+        if d[off] == 0xE5 or d[off + 11] == 0x0F:
+            continue
+        struct.pack_into("<BHHHHHHH", d, off + 13, 0, 0, day, day, struct.unpack_from("<H", d, off + 20)[0], 0, day, struct.unpack_from("<H", d, off + 26)[0])
+    f.seek(root)
+    f.write(d)
+PY
+qemu-img convert -f raw -O qcow2 "$RAW" "$TMP/guest.qcow2"
+rm -f "$RAW"
+chmod 0644 "$TMP/guest.qcow2"
+
+# 3. OCI image tarballs (for ctr -n k8s.io images import)
+python3 "$IMAGES/oci_image.py" --name "$IMAGE_PREFIX/guest-kernel-boot:v1" \
+	--add "$TMP/vmlinuz" /boot/vmlinuz:0644 --add "$TMP/initrd.img" /boot/initrd.img:0644 \
+	"$TMP/guest-kernel-boot.oci.tar"
+python3 "$IMAGES/oci_image.py" --name "$IMAGE_PREFIX/guest-container-disk:v1" \
+	--add "$TMP/guest.qcow2" /disk/guest.qcow2:0444 \
+	"$TMP/guest-container-disk.oci.tar"
+
+for f in $OUTPUTS; do mv -f "$TMP/$f" "$OUT/$f"; done
+echo "$HASH" > "$OUT/.inputs"
+echo "build.sh: done in $(( $(date +%s) - T0 )) s"
+ls -l "$OUT"
