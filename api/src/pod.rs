@@ -43,6 +43,10 @@ pub const VOLUME_DEVICE_ROOT: &str = "/dev/virtshim";
 /// The image of a compute container with no image of its own to carry (PVC boot); it runs
 /// nothing, so any small image does.
 pub const PLACEHOLDER_IMAGE: &str = "localhost/virtshim/placeholder:v1";
+/// The command of every container in a virtshim pod. The shim never executes it (the image's
+/// files are all it uses), but containerd refuses containers without a command, and images such
+/// as containerDisks have none.
+pub const CONTAINER_COMMAND: &str = "/virtshim-runs-no-process";
 /// The file a filesystem-mode PVC holds the disk in, as in KubeVirt.
 pub const PVC_DISK_FILE: &str = "disk.img";
 
@@ -98,7 +102,12 @@ pub fn container_images(config: &VmiConfig) -> ContainerImages {
     if let (Some(image), false) = (kernel, compute_has_kernel) {
         others.push((KERNEL_BOOT_CONTAINER.to_owned(), image));
     }
-    ContainerImages { compute, compute_volume, compute_has_kernel, others }
+    ContainerImages {
+        compute,
+        compute_volume,
+        compute_has_kernel,
+        others,
+    }
 }
 
 /// Why a pod cannot be built.
@@ -142,7 +151,8 @@ pub fn pod_for_vmi(vmi: &VirtualMachineInstance, config: &VmiConfig) -> Result<P
         },
         "spec": vmi.spec,
     });
-    let annotations = BTreeMap::from([(VMI_ANNOTATION.to_owned(), serde_json::to_string(&carried)?)]);
+    let annotations =
+        BTreeMap::from([(VMI_ANNOTATION.to_owned(), serde_json::to_string(&carried)?)]);
 
     let owner_references = vmi.metadata.uid.as_ref().map(|uid| {
         vec![OwnerReference {
@@ -163,6 +173,7 @@ pub fn pod_for_vmi(vmi: &VirtualMachineInstance, config: &VmiConfig) -> Result<P
         .map(|(container, image)| Container {
             name: container.clone(),
             image: Some(image.clone()),
+            command: Some(vec![CONTAINER_COMMAND.to_owned()]),
             // Runs nothing: the shim only needs its root filesystem. A tiny request keeps it
             // from being BestEffort next to compute.
             resources: Some(ResourceRequirements {
@@ -178,6 +189,7 @@ pub fn pod_for_vmi(vmi: &VirtualMachineInstance, config: &VmiConfig) -> Result<P
     containers.push(Container {
         name: COMPUTE_CONTAINER.to_owned(),
         image: Some(images.compute.clone()),
+        command: Some(vec![CONTAINER_COMMAND.to_owned()]),
         resources: Some(compute_resources(vmi, config)),
         volume_mounts: (!mounts.is_empty()).then_some(mounts),
         stdin: Some(true),
@@ -198,7 +210,9 @@ pub fn pod_for_vmi(vmi: &VirtualMachineInstance, config: &VmiConfig) -> Result<P
         spec: Some(PodSpec {
             runtime_class_name: Some(RUNTIME_CLASS.to_owned()),
             restart_policy: Some("Never".to_owned()),
-            termination_grace_period_seconds: Some(i64::from(config.termination_grace_period_seconds)),
+            termination_grace_period_seconds: Some(i64::from(
+                config.termination_grace_period_seconds,
+            )),
             containers,
             volumes: (!volumes.is_empty()).then_some(volumes),
             node_selector: spec.node_selector.clone(),
@@ -221,10 +235,19 @@ pub fn pod_for_vmi(vmi: &VirtualMachineInstance, config: &VmiConfig) -> Result<P
 /// `overhead.podFixed`), CPU as the VMI asks.
 fn compute_resources(vmi: &VirtualMachineInstance, config: &VmiConfig) -> ResourceRequirements {
     let resources = vmi.spec.domain.as_ref().and_then(|d| d.resources.as_ref());
-    let mut requests: BTreeMap<String, Quantity> = resources.and_then(|r| r.requests.clone()).unwrap_or_default();
-    requests.insert("memory".to_owned(), Quantity(config.memory.bytes().to_string()));
+    let mut requests: BTreeMap<String, Quantity> = resources
+        .and_then(|r| r.requests.clone())
+        .unwrap_or_default();
+    requests.insert(
+        "memory".to_owned(),
+        Quantity(config.memory.bytes().to_string()),
+    );
     let limits = resources.and_then(|r| r.limits.clone());
-    ResourceRequirements { requests: Some(requests), limits, ..Default::default() }
+    ResourceRequirements {
+        requests: Some(requests),
+        limits,
+        ..Default::default()
+    }
 }
 
 /// The pod volumes that back disks, and their mounts in compute.
@@ -240,10 +263,17 @@ fn pod_volumes(config: &VmiConfig) -> (Vec<Volume>, Vec<VolumeMount>) {
     for disk in &config.disks {
         match &disk.source {
             VolumeSource::EmptyDisk { .. } => {
-                volumes.push(Volume { name: disk.name.clone(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() });
+                volumes.push(Volume {
+                    name: disk.name.clone(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Default::default()
+                });
                 mounts.push(mount(&disk.name, false));
             }
-            VolumeSource::PersistentVolumeClaim { claim_name, read_only } => {
+            VolumeSource::PersistentVolumeClaim {
+                claim_name,
+                read_only,
+            } => {
                 volumes.push(Volume {
                     name: disk.name.clone(),
                     persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
@@ -256,12 +286,18 @@ fn pod_volumes(config: &VmiConfig) -> (Vec<Volume>, Vec<VolumeMount>) {
             }
             VolumeSource::CloudInit(ci) => {
                 // Secrets travel as Secret volumes, never as annotations.
-                for (suffix, data) in [("userdata", &ci.user_data), ("networkdata", &ci.network_data)] {
+                for (suffix, data) in [
+                    ("userdata", &ci.user_data),
+                    ("networkdata", &ci.network_data),
+                ] {
                     if let Some(CloudInitData::Secret { name }) = data {
                         let volume = format!("{}-{suffix}", disk.name);
                         volumes.push(Volume {
                             name: volume.clone(),
-                            secret: Some(SecretVolumeSource { secret_name: Some(name.clone()), ..Default::default() }),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(name.clone()),
+                                ..Default::default()
+                            }),
                             ..Default::default()
                         });
                         mounts.push(mount(&volume, true));
@@ -279,8 +315,12 @@ mod tests {
     use super::*;
 
     fn config(yaml: &str) -> (VirtualMachineInstance, VmiConfig) {
-        let object = crate::manifest::parse_documents(yaml).remove(0).expect("parses");
-        let crate::manifest::Object::VirtualMachineInstance(mut vmi) = object else { panic!("vmi") };
+        let object = crate::manifest::parse_documents(yaml)
+            .remove(0)
+            .expect("parses");
+        let crate::manifest::Object::VirtualMachineInstance(mut vmi) = object else {
+            panic!("vmi")
+        };
         crate::defaults::vmi(&mut vmi);
         let config = crate::validate::vmi(&vmi).expect("valid");
         (vmi, config)
@@ -313,7 +353,10 @@ spec:
         assert_eq!(images.compute_volume.as_deref(), Some("root"));
         assert_eq!(
             images.others,
-            [("volumedata".to_owned(), "data:1".to_owned()), ("kernel-boot".to_owned(), "k:1".to_owned())]
+            [
+                ("volumedata".to_owned(), "data:1".to_owned()),
+                ("kernel-boot".to_owned(), "k:1".to_owned())
+            ]
         );
     }
 
@@ -323,7 +366,10 @@ spec:
             "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: k}\nspec:\n  domain:\n    memory: {guest: 64Mi}\n    firmware: {kernelBoot: {container: {image: 'k:1', initrdPath: /boot/initrd.img}}}\n",
         );
         let images = container_images(&config);
-        assert_eq!((images.compute.as_str(), images.compute_has_kernel), ("k:1", true));
+        assert_eq!(
+            (images.compute.as_str(), images.compute_has_kernel),
+            ("k:1", true)
+        );
         assert!(images.others.is_empty());
     }
 
@@ -332,22 +378,40 @@ spec:
         let (vmi, config) = config(TWO_DISKS_AND_KERNEL);
         let pod = pod_for_vmi(&vmi, &config).expect("pod");
         let spec = pod.spec.as_ref().expect("spec");
-        assert_eq!(pod.metadata.generate_name.as_deref(), Some("virt-launcher-t-"));
+        assert_eq!(
+            pod.metadata.generate_name.as_deref(),
+            Some("virt-launcher-t-")
+        );
         assert_eq!(spec.runtime_class_name.as_deref(), Some("virtshim"));
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         let names: Vec<_> = spec.containers.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["volumedata", "kernel-boot", "compute"]);
         let labels = pod.metadata.labels.as_ref().expect("labels");
         assert_eq!(labels.get("app").map(String::as_str), Some("web"));
-        assert_eq!(labels.get(LABEL_CREATED_BY).map(String::as_str), Some("1234"));
+        assert_eq!(
+            labels.get(LABEL_CREATED_BY).map(String::as_str),
+            Some("1234")
+        );
         let compute = spec.containers.last().expect("compute");
-        let memory = compute.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("memory"));
+        let memory = compute
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("memory"));
         assert_eq!(memory.map(|q| q.0.as_str()), Some("67108864"));
-        assert_eq!(compute.volume_mounts.as_ref().map(|m| m[0].mount_path.as_str()), Some("/var/run/virtshim/volumes/scratch"));
+        assert_eq!(
+            compute
+                .volume_mounts
+                .as_ref()
+                .map(|m| m[0].mount_path.as_str()),
+            Some("/var/run/virtshim/volumes/scratch")
+        );
         // The annotation carries a VMI that the shim can parse and validate back.
         let carried = &pod.metadata.annotations.as_ref().expect("annotations")[VMI_ANNOTATION];
         let back = crate::manifest::parse_json(carried).expect("annotation parses");
-        let crate::manifest::Object::VirtualMachineInstance(back) = back else { panic!("vmi") };
+        let crate::manifest::Object::VirtualMachineInstance(back) = back else {
+            panic!("vmi")
+        };
         assert_eq!(crate::validate::vmi(&back).expect("valid"), config);
     }
 }

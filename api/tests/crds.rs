@@ -96,22 +96,36 @@ fn printer_columns_match_kubevirt() {
 fn check_structural(path: &str, node: &serde_json::Value, problems: &mut Vec<String>) {
     let Some(obj) = node.as_object() else { return };
     let flag = |k: &str| obj.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
-    if obj.get("type").and_then(|t| t.as_str()).unwrap_or("").is_empty()
+    if obj
+        .get("type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("")
+        .is_empty()
         && !flag("x-kubernetes-int-or-string")
         && !flag("x-kubernetes-preserve-unknown-fields")
     {
         problems.push(format!("{path}: no type"));
     }
     if obj.contains_key("properties") && obj.contains_key("additionalProperties") {
-        problems.push(format!("{path}: properties and additionalProperties together"));
+        problems.push(format!(
+            "{path}: properties and additionalProperties together"
+        ));
     }
-    if obj.get("additionalProperties").is_some_and(|a| a.is_boolean()) {
+    if obj
+        .get("additionalProperties")
+        .is_some_and(|a| a.is_boolean())
+    {
         problems.push(format!("{path}: additionalProperties must be a schema"));
     }
     if obj.contains_key("$ref") {
         problems.push(format!("{path}: $ref"));
     }
-    for (name, child) in obj.get("properties").and_then(|p| p.as_object()).into_iter().flatten() {
+    for (name, child) in obj
+        .get("properties")
+        .and_then(|p| p.as_object())
+        .into_iter()
+        .flatten()
+    {
         check_structural(&format!("{path}.{name}"), child, problems);
     }
     if let Some(items) = obj.get("items") {
@@ -126,10 +140,15 @@ fn check_structural(path: &str, node: &serde_json::Value, problems: &mut Vec<Str
 fn schemas_follow_the_structural_rules() {
     for (file, crd) in virtshim_api::crd::all() {
         for version in &crd.spec.versions {
-            let schema = serde_json::to_value(&version.schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+            let schema =
+                serde_json::to_value(&version.schema.as_ref().unwrap().open_api_v3_schema).unwrap();
             let mut problems = Vec::new();
             check_structural("", &schema, &mut problems);
-            assert!(problems.is_empty(), "{file} {}: {problems:#?}", version.name);
+            assert!(
+                problems.is_empty(),
+                "{file} {}: {problems:#?}",
+                version.name
+            );
         }
     }
 }

@@ -1,6 +1,8 @@
-//! Choosing KVM or TCG. A `/dev/kvm` that exists is not enough: on some hosts a KVM guest
-//! hangs in the kernel. So the probe boots QEMU's firmware under KVM and waits for SeaBIOS to
-//! print its banner on the debug port; silence within the time limit means TCG. The answer is
+//! Choosing KVM or TCG. A `/dev/kvm` that exists is not enough: on some hosts a KVM guest runs
+//! its firmware and then hangs as soon as the kernel switches modes, or QEMU aborts setting an
+//! MSR. So the probe boots the node's own kernel (from /boot) under KVM with the host CPU model
+//! and waits for it to print its banner on the serial port; silence within the time limit means
+//! TCG. Without a kernel in /boot, the firmware alone is probed (a weaker test). The answer is
 //! cached for the node's uptime in `<run>/accel`.
 //!
 //! `VIRTSHIM_ACCEL=kvm|tcg` (or the file `/etc/virtshim/accel`) forces a choice.
@@ -10,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// The accelerator to use, probing (once per boot) when not forced.
 pub fn choose(run_dir: &Path) -> Accel {
@@ -24,29 +26,98 @@ pub fn choose(run_dir: &Path) -> Accel {
         _ => {}
     }
     let cache = run_dir.join("accel");
-    match std::fs::read_to_string(&cache).ok().as_deref().map(str::trim) {
+    match std::fs::read_to_string(&cache)
+        .ok()
+        .as_deref()
+        .map(str::trim)
+    {
         Some("kvm") => return Accel::Kvm,
         Some("tcg") => return Accel::Tcg,
         _ => {}
     }
-    let accel = if kvm_works(run_dir) { Accel::Kvm } else { Accel::Tcg };
+    let accel = if kvm_works(run_dir) {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    };
     let _ = std::fs::create_dir_all(run_dir);
-    let _ = std::fs::write(&cache, if accel == Accel::Kvm { "kvm\n" } else { "tcg\n" });
+    let _ = std::fs::write(
+        &cache,
+        if accel == Accel::Kvm {
+            "kvm\n"
+        } else {
+            "tcg\n"
+        },
+    );
     tracing::info!(?accel, "accelerator probed");
     accel
 }
 
+/// A kernel to probe with: the running one's image, else any in /boot.
+fn host_kernel() -> Option<std::path::PathBuf> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let own = Path::new("/boot").join(format!("vmlinuz-{}", release.trim()));
+    if own.is_file() {
+        return Some(own);
+    }
+    let mut kernels: Vec<_> = std::fs::read_dir("/boot")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz"))
+        })
+        .collect();
+    kernels.sort();
+    kernels.pop()
+}
+
 fn kvm_works(run_dir: &Path) -> bool {
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
         return false;
     }
     let log = run_dir.join(format!("kvm-probe.{}.log", std::process::id()));
     let _ = std::fs::create_dir_all(run_dir);
-    let child = Command::new("qemu-system-x86_64")
-        .args(["-machine", "q35,accel=kvm", "-m", "32", "-nodefaults", "-nographic", "-display", "none", "-no-user-config", "-no-reboot"])
-        .arg("-chardev")
-        .arg(format!("file,id=dbg,path={}", log.display()))
-        .args(["-device", "isa-debugcon,iobase=0x402,chardev=dbg"])
+    let mut command = Command::new("qemu-system-x86_64");
+    command.args([
+        "-machine",
+        "q35,accel=kvm",
+        "-cpu",
+        "host",
+        "-m",
+        "128",
+        "-nodefaults",
+        "-nographic",
+        "-display",
+        "none",
+        "-no-user-config",
+        "-no-reboot",
+    ]);
+    let banner = match host_kernel() {
+        Some(kernel) => {
+            command
+                .arg("-kernel")
+                .arg(kernel)
+                .args(["-append", "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1"]);
+            command
+                .arg("-serial")
+                .arg(format!("file:{}", log.display()));
+            "Linux version"
+        }
+        None => {
+            command
+                .arg("-chardev")
+                .arg(format!("file,id=dbg,path={}", log.display()));
+            command.args(["-device", "isa-debugcon,iobase=0x402,chardev=dbg"]);
+            "SeaBIOS"
+        }
+    };
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -55,7 +126,7 @@ fn kvm_works(run_dir: &Path) -> bool {
     let started = Instant::now();
     let mut works = false;
     while started.elapsed() < PROBE_TIMEOUT {
-        if std::fs::read_to_string(&log).is_ok_and(|t| t.contains("SeaBIOS")) {
+        if std::fs::read_to_string(&log).is_ok_and(|t| t.contains(banner)) {
             works = true;
             break;
         }

@@ -93,8 +93,10 @@ pub struct Bundle {
 impl Bundle {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::path("reading the OCI spec", &path, e))?;
-        let raw: RawSpec = serde_json::from_str(&text).map_err(|e| Error::Bundle(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::path("reading the OCI spec", &path, e))?;
+        let raw: RawSpec = serde_json::from_str(&text)
+            .map_err(|e| Error::Bundle(format!("{}: {e}", path.display())))?;
         let annotations = raw.annotations;
         let role = match annotations.get(CONTAINER_TYPE).map(String::as_str) {
             Some("sandbox") => Role::Sandbox,
@@ -110,8 +112,14 @@ impl Bundle {
         };
         let pod = format!(
             "{}/{}",
-            annotations.get(SANDBOX_NAMESPACE).map(String::as_str).unwrap_or("?"),
-            annotations.get(SANDBOX_NAME).map(String::as_str).unwrap_or("?")
+            annotations
+                .get(SANDBOX_NAMESPACE)
+                .map(String::as_str)
+                .unwrap_or("?"),
+            annotations
+                .get(SANDBOX_NAME)
+                .map(String::as_str)
+                .unwrap_or("?")
         );
         let linux = raw.linux.unwrap_or_default();
         let netns = linux
@@ -156,11 +164,16 @@ impl Bundle {
 pub fn check_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && !id.starts_with('.');
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid("container id", format!("{id:?} is not a plain identifier")))
+        Err(Error::invalid(
+            "container id",
+            format!("{id:?} is not a plain identifier"),
+        ))
     }
 }

@@ -7,11 +7,15 @@
 
 use crate::bundle::Resources;
 use crate::error::{Error, Result};
-use containerd_shim_protos::cgroups::metrics::{CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat};
+use containerd_shim_protos::cgroups::metrics::{
+    CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat,
+};
 use std::path::{Path, PathBuf};
 
 /// v1 controllers the shim places QEMU in.
-const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids", "blkio", "freezer", "cpuset", "devices"];
+const V1_CONTROLLERS: &[&str] = &[
+    "cpu", "cpuacct", "memory", "pids", "blkio", "freezer", "cpuset", "devices",
+];
 
 #[derive(Clone, Debug)]
 pub enum Cgroup {
@@ -31,16 +35,29 @@ fn relative_path(cgroups_path: &str) -> Result<PathBuf> {
             let slice = slice.trim_end_matches(".slice");
             let mut acc = String::new();
             for part in slice.split('-').filter(|p| !p.is_empty()) {
-                acc = if acc.is_empty() { part.to_owned() } else { format!("{acc}-{part}") };
+                acc = if acc.is_empty() {
+                    part.to_owned()
+                } else {
+                    format!("{acc}-{part}")
+                };
                 path.push(format!("{acc}.slice"));
             }
             path.push(format!("{prefix}-{name}.scope"));
             path
         }
-        _ => return Err(Error::Cgroup(format!("cannot read cgroupsPath {cgroups_path:?}"))),
+        _ => {
+            return Err(Error::Cgroup(format!(
+                "cannot read cgroupsPath {cgroups_path:?}"
+            )))
+        }
     };
-    if path.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-        return Err(Error::Cgroup(format!("cgroupsPath {cgroups_path:?} is not a plain path")));
+    if path
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(Error::Cgroup(format!(
+            "cgroupsPath {cgroups_path:?} is not a plain path"
+        )));
     }
     Ok(path)
 }
@@ -64,7 +81,8 @@ fn v1_mounts() -> Vec<(String, PathBuf)> {
 }
 
 fn write(path: &Path, value: &str) -> Result<()> {
-    std::fs::write(path, value).map_err(|e| Error::Cgroup(format!("writing {value:?} to {}: {e}", path.display())))
+    std::fs::write(path, value)
+        .map_err(|e| Error::Cgroup(format!("writing {value:?} to {}: {e}", path.display())))
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
@@ -78,18 +96,26 @@ impl Cgroup {
         let cgroup = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
             Cgroup::V2(Path::new("/sys/fs/cgroup").join(&relative))
         } else {
-            Cgroup::V1(v1_mounts().into_iter().map(|(c, root)| (c, root.join(&relative))).collect())
+            Cgroup::V1(
+                v1_mounts()
+                    .into_iter()
+                    .map(|(c, root)| (c, root.join(&relative)))
+                    .collect(),
+            )
         };
         match &cgroup {
             Cgroup::V2(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| Error::Cgroup(format!("creating {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::Cgroup(format!("creating {}: {e}", dir.display())))?;
                 if let Some(cpu) = &resources.cpu {
                     if let Some(shares) = cpu.shares {
                         // The conversion runc uses from v1 shares to v2 weight.
                         let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
                         write(&dir.join("cpu.weight"), &weight.to_string())?;
                     }
-                    if let (Some(quota), period) = (cpu.quota.filter(|q| *q > 0), cpu.period.unwrap_or(100_000)) {
+                    if let (Some(quota), period) =
+                        (cpu.quota.filter(|q| *q > 0), cpu.period.unwrap_or(100_000))
+                    {
                         write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
                     }
                 }
@@ -98,12 +124,17 @@ impl Cgroup {
                 for (controller, dir) in dirs {
                     create_v1_dir(controller, dir)?;
                 }
-                if let (Some(cpu), Some((_, dir))) = (&resources.cpu, dirs.iter().find(|(c, _)| c == "cpu")) {
+                if let (Some(cpu), Some((_, dir))) =
+                    (&resources.cpu, dirs.iter().find(|(c, _)| c == "cpu"))
+                {
                     if let Some(shares) = cpu.shares {
                         write(&dir.join("cpu.shares"), &shares.to_string())?;
                     }
                     if let Some(quota) = cpu.quota.filter(|q| *q > 0) {
-                        write(&dir.join("cpu.cfs_period_us"), &cpu.period.unwrap_or(100_000).to_string())?;
+                        write(
+                            &dir.join("cpu.cfs_period_us"),
+                            &cpu.period.unwrap_or(100_000).to_string(),
+                        )?;
                         write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
                     }
                 }
@@ -116,7 +147,9 @@ impl Cgroup {
     pub fn add(&self, pid: u32) -> Result<()> {
         match self {
             Cgroup::V2(dir) => write(&dir.join("cgroup.procs"), &pid.to_string()),
-            Cgroup::V1(dirs) => dirs.iter().try_for_each(|(_, dir)| write(&dir.join("cgroup.procs"), &pid.to_string())),
+            Cgroup::V1(dirs) => dirs
+                .iter()
+                .try_for_each(|(_, dir)| write(&dir.join("cgroup.procs"), &pid.to_string())),
         }
     }
 
@@ -144,7 +177,11 @@ impl Cgroup {
                     let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
                     for line in stat.lines() {
                         let mut kv = line.split_whitespace();
-                        let (Some(k), Some(v)) = (kv.next(), kv.next().and_then(|v| v.parse::<u64>().ok())) else { continue };
+                        let (Some(k), Some(v)) =
+                            (kv.next(), kv.next().and_then(|v| v.parse::<u64>().ok()))
+                        else {
+                            continue;
+                        };
                         match k {
                             "total_cache" => memory.total_cache = v,
                             "total_rss" => memory.total_rss = v,
@@ -171,7 +208,9 @@ impl Cgroup {
                 let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
                 for line in stat.lines() {
                     let mut kv = line.split_whitespace();
-                    if let (Some("inactive_file"), Some(v)) = (kv.next(), kv.next().and_then(|v| v.parse::<u64>().ok())) {
+                    if let (Some("inactive_file"), Some(v)) =
+                        (kv.next(), kv.next().and_then(|v| v.parse::<u64>().ok()))
+                    {
                         memory.total_inactive_file = v;
                     }
                 }
@@ -215,7 +254,14 @@ fn create_v1_dir(controller: &str, dir: &Path) -> Result<()> {
             }
         }
         for d in missing.into_iter().rev() {
-            std::fs::create_dir(&d).or_else(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })
+            std::fs::create_dir(&d)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
                 .map_err(|e| Error::Cgroup(format!("creating {}: {e}", d.display())))?;
             if let Some(parent) = d.parent() {
                 for file in ["cpuset.cpus", "cpuset.mems"] {
@@ -229,7 +275,8 @@ fn create_v1_dir(controller: &str, dir: &Path) -> Result<()> {
         }
         Ok(())
     } else {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Cgroup(format!("creating {}: {e}", dir.display())))
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Cgroup(format!("creating {}: {e}", dir.display())))
     }
 }
 
@@ -239,7 +286,10 @@ mod tests {
 
     #[test]
     fn cgroup_paths() {
-        assert_eq!(relative_path("/kubepods/besteffort/pod1/abc").unwrap(), PathBuf::from("kubepods/besteffort/pod1/abc"));
+        assert_eq!(
+            relative_path("/kubepods/besteffort/pod1/abc").unwrap(),
+            PathBuf::from("kubepods/besteffort/pod1/abc")
+        );
         assert_eq!(
             relative_path("kubepods-besteffort-pod1.slice:cri-containerd:abc").unwrap(),
             PathBuf::from("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-containerd-abc.scope")

@@ -33,7 +33,11 @@ impl Console {
             }
         }
         let mut stream = stream.ok_or_else(|| {
-            Error::path("connecting to the serial console", serial_socket, std::io::Error::from(ErrorKind::NotFound))
+            Error::path(
+                "connecting to the serial console",
+                serial_socket,
+                std::io::Error::from(ErrorKind::NotFound),
+            )
         })?;
         // O_RDWR keeps the FIFO open across a restart of containerd (no EPIPE when the reader
         // goes away); O_NONBLOCK keeps a full FIFO from blocking the guest.
@@ -81,7 +85,9 @@ impl Console {
                 }
             })
             .map_err(|e| Error::io("starting the console thread", e))?;
-        Ok(Self { thread: Some(thread) })
+        Ok(Self {
+            thread: Some(thread),
+        })
     }
 
     /// Waits for the copy to finish (QEMU closed the socket).

@@ -16,7 +16,10 @@ pub enum Error {
     #[error("invalid {what}: {message}")]
     InvalidArgument { what: String, message: String },
     #[error("the {annotation} annotation is invalid: {message}")]
-    Vmi { annotation: &'static str, message: String },
+    Vmi {
+        annotation: &'static str,
+        message: String,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -31,9 +34,15 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("libvirt: {context}: {message}")]
-    Libvirt { context: &'static str, message: String },
+    Libvirt {
+        context: &'static str,
+        message: String,
+    },
     #[error("{program} failed: {message}")]
-    Command { program: &'static str, message: String },
+    Command {
+        program: &'static str,
+        message: String,
+    },
     #[error("disk {disk:?}: {message}")]
     Disk { disk: String, message: String },
     #[error("cgroup: {0}")]
@@ -46,13 +55,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io { context: context.into(), source }
+        Self::Io {
+            context: context.into(),
+            source,
+        }
     }
     pub fn path(context: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Path { context, path: path.into(), source }
+        Self::Path {
+            context,
+            path: path.into(),
+            source,
+        }
     }
     pub fn invalid(what: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::InvalidArgument { what: what.into(), message: message.into() }
+        Self::InvalidArgument {
+            what: what.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -64,7 +83,9 @@ impl From<Error> for ttrpc::Error {
             Error::AlreadyExists(_) => Code::ALREADY_EXISTS,
             Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Error::Unsupported(_) => Code::UNIMPLEMENTED,
-            Error::InvalidArgument { .. } | Error::Vmi { .. } | Error::Disk { .. } => Code::INVALID_ARGUMENT,
+            Error::InvalidArgument { .. } | Error::Vmi { .. } | Error::Disk { .. } => {
+                Code::INVALID_ARGUMENT
+            }
             Error::Io { .. }
             | Error::Path { .. }
             | Error::Libvirt { .. }

@@ -30,7 +30,10 @@ pub struct Libvirt {
 }
 
 fn libvirt_error(context: &'static str) -> impl Fn(virt::error::Error) -> Error {
-    move |e| Error::Libvirt { context, message: e.to_string() }
+    move |e| Error::Libvirt {
+        context,
+        message: e.to_string(),
+    }
 }
 
 static EVENT_LOOP: Once = Once::new();
@@ -41,15 +44,20 @@ fn start_event_loop() -> Result<()> {
     let mut result = Ok(());
     EVENT_LOOP.call_once(|| {
         if let Err(e) = virt::event::event_register_default_impl() {
-            result = Err(Error::Libvirt { context: "registering the event loop", message: e.to_string() });
+            result = Err(Error::Libvirt {
+                context: "registering the event loop",
+                message: e.to_string(),
+            });
             return;
         }
-        let spawned = std::thread::Builder::new().name("libvirt-events".into()).spawn(|| loop {
-            if let Err(e) = virt::event::event_run_default_impl() {
-                tracing::error!(error = %e, "libvirt event loop");
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name("libvirt-events".into())
+            .spawn(|| loop {
+                if let Err(e) = virt::event::event_run_default_impl() {
+                    tracing::error!(error = %e, "libvirt event loop");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            });
         if let Err(e) = spawned {
             result = Err(Error::io("starting the libvirt event thread", e));
         }
@@ -60,10 +68,13 @@ fn start_event_loop() -> Result<()> {
 impl Libvirt {
     /// Prepares the embed root (config, capabilities cache seeded from the node's) and opens it.
     pub fn open(root: &Path, capabilities_cache: &Path) -> Result<Self> {
+        crate::reaper::start();
         start_event_loop()?;
         let etc = root.join("etc");
-        std::fs::create_dir_all(&etc).map_err(|e| Error::path("creating the libvirt root", &etc, e))?;
-        std::fs::write(etc.join("qemu.conf"), QEMU_CONF).map_err(|e| Error::path("writing qemu.conf", &etc, e))?;
+        std::fs::create_dir_all(&etc)
+            .map_err(|e| Error::path("creating the libvirt root", &etc, e))?;
+        std::fs::write(etc.join("qemu.conf"), QEMU_CONF)
+            .map_err(|e| Error::path("writing qemu.conf", &etc, e))?;
         let pod_cache = root.join("cache/qemu/capabilities");
         // Probing QEMU's capabilities takes seconds; a copy of the node's cache makes the first
         // open of a fresh root instant. libvirt re-probes by itself if QEMU changed.
@@ -78,7 +89,10 @@ impl Libvirt {
                 let conn = match Connect::open(Some(&uri)) {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = opened_tx.send(Err(Error::Libvirt { context: "opening the embedded driver", message: e.to_string() }));
+                        let _ = opened_tx.send(Err(Error::Libvirt {
+                            context: "opening the embedded driver",
+                            message: e.to_string(),
+                        }));
                         return;
                     }
                 };
@@ -90,35 +104,60 @@ impl Libvirt {
                 drop(conn);
             })
             .map_err(|e| Error::io("starting the libvirt thread", e))?;
-        opened_rx
-            .recv()
-            .map_err(|_| Error::Libvirt { context: "opening the embedded driver", message: "the libvirt thread died".into() })??;
+        opened_rx.recv().map_err(|_| Error::Libvirt {
+            context: "opening the embedded driver",
+            message: "the libvirt thread died".into(),
+        })??;
         if dir_is_empty(capabilities_cache) {
             copy_xml_files(&pod_cache, capabilities_cache);
         }
-        Ok(Self { jobs: Some(jobs_tx), worker: Some(worker), root: root.to_path_buf() })
+        Ok(Self {
+            jobs: Some(jobs_tx),
+            worker: Some(worker),
+            root: root.to_path_buf(),
+        })
     }
 
     /// Runs `job` on the libvirt thread and returns its result.
-    pub fn call<T: Send + 'static>(&self, job: impl FnOnce(&Connect) -> T + Send + 'static) -> Result<T> {
+    pub fn call<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Connect) -> T + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = mpsc::channel();
-        let jobs = self.jobs.as_ref().ok_or(Error::Libvirt { context: "calling libvirt", message: "connection closed".into() })?;
+        let jobs = self.jobs.as_ref().ok_or(Error::Libvirt {
+            context: "calling libvirt",
+            message: "connection closed".into(),
+        })?;
         jobs.send(Box::new(move |conn| {
             let _ = tx.send(job(conn));
         }))
-        .map_err(|_| Error::Libvirt { context: "calling libvirt", message: "the libvirt thread is gone".into() })?;
-        rx.recv().map_err(|_| Error::Libvirt { context: "calling libvirt", message: "the libvirt thread died".into() })
+        .map_err(|_| Error::Libvirt {
+            context: "calling libvirt",
+            message: "the libvirt thread is gone".into(),
+        })?;
+        rx.recv().map_err(|_| Error::Libvirt {
+            context: "calling libvirt",
+            message: "the libvirt thread died".into(),
+        })
     }
 
     /// Defines the domain and starts it with its CPUs paused; returns QEMU's pid.
     pub fn start_paused(&self, name: &str, xml: String) -> Result<u32> {
         self.call(move |conn| -> Result<()> {
-            let domain = conn.define_domain_xml(&xml).map_err(libvirt_error("defining the domain"))?;
-            domain.create_with_flags(virt::sys::VIR_DOMAIN_START_PAUSED).map_err(libvirt_error("starting QEMU"))
+            let domain = conn
+                .define_domain_xml(&xml)
+                .map_err(libvirt_error("defining the domain"))?;
+            domain
+                .create_with_flags(virt::sys::VIR_DOMAIN_START_PAUSED)
+                .map_err(libvirt_error("starting QEMU"))
         })??;
         let pidfile = self.root.join("run/qemu").join(format!("{name}.pid"));
-        let text = std::fs::read_to_string(&pidfile).map_err(|e| Error::path("reading QEMU's pid", &pidfile, e))?;
-        text.trim().parse().map_err(|_| Error::Libvirt { context: "reading QEMU's pid", message: format!("{text:?}") })
+        let text = std::fs::read_to_string(&pidfile)
+            .map_err(|e| Error::path("reading QEMU's pid", &pidfile, e))?;
+        text.trim().parse().map_err(|_| Error::Libvirt {
+            context: "reading QEMU's pid",
+            message: format!("{text:?}"),
+        })
     }
 
     fn with_domain<T: Send + 'static>(
@@ -129,7 +168,9 @@ impl Libvirt {
     ) -> Result<T> {
         let name = name.to_owned();
         self.call(move |conn| {
-            let domain = conn.lookup_domain_by_name(&name).map_err(libvirt_error(context))?;
+            let domain = conn
+                .lookup_domain_by_name(&name)
+                .map_err(libvirt_error(context))?;
             op(&domain).map_err(libvirt_error(context))
         })?
     }
@@ -144,7 +185,9 @@ impl Libvirt {
 
     /// Presses the ACPI power button: the guest shuts down by itself.
     pub fn power_button(&self, name: &str) -> Result<()> {
-        self.with_domain(name, "pressing the ACPI power button", |d| d.shutdown_flags(virt::sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN))
+        self.with_domain(name, "pressing the ACPI power button", |d| {
+            d.shutdown_flags(virt::sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        })
     }
 
     /// Stops QEMU at once.
@@ -154,25 +197,31 @@ impl Libvirt {
 
     /// The domain's state as the shim cares about it.
     pub fn state(&self, name: &str) -> Result<VmState> {
-        self.with_domain(name, "reading the VM state", |d| d.state()).map(|(state, reason)| match (state, reason) {
-            (Enum::Known(DomainState::Running), _) => VmState::Running,
-            (Enum::Known(DomainState::Paused), _) => VmState::Paused,
-            (Enum::Known(DomainState::Shutoff), Enum::Known(DomainStateReason::Shutoff(Enum::Known(r)))) => {
-                VmState::Off(match r {
+        self.with_domain(name, "reading the VM state", |d| d.state())
+            .map(|(state, reason)| match (state, reason) {
+                (Enum::Known(DomainState::Running), _) => VmState::Running,
+                (Enum::Known(DomainState::Paused), _) => VmState::Paused,
+                (
+                    Enum::Known(DomainState::Shutoff),
+                    Enum::Known(DomainStateReason::Shutoff(Enum::Known(r))),
+                ) => VmState::Off(match r {
                     DomainShutoffReason::Shutdown => OffReason::GuestShutdown,
                     DomainShutoffReason::Destroyed => OffReason::Destroyed,
                     DomainShutoffReason::Crashed => OffReason::Crashed,
                     _ => OffReason::Other,
-                })
-            }
-            (Enum::Known(DomainState::Shutoff | DomainState::Crashed), _) => VmState::Off(OffReason::Crashed),
-            _ => VmState::Other,
-        })
+                }),
+                (Enum::Known(DomainState::Shutoff | DomainState::Crashed), _) => {
+                    VmState::Off(OffReason::Crashed)
+                }
+                _ => VmState::Other,
+            })
     }
 
     /// Removes the domain's definition (it must be off).
     pub fn undefine(&self, name: &str) -> Result<()> {
-        self.with_domain(name, "removing the domain", |d| d.undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM))
+        self.with_domain(name, "removing the domain", |d| {
+            d.undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM)
+        })
     }
 }
 
@@ -209,7 +258,9 @@ fn dir_is_empty(dir: &Path) -> bool {
 
 /// Copies the `*.xml` files of one folder into another, best effort (a cache).
 fn copy_xml_files(from: &Path, to: &Path) {
-    let Ok(entries) = std::fs::read_dir(from) else { return };
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
     if std::fs::create_dir_all(to).is_err() {
         return;
     }

@@ -26,7 +26,11 @@ impl containerd_shim::Shim for VirtShim {
     type T = Service;
 
     fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
-        Self { exit: Arc::new(ExitSignal::default()), id: args.id.clone(), namespace: args.namespace.clone() }
+        Self {
+            exit: Arc::new(ExitSignal::default()),
+            id: args.id.clone(),
+            namespace: args.namespace.clone(),
+        }
     }
 
     /// One shim serves a whole pod, as Kata's does: containers of a sandbox reuse the socket
@@ -48,10 +52,7 @@ impl containerd_shim::Shim for VirtShim {
             if let Some(state) = PodState::read(&paths.state_file()) {
                 state.kill_qemu();
             }
-            let rootfs = bundle.rootfs();
-            if let Some(t) = rootfs.to_str() {
-                let _ = containerd_shim::mount::umount_recursive(Some(t), nix::libc::MNT_DETACH);
-            }
+            crate::rootfs::unmount(&bundle.rootfs());
             if bundle.role == Role::Sandbox || !paths.state_file().exists() {
                 let _ = std::fs::remove_dir_all(paths.disks());
             }
@@ -85,7 +86,11 @@ impl containerd_shim::Shim for VirtShim {
             Err(e) => tracing::error!(error = %e, "cannot read the sandbox bundle"),
         }
         let pod = Arc::new(Pod::new(Roots::from_env()));
-        Service::new(pod, Events::new(publisher, self.namespace.clone()), self.exit.clone())
+        Service::new(
+            pod,
+            Events::new(publisher, self.namespace.clone()),
+            self.exit.clone(),
+        )
     }
 }
 

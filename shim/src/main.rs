@@ -11,6 +11,8 @@ mod libvirt;
 mod lifecycle;
 mod paths;
 mod pod;
+mod reaper;
+mod rootfs;
 mod service;
 mod state;
 mod vm;
@@ -36,9 +38,13 @@ fn main() {
 /// Logs go to the `log` FIFO containerd opens in the bundle (they appear in containerd's log),
 /// else to stderr. `VIRTSHIM_LOG` sets the filter (default `info`).
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VIRTSHIM_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIRTSHIM_LOG")
+        .unwrap_or_else(|_| "info".into());
     let fifo = std::fs::OpenOptions::new().write(true).open("log").ok();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_target(false);
     match fifo {
         Some(file) => {
             let file = std::sync::Mutex::new(file);

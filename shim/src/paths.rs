@@ -1,6 +1,6 @@
 //! Where the shim keeps things on the node.
 //!
-//! Per pod: `/run/virtshim/pods/<sandbox-id>/` holds small runtime state (libvirt's embedded
+//! Per pod: `/run/virtshim/p/<sandbox-id prefix>/` holds small runtime state (libvirt's embedded
 //! root, the console and VNC sockets, `state.json`); `/var/lib/virtshim/pods/<sandbox-id>/`
 //! holds disk overlays and cloud-init images, which can grow and so stay off tmpfs. Delete
 //! removes both. `/var/lib/virtshim/cache` holds what pods share (QEMU's capabilities).
@@ -16,13 +16,23 @@ pub struct Roots {
 
 impl Roots {
     pub fn from_env() -> Self {
-        let dir = |var: &str, default: &str| std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(default));
-        Self { run: dir("VIRTSHIM_RUN_DIR", "/run/virtshim"), lib: dir("VIRTSHIM_LIB_DIR", "/var/lib/virtshim") }
+        let dir = |var: &str, default: &str| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(default))
+        };
+        Self {
+            run: dir("VIRTSHIM_RUN_DIR", "/run/virtshim"),
+            lib: dir("VIRTSHIM_LIB_DIR", "/var/lib/virtshim"),
+        }
     }
 
     pub fn pod(&self, sandbox_id: &str) -> PodPaths {
+        // Unix socket paths (QEMU's monitor, the console) must stay under 108 bytes, so the
+        // run folder takes a prefix of the 64-character sandbox id: unique enough per node.
+        let short = &sandbox_id[..sandbox_id.len().min(16)];
         PodPaths {
-            run: self.run.join("pods").join(sandbox_id),
+            run: self.run.join("p").join(short),
             lib: self.lib.join("pods").join(sandbox_id),
             capabilities_cache: self.lib.join("cache/qemu/capabilities"),
         }

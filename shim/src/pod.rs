@@ -12,6 +12,7 @@ use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::libvirt::{Libvirt, OffReason, VmState};
 use crate::paths::{PodPaths, Roots};
+use crate::rootfs::{self, RootfsMount};
 use crate::service::Events;
 use crate::state::PodState;
 use crate::vm::domain_xml::DomainPlan;
@@ -50,14 +51,6 @@ pub struct TaskState {
     pub stdout: String,
     pub terminal: bool,
     pub exit: Option<ExitInfo>,
-}
-
-/// A mount of the container's root filesystem, as containerd sends it.
-#[derive(Clone, Debug)]
-pub struct RootfsMount {
-    pub kind: String,
-    pub source: String,
-    pub options: Vec<String>,
 }
 
 /// Set once when a task exits; `Wait` blocks on it without holding the pod's lock.
@@ -156,7 +149,10 @@ fn now() -> Timestamp {
 
 impl Pod {
     pub fn new(roots: Roots) -> Self {
-        Self { roots, inner: Mutex::new(Inner::default()) }
+        Self {
+            roots,
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -170,7 +166,14 @@ impl Pod {
         self.lock().containers.is_empty()
     }
 
-    pub fn create(&self, id: &str, bundle_dir: &str, rootfs: &[RootfsMount], stdout: &str, terminal: bool) -> Result<u32> {
+    pub fn create(
+        &self,
+        id: &str,
+        bundle_dir: &str,
+        rootfs: &[RootfsMount],
+        stdout: &str,
+        terminal: bool,
+    ) -> Result<u32> {
         check_id(id)?;
         let bundle = Bundle::read(std::path::Path::new(bundle_dir))?;
         let mut inner = self.lock();
@@ -181,7 +184,8 @@ impl Pod {
             Role::Sandbox => {
                 let paths = self.roots.pod(id);
                 for dir in [&paths.run, &paths.lib] {
-                    std::fs::create_dir_all(dir).map_err(|e| Error::path("creating the pod's folder", dir, e))?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| Error::path("creating the pod's folder", dir, e))?;
                 }
                 inner.sandbox_id = Some(id.to_owned());
                 inner.paths = Some(paths);
@@ -205,7 +209,7 @@ impl Pod {
 
         let mut rootfs_mounted = false;
         if kind != Kind::Sandbox && !rootfs.is_empty() {
-            mount_rootfs(rootfs, &bundle.rootfs())?;
+            rootfs::mount(rootfs, &bundle.rootfs())?;
             rootfs_mounted = true;
         }
         let mut container = Container {
@@ -230,7 +234,7 @@ impl Pod {
                     if let Some(paths) = &inner.paths {
                         let _ = std::fs::remove_dir_all(paths.disks());
                     }
-                    unmount_rootfs(&container.bundle.rootfs());
+                    rootfs::unmount(&container.bundle.rootfs());
                     tracing::warn!(error = %e, "create failed");
                     return Err(e);
                 }
@@ -254,26 +258,49 @@ impl Pod {
                 message: "missing: the pod was not made by virtshim, or containerd does not pass virtshim.io/* pod annotations".into(),
             })?;
         if text.len() > 1 << 20 {
-            return Err(Error::Vmi { annotation: contract::VMI_ANNOTATION, message: "larger than 1 MiB".into() });
+            return Err(Error::Vmi {
+                annotation: contract::VMI_ANNOTATION,
+                message: "larger than 1 MiB".into(),
+            });
         }
         let vmi = match parse_json(text) {
             Ok(Object::VirtualMachineInstance(vmi)) => vmi,
             Ok(other) => {
-                return Err(Error::Vmi { annotation: contract::VMI_ANNOTATION, message: format!("holds a {}, not a VirtualMachineInstance", other.kind()) })
+                return Err(Error::Vmi {
+                    annotation: contract::VMI_ANNOTATION,
+                    message: format!("holds a {}, not a VirtualMachineInstance", other.kind()),
+                })
             }
-            Err(e) => return Err(Error::Vmi { annotation: contract::VMI_ANNOTATION, message: e.to_string() }),
+            Err(e) => {
+                return Err(Error::Vmi {
+                    annotation: contract::VMI_ANNOTATION,
+                    message: e.to_string(),
+                })
+            }
         };
-        let config = virtshim_api::validate::vmi(&vmi)
-            .map_err(|e| Error::Vmi { annotation: contract::VMI_ANNOTATION, message: e.to_string().replace('\n', "; ") })?;
+        let config = virtshim_api::validate::vmi(&vmi).map_err(|e| Error::Vmi {
+            annotation: contract::VMI_ANNOTATION,
+            message: e.to_string().replace('\n', "; "),
+        })?;
         let identity = VmiIdentity {
-            namespace: vmi.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+            namespace: vmi
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
             name: vmi.metadata.name.clone().unwrap_or_default(),
             uid: vmi.metadata.uid.clone().unwrap_or_default(),
         };
         if !is_dns_label(&identity.name) || !is_dns_label(&identity.namespace) {
-            return Err(Error::Vmi { annotation: contract::VMI_ANNOTATION, message: "metadata.name and metadata.namespace must be DNS labels".into() });
+            return Err(Error::Vmi {
+                annotation: contract::VMI_ANNOTATION,
+                message: "metadata.name and metadata.namespace must be DNS labels".into(),
+            });
         }
-        let paths = inner.paths.as_ref().ok_or_else(|| Error::FailedPrecondition("the pod sandbox is missing".into()))?;
+        let paths = inner
+            .paths
+            .as_ref()
+            .ok_or_else(|| Error::FailedPrecondition("the pod sandbox is missing".into()))?;
         let containers: HashMap<String, PathBuf> = inner
             .containers
             .values()
@@ -284,7 +311,11 @@ impl Pod {
             })
             .collect();
         let rootfs = compute.bundle.rootfs();
-        let sources = vm::Sources { compute_rootfs: &rootfs, compute_mounts: &compute.bundle.mounts, containers: &containers };
+        let sources = vm::Sources {
+            compute_rootfs: &rootfs,
+            compute_mounts: &compute.bundle.mounts,
+            containers: &containers,
+        };
         let accel = crate::accel::choose(&self.roots.run);
         let plan = vm::plan(&identity, &config, &sources, paths, accel)?;
         tracing::info!(
@@ -295,30 +326,47 @@ impl Pod {
             disks = plan.disks.len(),
             "VM prepared"
         );
-        Ok(VmSlot { identity, plan, start_paused: config.start_paused, running: None })
+        Ok(VmSlot {
+            identity,
+            plan,
+            start_paused: config.start_paused,
+            running: None,
+        })
     }
 
     pub fn start(self: &Arc<Self>, id: &str, events: &Events) -> Result<u32> {
         let mut inner = self.lock();
-        let paths = inner.paths.clone().ok_or_else(|| Error::FailedPrecondition("the pod sandbox is missing".into()))?;
+        let paths = inner
+            .paths
+            .clone()
+            .ok_or_else(|| Error::FailedPrecondition("the pod sandbox is missing".into()))?;
         let libvirt = match (&inner.libvirt, inner.containers.get(id).map(|c| &c.kind)) {
             (Some(l), _) => Some(l.clone()),
             (None, Some(Kind::Compute)) => {
-                let l = Arc::new(Libvirt::open(&paths.embed_root(), &paths.capabilities_cache)?);
+                let l = Arc::new(Libvirt::open(
+                    &paths.embed_root(),
+                    &paths.capabilities_cache,
+                )?);
                 inner.libvirt = Some(l.clone());
                 Some(l)
             }
             _ => None,
         };
-        let container = inner.containers.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let container = inner
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
         if container.status != Status::Created {
-            return Err(Error::FailedPrecondition(format!("container {id} was started already")));
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} was started already"
+            )));
         }
         let Some(slot) = container.vm.as_mut() else {
             container.status = Status::Running;
             return Ok(container.pid);
         };
-        let libvirt = libvirt.ok_or_else(|| Error::FailedPrecondition("libvirt is not open".into()))?;
+        let libvirt =
+            libvirt.ok_or_else(|| Error::FailedPrecondition("libvirt is not open".into()))?;
         let vmi = format!("{}/{}", slot.identity.namespace, slot.identity.name);
         let _span = tracing::info_span!("start", container_id = id, %vmi).entered();
         let domain = slot.plan.name.clone();
@@ -333,10 +381,19 @@ impl Pod {
                 None => None,
             };
             let console = match &slot.plan.serial_socket {
-                Some(socket) => Some(Console::start(std::path::Path::new(socket), &container.stdout, id)?),
+                Some(socket) => Some(Console::start(
+                    std::path::Path::new(socket),
+                    &container.stdout,
+                    id,
+                )?),
                 None => None,
             };
-            PodState { qemu_pid: pid, domain: domain.clone(), embed_root: paths.embed_root() }.write(&paths.state_file())?;
+            PodState {
+                qemu_pid: pid,
+                domain: domain.clone(),
+                embed_root: paths.embed_root(),
+            }
+            .write(&paths.state_file())?;
             if !slot.start_paused {
                 libvirt.resume(&domain)?;
             }
@@ -353,12 +410,28 @@ impl Pod {
             }
         };
         let killed = Arc::new(AtomicBool::new(false));
-        slot.running = Some(Running { domain: domain.clone(), cgroup, killed: killed.clone() });
-        container.status = if slot.start_paused { Status::Paused } else { Status::Running };
+        slot.running = Some(Running {
+            domain: domain.clone(),
+            cgroup,
+            killed: killed.clone(),
+        });
+        container.status = if slot.start_paused {
+            Status::Paused
+        } else {
+            Status::Running
+        };
         container.pid = pid;
         drop(inner);
         tracing::info!(pid, "VM started");
-        self.watch_exit(id.to_owned(), pid, domain, libvirt, killed, console, events.clone())?;
+        self.watch_exit(
+            id.to_owned(),
+            pid,
+            domain,
+            libvirt,
+            killed,
+            console,
+            events.clone(),
+        )?;
         Ok(pid)
     }
 
@@ -378,7 +451,7 @@ impl Pod {
         std::thread::Builder::new()
             .name("qemu-exit".into())
             .spawn(move || {
-                let status = wait_for(pid);
+                let status = crate::reaper::wait(pid);
                 // libvirt notices the exit through QEMU's monitor on its event thread; give it a
                 // moment to record the reason.
                 let mut reason = None;
@@ -413,17 +486,29 @@ impl Pod {
     pub fn kill(&self, id: &str, signal: u32, events: &Events) -> Result<()> {
         let mut inner = self.lock();
         let libvirt = inner.libvirt.clone();
-        let container = inner.containers.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let container = inner
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
         let _span = tracing::info_span!("kill", container_id = id, signal).entered();
         let sigkill = signal == nix::sys::signal::Signal::SIGKILL as u32;
-        let graceful = [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGPWR]
-            .iter()
-            .any(|s| *s as u32 == signal);
+        let graceful = [
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::Signal::SIGPWR,
+        ]
+        .iter()
+        .any(|s| *s as u32 == signal);
         if !sigkill && !graceful {
-            return Err(Error::invalid("signal", format!("{signal}: a VM understands SIGTERM (ACPI power button) and SIGKILL")));
+            return Err(Error::invalid(
+                "signal",
+                format!("{signal}: a VM understands SIGTERM (ACPI power button) and SIGKILL"),
+            ));
         }
         if container.status == Status::Stopped {
-            return Err(Error::NotFound(format!("process of container {id} already finished")));
+            return Err(Error::NotFound(format!(
+                "process of container {id} already finished"
+            )));
         }
         let running = container.vm.as_ref().and_then(|vm| vm.running.as_ref());
         match (running, libvirt) {
@@ -443,7 +528,10 @@ impl Pod {
             }
             _ => {
                 // Nothing runs in this container: it ends now.
-                let exit = ExitInfo { code: if sigkill { 137 } else { 0 }, at: now() };
+                let exit = ExitInfo {
+                    code: if sigkill { 137 } else { 0 },
+                    at: now(),
+                };
                 container.status = Status::Stopped;
                 container.exit.set(exit.clone());
                 let pid = container.pid;
@@ -455,13 +543,21 @@ impl Pod {
     }
 
     pub fn wait(&self, id: &str) -> Result<ExitInfo> {
-        let cell = self.lock().containers.get(id).map(|c| c.exit.clone()).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let cell = self
+            .lock()
+            .containers
+            .get(id)
+            .map(|c| c.exit.clone())
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
         Ok(cell.wait())
     }
 
     pub fn state(&self, id: &str) -> Result<TaskState> {
         let inner = self.lock();
-        let c = inner.containers.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let c = inner
+            .containers
+            .get(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
         Ok(TaskState {
             bundle: c.bundle.dir.to_string_lossy().into_owned(),
             pid: c.pid,
@@ -483,23 +579,45 @@ impl Pod {
     fn set_paused(&self, id: &str, pause: bool) -> Result<()> {
         let mut inner = self.lock();
         let libvirt = inner.libvirt.clone();
-        let c = inner.containers.get_mut(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let (Some(run), Some(libvirt)) = (c.vm.as_ref().and_then(|v| v.running.as_ref()), libvirt) else {
-            return Err(Error::FailedPrecondition(format!("container {id} is not a running VM")));
+        let c = inner
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let (Some(run), Some(libvirt)) = (c.vm.as_ref().and_then(|v| v.running.as_ref()), libvirt)
+        else {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is not a running VM"
+            )));
         };
         match (pause, c.status) {
             (true, Status::Running) => libvirt.suspend(&run.domain)?,
             (false, Status::Paused) => libvirt.resume(&run.domain)?,
-            (_, status) => return Err(Error::FailedPrecondition(format!("container {id} is {status:?}"))),
+            (_, status) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {id} is {status:?}"
+                )))
+            }
         }
-        c.status = if pause { Status::Paused } else { Status::Running };
+        c.status = if pause {
+            Status::Paused
+        } else {
+            Status::Running
+        };
         Ok(())
     }
 
     pub fn metrics(&self, id: &str) -> Result<containerd_shim_protos::cgroups::metrics::Metrics> {
         let inner = self.lock();
-        let c = inner.containers.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        match c.vm.as_ref().and_then(|v| v.running.as_ref()).and_then(|r| r.cgroup.as_ref()) {
+        let c = inner
+            .containers
+            .get(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        match c
+            .vm
+            .as_ref()
+            .and_then(|v| v.running.as_ref())
+            .and_then(|r| r.cgroup.as_ref())
+        {
             Some(cgroup) => Ok(cgroup.metrics_v1()),
             None => Ok(containerd_shim_protos::cgroups::metrics::Metrics::new()),
         }
@@ -509,12 +627,19 @@ impl Pod {
     /// pod's folders (and libvirt's embedded root) with it.
     pub fn delete(&self, id: &str) -> Result<(u32, ExitInfo)> {
         let mut inner = self.lock();
-        let c = inner.containers.get(id).ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let c = inner
+            .containers
+            .get(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
         if matches!(c.status, Status::Running | Status::Paused) {
-            return Err(Error::FailedPrecondition(format!("container {id} is still running; kill it first")));
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is still running; kill it first"
+            )));
         }
         let _span = tracing::info_span!("delete", container_id = id).entered();
-        let Some(c) = inner.containers.remove(id) else { return Err(Error::NotFound(id.to_owned())) };
+        let Some(c) = inner.containers.remove(id) else {
+            return Err(Error::NotFound(id.to_owned()));
+        };
         let exit = c.exit.get().unwrap_or(ExitInfo { code: 0, at: now() });
         if let Some(run) = c.vm.as_ref().and_then(|v| v.running.as_ref()) {
             if let Some(libvirt) = &inner.libvirt {
@@ -535,7 +660,7 @@ impl Pod {
             }
         }
         if c.rootfs_mounted {
-            unmount_rootfs(&c.bundle.rootfs());
+            rootfs::unmount(&c.bundle.rootfs());
         }
         if c.kind == Kind::Sandbox {
             inner.libvirt = None;
@@ -555,12 +680,19 @@ impl Pod {
 }
 
 fn is_dns_label(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The container's exit code: 0 for a guest that powered off, 137 when the shim destroyed it
 /// (SIGKILL), else what QEMU's own exit says (128 + signal when it was killed).
-fn exit_code(reason: Option<OffReason>, killed: bool, status: Option<nix::sys::wait::WaitStatus>) -> u32 {
+fn exit_code(
+    reason: Option<OffReason>,
+    killed: bool,
+    status: Option<nix::sys::wait::WaitStatus>,
+) -> u32 {
     use nix::sys::wait::WaitStatus;
     match (reason, killed, status) {
         (Some(OffReason::GuestShutdown), _, _) => 0,
@@ -568,41 +700,5 @@ fn exit_code(reason: Option<OffReason>, killed: bool, status: Option<nix::sys::w
         (_, _, Some(WaitStatus::Signaled(_, sig, _))) => 128 + sig as u32,
         (_, _, Some(WaitStatus::Exited(_, code))) if code != 0 => code as u32,
         _ => 255,
-    }
-}
-
-/// Waits for a process the shim reaps (QEMU, reparented to the subreaper shim).
-fn wait_for(pid: u32) -> Option<nix::sys::wait::WaitStatus> {
-    let pid = nix::unistd::Pid::from_raw(pid as i32);
-    loop {
-        match nix::sys::wait::waitpid(pid, None) {
-            Ok(status @ (nix::sys::wait::WaitStatus::Exited(..) | nix::sys::wait::WaitStatus::Signaled(..))) => return Some(status),
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(nix::errno::Errno::ECHILD) => {
-                // Not our child (the shim was not its subreaper): poll until it is gone.
-                while nix::sys::signal::kill(pid, None).is_ok() {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                return None;
-            }
-            Err(_) => return None,
-        }
-    }
-}
-
-fn mount_rootfs(mounts: &[RootfsMount], target: &std::path::Path) -> Result<()> {
-    std::fs::create_dir_all(target).map_err(|e| Error::path("creating the rootfs folder", target, e))?;
-    for m in mounts {
-        containerd_shim::mount::mount_rootfs(Some(&m.kind), Some(&m.source), &m.options, target)
-            .map_err(|e| Error::io(format!("mounting the container's root filesystem on {}", target.display()), std::io::Error::other(e.to_string())))?;
-    }
-    Ok(())
-}
-
-fn unmount_rootfs(target: &std::path::Path) {
-    if let Some(t) = target.to_str() {
-        if let Err(e) = containerd_shim::mount::umount_recursive(Some(t), nix::libc::MNT_DETACH) {
-            tracing::warn!(path = t, error = %e, "cannot unmount the root filesystem");
-        }
     }
 }

@@ -7,19 +7,21 @@ use crate::pod::{ExitInfo, Pod, Status};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::ExitSignal;
 use containerd_shim_protos::api::{
-    ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest, DeleteResponse, Empty,
-    KillRequest, PidsRequest, PidsResponse, StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest,
-    StatsResponse, WaitRequest, WaitResponse,
+    ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
+    DeleteResponse, Empty, KillRequest, PidsRequest, PidsResponse, StartRequest, StartResponse,
+    StateRequest, StateResponse, StatsRequest, StatsResponse, WaitRequest, WaitResponse,
 };
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskPaused, TaskResumed, TaskStart};
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExit, TaskPaused, TaskResumed, TaskStart,
+};
 use containerd_shim_protos::protobuf::MessageDyn;
 use containerd_shim_protos::shim::shim::{
-    CheckpointTaskRequest, CloseIORequest, ExecProcessRequest, PauseRequest, ResizePtyRequest, ResumeRequest,
-    ShutdownRequest, UpdateTaskRequest,
+    CheckpointTaskRequest, CloseIORequest, ExecProcessRequest, PauseRequest, ResizePtyRequest,
+    ResumeRequest, ShutdownRequest, UpdateTaskRequest,
 };
 use containerd_shim_protos::topics;
-use containerd_shim_protos::types::task::ProcessInfo;
 use containerd_shim_protos::ttrpc::{self, TtrpcContext};
+use containerd_shim_protos::types::task::ProcessInfo;
 use std::sync::{Arc, Mutex};
 
 type TtrpcResult<T> = ttrpc::Result<T>;
@@ -33,18 +35,30 @@ pub struct Events {
 
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Events").field("namespace", &self.namespace).finish()
+        f.debug_struct("Events")
+            .field("namespace", &self.namespace)
+            .finish()
     }
 }
 
 impl Events {
     pub fn new(publisher: RemotePublisher, namespace: String) -> Self {
-        Self { publisher: Arc::new(Mutex::new(publisher)), namespace }
+        Self {
+            publisher: Arc::new(Mutex::new(publisher)),
+            namespace,
+        }
     }
 
     fn send(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        let Ok(publisher) = self.publisher.lock() else { return };
-        if let Err(e) = publisher.publish(ttrpc::context::with_timeout(0), topic, &self.namespace, event) {
+        let Ok(publisher) = self.publisher.lock() else {
+            return;
+        };
+        if let Err(e) = publisher.publish(
+            ttrpc::context::with_timeout(0),
+            topic,
+            &self.namespace,
+            event,
+        ) {
             tracing::warn!(topic, error = %e, "cannot publish event to containerd");
         }
     }
@@ -87,18 +101,36 @@ fn status_code(status: Status) -> containerd_shim_protos::types::task::Status {
 }
 
 impl containerd_shim_protos::Task for Service {
-    fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
-        let mounts: Vec<crate::pod::RootfsMount> = req
+    fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> TtrpcResult<CreateTaskResponse> {
+        let mounts: Vec<crate::rootfs::RootfsMount> = req
             .rootfs
             .iter()
-            .map(|m| crate::pod::RootfsMount { kind: m.type_.clone(), source: m.source.clone(), options: m.options.clone() })
+            .map(|m| crate::rootfs::RootfsMount {
+                kind: m.type_.clone(),
+                source: m.source.clone(),
+                options: m.options.clone(),
+            })
             .collect();
-        let pid = self.pod.create(&req.id, &req.bundle, &mounts, &req.stdout, req.terminal)?;
+        let pid = self
+            .pod
+            .create(&req.id, &req.bundle, &mounts, &req.stdout, req.terminal)?;
         self.events.send(
             topics::TASK_CREATE_EVENT_TOPIC,
-            Box::new(TaskCreate { container_id: req.id.clone(), bundle: req.bundle, pid, ..Default::default() }),
+            Box::new(TaskCreate {
+                container_id: req.id.clone(),
+                bundle: req.bundle,
+                pid,
+                ..Default::default()
+            }),
         );
-        Ok(CreateTaskResponse { pid, ..Default::default() })
+        Ok(CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
     }
 
     fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
@@ -106,8 +138,18 @@ impl containerd_shim_protos::Task for Service {
             return Err(Error::Unsupported("exec").into());
         }
         let pid = self.pod.start(&req.id, &self.events)?;
-        self.events.send(topics::TASK_START_EVENT_TOPIC, Box::new(TaskStart { container_id: req.id, pid, ..Default::default() }));
-        Ok(StartResponse { pid, ..Default::default() })
+        self.events.send(
+            topics::TASK_START_EVENT_TOPIC,
+            Box::new(TaskStart {
+                container_id: req.id,
+                pid,
+                ..Default::default()
+            }),
+        );
+        Ok(StartResponse {
+            pid,
+            ..Default::default()
+        })
     }
 
     fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
@@ -138,7 +180,11 @@ impl containerd_shim_protos::Task for Service {
 
     fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
         let exit = self.pod.wait(&req.id)?;
-        Ok(WaitResponse { exit_status: exit.code, exited_at: Some(exit.at).into(), ..Default::default() })
+        Ok(WaitResponse {
+            exit_status: exit.code,
+            exited_at: Some(exit.at).into(),
+            ..Default::default()
+        })
     }
 
     fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
@@ -157,24 +203,51 @@ impl containerd_shim_protos::Task for Service {
                 ..Default::default()
             }),
         );
-        Ok(DeleteResponse { pid, exit_status: exit.code, exited_at: Some(exit.at).into(), ..Default::default() })
+        Ok(DeleteResponse {
+            pid,
+            exit_status: exit.code,
+            exited_at: Some(exit.at).into(),
+            ..Default::default()
+        })
     }
 
     fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
         let pid = self.pod.state(&req.id)?.pid;
-        let processes = if pid == 0 { vec![] } else { vec![ProcessInfo { pid, ..Default::default() }] };
-        Ok(PidsResponse { processes, ..Default::default() })
+        let processes = if pid == 0 {
+            vec![]
+        } else {
+            vec![ProcessInfo {
+                pid,
+                ..Default::default()
+            }]
+        };
+        Ok(PidsResponse {
+            processes,
+            ..Default::default()
+        })
     }
 
     fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
         self.pod.pause(&req.id)?;
-        self.events.send(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(TaskPaused { container_id: req.id, ..Default::default() }));
+        self.events.send(
+            topics::TASK_PAUSED_EVENT_TOPIC,
+            Box::new(TaskPaused {
+                container_id: req.id,
+                ..Default::default()
+            }),
+        );
         Ok(Empty::new())
     }
 
     fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
         self.pod.resume(&req.id)?;
-        self.events.send(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(TaskResumed { container_id: req.id, ..Default::default() }));
+        self.events.send(
+            topics::TASK_RESUMED_EVENT_TOPIC,
+            Box::new(TaskResumed {
+                container_id: req.id,
+                ..Default::default()
+            }),
+        );
         Ok(Empty::new())
     }
 
@@ -182,12 +255,20 @@ impl containerd_shim_protos::Task for Service {
         let metrics = self.pod.metrics(&req.id)?;
         let any = containerd_shim::util::convert_to_any(Box::new(metrics))
             .map_err(|e| Error::Cgroup(format!("encoding metrics: {e}")))?;
-        Ok(StatsResponse { stats: Some(any).into(), ..Default::default() })
+        Ok(StatsResponse {
+            stats: Some(any).into(),
+            ..Default::default()
+        })
     }
 
     fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
         let task_pid = self.pod.state(&req.id).map(|s| s.pid).unwrap_or(0);
-        Ok(ConnectResponse { shim_pid: std::process::id(), task_pid, version: env!("CARGO_PKG_VERSION").to_owned(), ..Default::default() })
+        Ok(ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Default::default()
+        })
     }
 
     fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TtrpcResult<Empty> {

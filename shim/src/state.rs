@@ -15,7 +15,8 @@ pub struct PodState {
 impl PodState {
     pub fn write(&self, path: &Path) -> Result<()> {
         let tmp = path.with_extension("tmp");
-        let text = serde_json::to_string(self).map_err(|e| Error::io("encoding the pod state", std::io::Error::other(e)))?;
+        let text = serde_json::to_string(self)
+            .map_err(|e| Error::io("encoding the pod state", std::io::Error::other(e)))?;
         std::fs::write(&tmp, text).map_err(|e| Error::path("writing the pod state", &tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::path("writing the pod state", path, e))
     }
@@ -29,7 +30,8 @@ impl PodState {
     pub fn kill_qemu(&self) {
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.qemu_pid)).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("qemu-system") && cmdline.contains(&*self.embed_root.to_string_lossy()) {
+        if cmdline.contains("qemu-system") && cmdline.contains(&*self.embed_root.to_string_lossy())
+        {
             let pid = nix::unistd::Pid::from_raw(self.qemu_pid as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             for _ in 0..50 {

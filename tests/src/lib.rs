@@ -1,6 +1,10 @@
 //! Shared harness for virtshim's integration tests: finding the repository, the KubeVirt
 //! examples, and the cluster the environment gives (tests that need one skip, saying so,
-//! when there is none).
+//! when there is none); a private containerd per test ([`containerd`]) and the OCI images
+//! the tests import into it ([`oci`]).
+
+pub mod containerd;
+pub mod oci;
 
 use std::path::PathBuf;
 use std::process::Command;

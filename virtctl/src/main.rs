@@ -23,12 +23,15 @@ enum Command {
     /// Check VirtualMachine, VirtualMachineInstance and VirtualMachineInstanceReplicaSet YAML
     /// offline, as virtshim's admission webhooks would; print the defaulted objects with -o.
     Validate(commands::validate::Args),
+    /// Run VMs on this node through containerd's CRI, without a cluster.
+    Local(commands::local::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => commands::validate::run(&args),
+        Command::Local(args) => commands::local::run(&args),
     };
     match result {
         Ok(code) => code,

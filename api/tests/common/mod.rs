@@ -1,6 +1,5 @@
 //! Helpers shared by the API crate's tests.
 #![allow(dead_code)]
-
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;

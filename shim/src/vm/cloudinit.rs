@@ -21,24 +21,42 @@ pub struct Identity {
 /// Reads `key` (or its camel-case twin) from a mounted Secret folder. Symlinks are allowed
 /// (the kubelet's atomic writer uses them) but cannot leave the folder.
 fn read_secret(dir: &Path, keys: [&str; 2], disk: &str) -> Result<String> {
-    let root = nix::fcntl::open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| Error::Disk { disk: disk.to_owned(), message: format!("the Secret volume {} cannot be opened: {e}", dir.display()) })?;
+    let root = nix::fcntl::open(
+        dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::Disk {
+        disk: disk.to_owned(),
+        message: format!("the Secret volume {} cannot be opened: {e}", dir.display()),
+    })?;
     for key in keys {
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let Ok(fd) = nix::fcntl::openat2(&root, key, how) else { continue };
+        let Ok(fd) = nix::fcntl::openat2(&root, key, how) else {
+            continue;
+        };
         let mut text = String::new();
         std::fs::File::from(fd)
             .take(MAX_SECRET_DATA + 1)
             .read_to_string(&mut text)
-            .map_err(|e| Error::Disk { disk: disk.to_owned(), message: format!("reading the Secret's {key}: {e}") })?;
+            .map_err(|e| Error::Disk {
+                disk: disk.to_owned(),
+                message: format!("reading the Secret's {key}: {e}"),
+            })?;
         if text.len() as u64 > MAX_SECRET_DATA {
-            return Err(Error::Disk { disk: disk.to_owned(), message: format!("the Secret's {key} is larger than 16 MiB") });
+            return Err(Error::Disk {
+                disk: disk.to_owned(),
+                message: format!("the Secret's {key} is larger than 16 MiB"),
+            });
         }
         return Ok(text);
     }
-    Err(Error::Disk { disk: disk.to_owned(), message: format!("the Secret has no key {} or {}", keys[0], keys[1]) })
+    Err(Error::Disk {
+        disk: disk.to_owned(),
+        message: format!("the Secret has no key {} or {}", keys[0], keys[1]),
+    })
 }
 
 fn data(
@@ -55,7 +73,9 @@ fn data(
             let volume = format!("{disk}-{suffix}");
             let dir = secret_dir(&volume).ok_or_else(|| Error::Disk {
                 disk: disk.to_owned(),
-                message: format!("the Secret {name:?} is not mounted into the pod (volume {volume})"),
+                message: format!(
+                    "the Secret {name:?} is not mounted into the pod (volume {volume})"
+                ),
             })?;
             read_secret(&dir, keys, disk).map(Some)
         }
@@ -71,13 +91,26 @@ pub fn build_iso(
     out: &Path,
     disk: &str,
 ) -> Result<()> {
-    let user = data(&ci.user_data, ["userdata", "userData"], secret_dir, "userdata", disk)?;
-    let network = data(&ci.network_data, ["networkdata", "networkData"], secret_dir, "networkdata", disk)?;
+    let user = data(
+        &ci.user_data,
+        ["userdata", "userData"],
+        secret_dir,
+        "userdata",
+        disk,
+    )?;
+    let network = data(
+        &ci.network_data,
+        ["networkdata", "networkData"],
+        secret_dir,
+        "networkdata",
+        disk,
+    )?;
     let _ = std::fs::remove_dir_all(work);
     let write = |rel: &str, text: &str| -> Result<()> {
         let path = work.join(rel);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::path("writing cloud-init data", parent, e))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::path("writing cloud-init data", parent, e))?;
         }
         std::fs::write(&path, text).map_err(|e| Error::path("writing cloud-init data", &path, e))
     };
@@ -114,7 +147,16 @@ pub fn build_iso(
     let tmp = out.with_extension("tmp");
     crate::vm::disk::run(
         "genisoimage",
-        &["-quiet".as_ref(), "-output".as_ref(), tmp.as_os_str(), "-volid".as_ref(), label.as_ref(), "-joliet".as_ref(), "-rock".as_ref(), work.as_os_str()],
+        &[
+            "-quiet".as_ref(),
+            "-output".as_ref(),
+            tmp.as_os_str(),
+            "-volid".as_ref(),
+            label.as_ref(),
+            "-joliet".as_ref(),
+            "-rock".as_ref(),
+            work.as_os_str(),
+        ],
     )?;
     let _ = std::fs::remove_dir_all(work);
     std::fs::rename(&tmp, out).map_err(|e| Error::path("writing the cloud-init disk", out, e))

@@ -13,60 +13,102 @@ use std::process::Command;
 /// the root's mount; returns the file's real host path. A hostile image can hold symlinks to
 /// host files (`/disk/x.img -> /etc/shadow`); those fail here with a clear error.
 pub fn resolve_in_root(root: &Path, path: &str, disk: &str) -> Result<(PathBuf, SFlag)> {
-    let root_fd: OwnedFd = nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| Error::Disk { disk: disk.to_owned(), message: format!("cannot open the image root {}: {e}", root.display()) })?;
+    let root_fd: OwnedFd = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::Disk {
+        disk: disk.to_owned(),
+        message: format!("cannot open the image root {}: {e}", root.display()),
+    })?;
     let how = OpenHow::new()
         .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS | ResolveFlag::RESOLVE_NO_XDEV);
+        .resolve(
+            ResolveFlag::RESOLVE_IN_ROOT
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
     let relative = path.trim_start_matches('/');
     let fd = nix::fcntl::openat2(&root_fd, relative, how).map_err(|e| Error::Disk {
         disk: disk.to_owned(),
         message: match e {
-            nix::errno::Errno::ELOOP => format!("{path} is or passes through a symlink, which is not allowed"),
+            nix::errno::Errno::ELOOP => {
+                format!("{path} is or passes through a symlink, which is not allowed")
+            }
             nix::errno::Errno::EXDEV => format!("{path} leaves the image's file system"),
             nix::errno::Errno::ENOENT => format!("{path} does not exist in the image"),
             other => format!("{path}: {other}"),
         },
     })?;
-    let kind = SFlag::from_bits_truncate(fstat(&fd).map_err(|e| Error::Disk { disk: disk.to_owned(), message: format!("{path}: {e}") })?.st_mode) & SFlag::S_IFMT;
-    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .map_err(|e| Error::Disk { disk: disk.to_owned(), message: format!("{path}: {e}") })?;
-    let canonical_root = std::fs::canonicalize(root).map_err(|e| Error::path("resolving the image root", root, e))?;
+    let kind = SFlag::from_bits_truncate(
+        fstat(&fd)
+            .map_err(|e| Error::Disk {
+                disk: disk.to_owned(),
+                message: format!("{path}: {e}"),
+            })?
+            .st_mode,
+    ) & SFlag::S_IFMT;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|e| {
+        Error::Disk {
+            disk: disk.to_owned(),
+            message: format!("{path}: {e}"),
+        }
+    })?;
+    let canonical_root = std::fs::canonicalize(root)
+        .map_err(|e| Error::path("resolving the image root", root, e))?;
     if !real.starts_with(&canonical_root) {
-        return Err(Error::Disk { disk: disk.to_owned(), message: format!("{path} resolves outside the image") });
+        return Err(Error::Disk {
+            disk: disk.to_owned(),
+            message: format!("{path} resolves outside the image"),
+        });
     }
     Ok((real, kind))
 }
 
 /// The containerDisk's file: `path` if given, else the only file under `/disk`.
 pub fn container_disk_file(rootfs: &Path, path: Option<&str>, disk: &str) -> Result<PathBuf> {
-    let path = match path {
-        Some(p) => p.to_owned(),
-        None => {
-            let (dir, kind) = resolve_in_root(rootfs, "/disk", disk)?;
-            if kind != SFlag::S_IFDIR {
-                return Err(Error::Disk { disk: disk.to_owned(), message: "/disk in the image is not a folder".into() });
-            }
-            let mut files: Vec<String> = std::fs::read_dir(&dir)
-                .map_err(|e| Error::path("listing /disk in the image", &dir, e))?
-                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-                .collect();
-            files.sort();
-            match files.as_slice() {
-                [one] => format!("/disk/{one}"),
-                [] => return Err(Error::Disk { disk: disk.to_owned(), message: "the image has no file under /disk".into() }),
-                many => {
+    let path =
+        match path {
+            Some(p) => p.to_owned(),
+            None => {
+                let (dir, kind) = resolve_in_root(rootfs, "/disk", disk)?;
+                if kind != SFlag::S_IFDIR {
                     return Err(Error::Disk {
                         disk: disk.to_owned(),
-                        message: format!("the image has {} files under /disk; name one with containerDisk.path", many.len()),
-                    })
+                        message: "/disk in the image is not a folder".into(),
+                    });
+                }
+                let mut files: Vec<String> = std::fs::read_dir(&dir)
+                    .map_err(|e| Error::path("listing /disk in the image", &dir, e))?
+                    .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect();
+                files.sort();
+                match files.as_slice() {
+                    [one] => format!("/disk/{one}"),
+                    [] => {
+                        return Err(Error::Disk {
+                            disk: disk.to_owned(),
+                            message: "the image has no file under /disk".into(),
+                        })
+                    }
+                    many => return Err(Error::Disk {
+                        disk: disk.to_owned(),
+                        message: format!(
+                            "the image has {} files under /disk; name one with containerDisk.path",
+                            many.len()
+                        ),
+                    }),
                 }
             }
-        }
-    };
+        };
     let (real, kind) = resolve_in_root(rootfs, &path, disk)?;
     if kind != SFlag::S_IFREG {
-        return Err(Error::Disk { disk: disk.to_owned(), message: format!("{path} is not a regular file") });
+        return Err(Error::Disk {
+            disk: disk.to_owned(),
+            message: format!("{path} is not a regular file"),
+        });
     }
     Ok(real)
 }
@@ -83,33 +125,63 @@ pub fn run(program: &'static str, args: &[&std::ffi::OsStr]) -> Result<String> {
     let out = Command::new(program)
         .args(args)
         .output()
-        .map_err(|e| Error::Command { program, message: format!("cannot run it: {e}") })?;
+        .map_err(|e| Error::Command {
+            program,
+            message: format!("cannot run it: {e}"),
+        })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(Error::Command { program, message: String::from_utf8_lossy(&out.stderr).trim().to_owned() })
+        Err(Error::Command {
+            program,
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
     }
 }
 
 /// Inspects an image and refuses anything but a self-contained qcow2 or raw file: a qcow2
 /// whose backing file or data file names a host path would make QEMU open that path.
 pub fn inspect(file: &Path, disk: &str) -> Result<ImageInfo> {
-    let json = run("qemu-img", &["info".as_ref(), "--output=json".as_ref(), "-U".as_ref(), file.as_os_str()])?;
-    let info: serde_json::Value =
-        serde_json::from_str(&json).map_err(|e| Error::Disk { disk: disk.to_owned(), message: format!("qemu-img info: {e}") })?;
+    let json = run(
+        "qemu-img",
+        &[
+            "info".as_ref(),
+            "--output=json".as_ref(),
+            "-U".as_ref(),
+            file.as_os_str(),
+        ],
+    )?;
+    let info: serde_json::Value = serde_json::from_str(&json).map_err(|e| Error::Disk {
+        disk: disk.to_owned(),
+        message: format!("qemu-img info: {e}"),
+    })?;
     let format = match info["format"].as_str() {
         Some("qcow2") => "qcow2",
         Some("raw") => "raw",
-        other => return Err(Error::Disk { disk: disk.to_owned(), message: format!("image format {other:?} is not qcow2 or raw") }),
+        other => {
+            return Err(Error::Disk {
+                disk: disk.to_owned(),
+                message: format!("image format {other:?} is not qcow2 or raw"),
+            })
+        }
     };
     if info.get("backing-filename").is_some() || info.get("full-backing-filename").is_some() {
-        return Err(Error::Disk { disk: disk.to_owned(), message: "the image has a backing file, which is not allowed".into() });
+        return Err(Error::Disk {
+            disk: disk.to_owned(),
+            message: "the image has a backing file, which is not allowed".into(),
+        });
     }
     if info["format-specific"]["data"].get("data-file").is_some() {
-        return Err(Error::Disk { disk: disk.to_owned(), message: "the image has an external data file, which is not allowed".into() });
+        return Err(Error::Disk {
+            disk: disk.to_owned(),
+            message: "the image has an external data file, which is not allowed".into(),
+        });
     }
     let virtual_size = info["virtual-size"].as_u64().unwrap_or(0);
-    Ok(ImageInfo { format, virtual_size })
+    Ok(ImageInfo {
+        format,
+        virtual_size,
+    })
 }
 
 /// Creates a qcow2 overlay on top of a read-only image; the VM writes only to the overlay.
@@ -138,6 +210,16 @@ pub fn create_blank(file: &Path, bytes: u64) -> Result<()> {
         return Ok(());
     }
     let tmp = file.with_extension("tmp");
-    run("qemu-img", &["create".as_ref(), "-q".as_ref(), "-f".as_ref(), "qcow2".as_ref(), tmp.as_os_str(), bytes.to_string().as_ref()])?;
+    run(
+        "qemu-img",
+        &[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            tmp.as_os_str(),
+            bytes.to_string().as_ref(),
+        ],
+    )?;
     std::fs::rename(&tmp, file).map_err(|e| Error::path("creating the empty disk", file, e))
 }

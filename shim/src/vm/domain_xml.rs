@@ -81,7 +81,10 @@ fn escape(s: &str) -> String {
 
 impl Writer {
     fn new() -> Self {
-        Self { out: String::new(), open: Vec::new() }
+        Self {
+            out: String::new(),
+            open: Vec::new(),
+        }
     }
     fn indent(&mut self) {
         for _ in 0..self.open.len() {
@@ -146,10 +149,19 @@ impl DomainPlan {
         w.start("domain", &[("type", domain_type)]);
         w.leaf("name", &[], Some(&self.name));
         w.leaf("uuid", &[], Some(&self.uuid));
-        w.leaf("memory", &[("unit", "KiB")], Some(&self.memory_kib.to_string()));
-        w.leaf("vcpu", &[("placement", "static")], Some(&self.cpu.vcpus().to_string()));
+        w.leaf(
+            "memory",
+            &[("unit", "KiB")],
+            Some(&self.memory_kib.to_string()),
+        );
+        w.leaf(
+            "vcpu",
+            &[("placement", "static")],
+            Some(&self.cpu.vcpus().to_string()),
+        );
 
-        w.start("sysinfo", &[("type", "smbios")]).start("system", &[]);
+        w.start("sysinfo", &[("type", "smbios")])
+            .start("system", &[]);
         w.leaf("entry", &[("name", "manufacturer")], Some("KubeVirt"));
         w.leaf("entry", &[("name", "product")], Some("None"));
         w.leaf("entry", &[("name", "family")], Some("KubeVirt"));
@@ -163,9 +175,17 @@ impl DomainPlan {
             Bootloader::Efi { .. } => w.start("os", &[("firmware", "efi")]),
             Bootloader::Bios { .. } => w.start("os", &[]),
         };
-        w.leaf("type", &[("arch", "x86_64"), ("machine", &self.machine)], Some("hvm"));
+        w.leaf(
+            "type",
+            &[("arch", "x86_64"), ("machine", &self.machine)],
+            Some("hvm"),
+        );
         if let Bootloader::Efi { secure_boot } = &self.bootloader {
-            w.leaf("loader", &[("secure", if *secure_boot { "yes" } else { "no" })], None);
+            w.leaf(
+                "loader",
+                &[("secure", if *secure_boot { "yes" } else { "no" })],
+                None,
+            );
         }
         if let Bootloader::Bios { use_serial: true } = &self.bootloader {
             w.leaf("bios", &[("useserial", "yes")], None);
@@ -202,14 +222,22 @@ impl DomainPlan {
         let topology: Vec<(&str, &str)> = topology.iter().map(|(k, v)| (*k, v.as_str())).collect();
         match (&self.cpu_model, self.accel) {
             (CpuModel::HostModel, Accel::Kvm) => w.start("cpu", &[("mode", "host-model")]),
-            (CpuModel::HostPassthrough, Accel::Kvm) => w.start("cpu", &[("mode", "host-passthrough")]),
+            (CpuModel::HostPassthrough, Accel::Kvm) => {
+                w.start("cpu", &[("mode", "host-passthrough")])
+            }
             // Under emulation there is no host CPU to copy; QEMU's default model boots fastest.
             (CpuModel::HostModel | CpuModel::HostPassthrough, Accel::Tcg) => {
-                w.start("cpu", &[("mode", "custom"), ("match", "exact"), ("check", "none")]);
+                w.start(
+                    "cpu",
+                    &[("mode", "custom"), ("match", "exact"), ("check", "none")],
+                );
                 w.leaf("model", &[("fallback", "allow")], Some("qemu64"))
             }
             (CpuModel::Named(model), _) => {
-                w.start("cpu", &[("mode", "custom"), ("match", "exact"), ("check", "none")]);
+                w.start(
+                    "cpu",
+                    &[("mode", "custom"), ("match", "exact"), ("check", "none")],
+                );
                 w.leaf("model", &[("fallback", "allow")], Some(model))
             }
         };
@@ -226,7 +254,11 @@ impl DomainPlan {
         let (mut vd, mut sd) = (0, 0);
         let any_boot_order = self.disks.iter().any(|d| d.boot_order.is_some());
         if self.disks.iter().any(|d| d.bus == DiskBus::Scsi) {
-            w.leaf("controller", &[("type", "scsi"), ("index", "0"), ("model", "virtio-scsi")], None);
+            w.leaf(
+                "controller",
+                &[("type", "scsi"), ("index", "0"), ("model", "virtio-scsi")],
+                None,
+            );
         }
         for (i, disk) in self.disks.iter().enumerate() {
             let dev = if disk.bus == DiskBus::Virtio {
@@ -236,8 +268,22 @@ impl DomainPlan {
                 sd += 1;
                 device_name("sd", sd - 1)
             };
-            w.start("disk", &[("type", "file"), ("device", if disk.cdrom { "cdrom" } else { "disk" })]);
-            w.leaf("driver", &[("name", "qemu"), ("type", disk.format), ("discard", "unmap")], None);
+            w.start(
+                "disk",
+                &[
+                    ("type", "file"),
+                    ("device", if disk.cdrom { "cdrom" } else { "disk" }),
+                ],
+            );
+            w.leaf(
+                "driver",
+                &[
+                    ("name", "qemu"),
+                    ("type", disk.format),
+                    ("discard", "unmap"),
+                ],
+                None,
+            );
             w.leaf("source", &[("file", &disk.file)], None);
             w.leaf("target", &[("dev", &dev), ("bus", disk.bus.as_str())], None);
             if disk.read_only {
@@ -248,7 +294,9 @@ impl DomainPlan {
             }
             // Without boot orders, the first disk boots (KubeVirt leaves that to the firmware,
             // which picks the same disk); a kernel boot needs none.
-            let order = disk.boot_order.or((!any_boot_order && i == 0 && self.kernel.is_none()).then_some(1));
+            let order = disk
+                .boot_order
+                .or((!any_boot_order && i == 0 && self.kernel.is_none()).then_some(1));
             if let Some(order) = order {
                 w.leaf("boot", &[("order", &order.to_string())], None);
             }
@@ -267,10 +315,18 @@ impl DomainPlan {
         }
         if let Some(socket) = &self.vnc_socket {
             w.leaf("graphics", &[("type", "vnc"), ("socket", socket)], None);
-            w.start("video", &[]).leaf("model", &[("type", "vga"), ("heads", "1"), ("vram", "16384")], None).end();
+            w.start("video", &[])
+                .leaf(
+                    "model",
+                    &[("type", "vga"), ("heads", "1"), ("vram", "16384")],
+                    None,
+                )
+                .end();
         }
         if self.rng {
-            w.start("rng", &[("model", "virtio")]).leaf("backend", &[("model", "random")], Some("/dev/urandom")).end();
+            w.start("rng", &[("model", "virtio")])
+                .leaf("backend", &[("model", "random")], Some("/dev/urandom"))
+                .end();
         }
         w.leaf("memballoon", &[("model", "none")], None);
         w.end();
@@ -310,8 +366,12 @@ mod tests {
 
     fn test_topology() -> CpuTopology {
         let yaml = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: t}\nspec: {domain: {devices: {}, memory: {guest: 64Mi}}}\n";
-        let object = virtshim_api::manifest::parse_documents(yaml).remove(0).expect("yaml");
-        let virtshim_api::manifest::Object::VirtualMachineInstance(vmi) = object else { panic!() };
+        let object = virtshim_api::manifest::parse_documents(yaml)
+            .remove(0)
+            .expect("yaml");
+        let virtshim_api::manifest::Object::VirtualMachineInstance(vmi) = object else {
+            panic!()
+        };
         virtshim_api::validate::vmi(&vmi).expect("valid").cpu
     }
 
@@ -331,9 +391,22 @@ mod tests {
             boot_order: None,
         });
         let xml = p.to_xml();
-        assert!(xml.contains("<name>a&lt;/name&gt;&lt;devices&gt;&lt;disk type=&apos;file&apos;&gt;</name>"), "{xml}");
-        assert!(xml.contains("<entry name=\"serial\">x&quot;/&gt;&lt;entry name=&apos;y&apos;&gt;&amp;</entry>"), "{xml}");
-        assert!(xml.contains("<source file=\"/var/lib/a&quot;b\"/>"), "{xml}");
+        assert!(
+            xml.contains(
+                "<name>a&lt;/name&gt;&lt;devices&gt;&lt;disk type=&apos;file&apos;&gt;</name>"
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "<entry name=\"serial\">x&quot;/&gt;&lt;entry name=&apos;y&apos;&gt;&amp;</entry>"
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<source file=\"/var/lib/a&quot;b\"/>"),
+            "{xml}"
+        );
         assert!(xml.contains("<serial>&lt;s&gt;</serial>"), "{xml}");
         assert_eq!(xml.matches("<disk ").count(), 1);
     }
@@ -341,7 +414,12 @@ mod tests {
     #[test]
     fn disks_get_names_buses_and_the_first_boots() {
         let mut p = plan();
-        for (name, bus) in [("a", DiskBus::Virtio), ("b", DiskBus::Sata), ("c", DiskBus::Virtio), ("d", DiskBus::Scsi)] {
+        for (name, bus) in [
+            ("a", DiskBus::Virtio),
+            ("b", DiskBus::Sata),
+            ("c", DiskBus::Virtio),
+            ("d", DiskBus::Scsi),
+        ] {
             p.disks.push(ResolvedDisk {
                 name: name.into(),
                 cdrom: false,

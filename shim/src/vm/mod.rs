@@ -40,7 +40,9 @@ pub struct Sources<'a> {
 
 impl Sources<'_> {
     fn volume_dir(&self, volume: &str) -> Option<PathBuf> {
-        self.compute_mounts.get(&format!("{}/{volume}", pod::VOLUME_MOUNT_ROOT)).cloned()
+        self.compute_mounts
+            .get(&format!("{}/{volume}", pod::VOLUME_MOUNT_ROOT))
+            .cloned()
     }
 
     fn container_rootfs(&self, container: &str, disk: &str) -> Result<&Path> {
@@ -61,7 +63,8 @@ pub fn plan(
 ) -> Result<DomainPlan> {
     let images: ContainerImages = pod::container_images(config);
     let disks_dir = paths.disks();
-    std::fs::create_dir_all(&disks_dir).map_err(|e| Error::path("creating the disks folder", &disks_dir, e))?;
+    std::fs::create_dir_all(&disks_dir)
+        .map_err(|e| Error::path("creating the disks folder", &disks_dir, e))?;
     let mut disks = Vec::new();
     for d in &config.disks {
         let (cdrom, bus, read_only) = match &d.device {
@@ -81,7 +84,10 @@ pub fn plan(
                 let _ = std::fs::remove_file(&overlay);
                 disk::create_overlay(&image, info.format, &overlay).map_err(|e| Error::Disk {
                     disk: d.name.clone(),
-                    message: format!("creating the copy-on-write overlay in {}: {e}", disks_dir.display()),
+                    message: format!(
+                        "creating the copy-on-write overlay in {}: {e}",
+                        disks_dir.display()
+                    ),
                 })?;
                 (overlay, "qcow2", read_only)
             }
@@ -89,10 +95,20 @@ pub fn plan(
                 let iso = disks_dir.join(format!("{}.iso", d.name));
                 let identity = cloudinit::Identity {
                     instance_id: format!("{}.{}", identity.name, identity.namespace),
-                    hostname: config.hostname.clone().unwrap_or_else(|| identity.name.clone()),
+                    hostname: config
+                        .hostname
+                        .clone()
+                        .unwrap_or_else(|| identity.name.clone()),
                 };
                 let secret_dir = |volume: &str| sources.volume_dir(volume);
-                cloudinit::build_iso(ci, &identity, &secret_dir, &disks_dir.join(format!("{}.d", d.name)), &iso, &d.name)?;
+                cloudinit::build_iso(
+                    ci,
+                    &identity,
+                    &secret_dir,
+                    &disks_dir.join(format!("{}.d", d.name)),
+                    &iso,
+                    &d.name,
+                )?;
                 (iso, "raw", true)
             }
             VolumeSource::EmptyDisk { capacity } => {
@@ -104,12 +120,16 @@ pub fn plan(
                 disk::create_blank(&file, *capacity)?;
                 (file, "qcow2", read_only)
             }
-            VolumeSource::PersistentVolumeClaim { read_only: pvc_read_only, .. } => {
+            VolumeSource::PersistentVolumeClaim {
+                read_only: pvc_read_only,
+                ..
+            } => {
                 let dir = sources.volume_dir(&d.name).ok_or_else(|| Error::Disk {
                     disk: d.name.clone(),
                     message: "its PersistentVolumeClaim is not mounted into compute".into(),
                 })?;
-                let (file, _) = disk::resolve_in_root(&dir, &format!("/{}", pod::PVC_DISK_FILE), &d.name)?;
+                let (file, _) =
+                    disk::resolve_in_root(&dir, &format!("/{}", pod::PVC_DISK_FILE), &d.name)?;
                 (file, "raw", read_only || *pvc_read_only)
             }
         };
@@ -135,7 +155,10 @@ pub fn plan(
             };
             let resolve = |p: &Option<String>| -> Result<Option<String>> {
                 p.as_deref()
-                    .map(|p| disk::resolve_in_root(rootfs, p, "kernelBoot").map(|(f, _)| f.to_string_lossy().into_owned()))
+                    .map(|p| {
+                        disk::resolve_in_root(rootfs, p, "kernelBoot")
+                            .map(|(f, _)| f.to_string_lossy().into_owned())
+                    })
                     .transpose()
             };
             Some(ResolvedKernel {
@@ -160,8 +183,12 @@ pub fn plan(
         kernel,
         smbios_serial: config.firmware_serial.clone(),
         disks,
-        serial_socket: config.serial_console.then(|| paths.serial_socket().to_string_lossy().into_owned()),
-        vnc_socket: config.graphics.then(|| paths.vnc_socket().to_string_lossy().into_owned()),
+        serial_socket: config
+            .serial_console
+            .then(|| paths.serial_socket().to_string_lossy().into_owned()),
+        vnc_socket: config
+            .graphics
+            .then(|| paths.vnc_socket().to_string_lossy().into_owned()),
         rng: config.rng,
         emulator: "/usr/bin/qemu-system-x86_64".to_owned(),
     })

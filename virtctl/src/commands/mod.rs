@@ -1,3 +1,4 @@
 //! One module per virtctl verb.
 
+pub mod local;
 pub mod validate;

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `make images`: builds the test guests and the placeholder image, and imports them into the
+# running containerd's k8s.io namespace (the CRI's) when there is one.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$HERE/out/images}
+mkdir -p "$OUT"
+"$HERE/images/guest/build.sh" "$OUT/guest"
+# compute's image when a VM boots from a PVC only: it runs nothing, busybox is plenty.
+if [ ! -s "$OUT/placeholder.oci.tar" ]; then
+  python3 "$HERE/images/oci_image.py" --name localhost/virtshim/placeholder:v1 --entrypoint /bin/busybox --cmd true \
+    --add /bin/busybox /bin/busybox:0755 "$OUT/placeholder.oci.tar" >/dev/null
+fi
+if ctr version >/dev/null 2>&1; then
+  for tar in "$OUT"/guest/*.oci.tar "$OUT/placeholder.oci.tar"; do
+    ctr -n k8s.io images import "$tar" >/dev/null
+  done
+  echo "images: imported into containerd (k8s.io): $(ctr -n k8s.io images ls -q | grep '^localhost/virtshim/' | tr '\n' ' ')"
+else
+  echo "images: built in $OUT (containerd is not running; import with: ctr -n k8s.io images import FILE)"
+fi

@@ -1,0 +1,122 @@
+//! Reaping QEMU. The shim is a subreaper, so the QEMU processes libvirt daemonizes (the VM's,
+//! and the short-lived ones it starts to probe QEMU's capabilities) become its children when
+//! their intermediate parent exits. They must be reaped, or libvirt, which waits for a probe
+//! QEMU to disappear, waits for ever. But a catch-all `waitpid(-1)` would also steal the
+//! children libvirt waits for itself. So this thread reaps only zombie children that are QEMU,
+//! found through `/proc/self/task/*/children`, and keeps their exit status for whoever asks.
+
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+const POLL: Duration = Duration::from_millis(50);
+/// Statuses nobody claimed (probe QEMUs) are kept only this many at a time.
+const KEEP: usize = 64;
+
+#[derive(Debug, Default)]
+struct Reaper {
+    exited: Mutex<HashMap<u32, WaitStatus>>,
+    changed: Condvar,
+}
+
+static REAPER: OnceLock<&'static Reaper> = OnceLock::new();
+
+fn reaper() -> &'static Reaper {
+    REAPER.get_or_init(|| {
+        let reaper: &'static Reaper = Box::leak(Box::default());
+        let spawned = std::thread::Builder::new()
+            .name("qemu-reaper".into())
+            .spawn(move || loop {
+                reap_qemu_zombies(reaper);
+                std::thread::sleep(POLL);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the QEMU reaper");
+        }
+        reaper
+    })
+}
+
+/// Starts the reaper (idempotent); call before libvirt may start QEMU.
+pub fn start() {
+    reaper();
+}
+
+fn children() -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// A zombie whose command is QEMU (`comm` is cut to 15 characters: "qemu-system-x86").
+fn is_qemu_zombie(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // pid (comm) state …; comm may hold spaces or parentheses, so split at the last ')'.
+    let Some((head, tail)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let comm = head.split_once('(').map(|(_, c)| c).unwrap_or("");
+    comm.starts_with("qemu-system") && tail.trim_start().starts_with('Z')
+}
+
+fn reap_qemu_zombies(reaper: &Reaper) {
+    for pid in children() {
+        if !is_qemu_zombie(pid) {
+            continue;
+        }
+        if let Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) =
+            waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG))
+        {
+            let mut exited = match reaper.exited.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if exited.len() >= KEEP {
+                exited.clear();
+            }
+            exited.insert(pid, status);
+            reaper.changed.notify_all();
+        }
+    }
+}
+
+/// Waits until QEMU `pid` has exited; its wait status when the shim reaped it, `None` when it
+/// was not the shim's child (it is then polled until it is gone).
+pub fn wait(pid: u32) -> Option<WaitStatus> {
+    let reaper = reaper();
+    let mut exited = match reaper.exited.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    loop {
+        if let Some(status) = exited.remove(&pid) {
+            return Some(status);
+        }
+        let alive = nix::sys::signal::kill(Pid::from_raw(pid as i32), None).is_ok();
+        if !alive {
+            // Gone without passing through the reaper: another process reaped it.
+            return exited.remove(&pid);
+        }
+        exited = match reaper
+            .changed
+            .wait_timeout(exited, Duration::from_millis(200))
+        {
+            Ok((g, _)) => g,
+            Err(p) => p.into_inner().0,
+        };
+    }
+}

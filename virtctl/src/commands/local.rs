@@ -1,0 +1,194 @@
+//! `virtctl local run|ls|logs|stop|rm`: a VM on this node through containerd's CRI, no cluster.
+
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use virtctl::cri::blocking::BlockingCri;
+use virtctl::cri::log::LogFollower;
+use virtctl::local;
+use virtshim_api::manifest::parse_documents;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// containerd's CRI socket.
+    #[arg(long, global = true, default_value = virtctl::cri::DEFAULT_SOCKET)]
+    socket: String,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Verb {
+    /// Run the VirtualMachine or VirtualMachineInstance in FILE.
+    Run {
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        /// Stream the serial console until the VM stops (Ctrl+C leaves it running).
+        #[arg(long)]
+        attach: bool,
+        /// With --attach: return once the console shows this text.
+        #[arg(long, requires = "attach")]
+        until: Option<String>,
+        /// With --until: give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// List the VMs virtctl local started.
+    Ls,
+    /// Print a VM's serial console log.
+    Logs {
+        name: String,
+        /// Keep printing as the console prints.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Stop a VM: ACPI power button, then forced after the grace period.
+    Stop {
+        name: String,
+        /// Seconds the guest gets to power off.
+        #[arg(long, default_value_t = 30)]
+        grace_period: u64,
+    },
+    /// Remove a VM's pod (stopping it first).
+    Rm { name: String },
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let cri = BlockingCri::connect(&args.socket)
+        .with_context(|| format!("connecting to containerd at {}", args.socket))?;
+    match &args.verb {
+        Verb::Run {
+            file,
+            attach,
+            until,
+            timeout,
+        } => {
+            let text = if file == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+            } else {
+                std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?
+            };
+            let mut documents = parse_documents(&text);
+            if documents.len() != 1 {
+                bail!("{file}: expected one VirtualMachine or VirtualMachineInstance, found {} documents", documents.len());
+            }
+            let object = documents.remove(0).with_context(|| file.clone())?;
+            let plan = local::plan(object)?;
+            let name = plan.vmi.metadata.name.clone().unwrap_or_default();
+            if local::find(&cri, &name).is_ok() {
+                bail!("a local VM named {name:?} exists already: virtctl local rm {name}");
+            }
+            let started = local::run(&cri, &plan)?;
+            eprintln!(
+                "virtualmachineinstance/{name} started: pod {} sandbox {}",
+                plan.pod_name,
+                &started.sandbox_id[..12.min(started.sandbox_id.len())]
+            );
+            if *attach {
+                return follow(
+                    &cri,
+                    &name,
+                    &started.console_log(),
+                    until.as_deref(),
+                    Duration::from_secs(*timeout),
+                );
+            }
+        }
+        Verb::Ls => {
+            println!(
+                "{:<24} {:<10} {:<14} {:<20} EXIT",
+                "NAME", "NAMESPACE", "POD", "STATE"
+            );
+            for vm in local::list(&cri)? {
+                println!(
+                    "{:<24} {:<10} {:<14} {:<20} {}",
+                    vm.name,
+                    vm.namespace,
+                    &vm.sandbox_id[..12.min(vm.sandbox_id.len())],
+                    vm.state,
+                    vm.exit_code.map(|c| c.to_string()).unwrap_or_default()
+                );
+            }
+        }
+        Verb::Logs { name, follow: keep } => {
+            let vm = local::find(&cri, name)?;
+            let log = std::path::Path::new(&vm.log_directory)
+                .join(virtshim_api::pod::COMPUTE_CONTAINER)
+                .join("0.log");
+            if *keep {
+                return follow(&cri, name, &log, None, Duration::MAX);
+            }
+            for line in virtctl::cri::log::read_log(&log)
+                .with_context(|| format!("reading {}", log.display()))?
+            {
+                println!("{}", line.text);
+            }
+        }
+        Verb::Stop { name, grace_period } => {
+            let vm = local::find(&cri, name)?;
+            local::stop(&cri, &vm, Duration::from_secs(*grace_period))?;
+            let vm = local::find(&cri, name)?;
+            println!(
+                "virtualmachineinstance/{name} stopped (exit code {})",
+                vm.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "?".into())
+            );
+        }
+        Verb::Rm { name } => {
+            let vm = local::find(&cri, name)?;
+            local::remove(&cri, &vm)?;
+            println!("virtualmachineinstance/{name} removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the console as it comes; returns when `until` shows up, the VM stops, or time is up.
+fn follow(
+    cri: &BlockingCri,
+    name: &str,
+    log: &std::path::Path,
+    until: Option<&str>,
+    timeout: Duration,
+) -> Result<ExitCode> {
+    let mut follower = LogFollower::new(log);
+    let started = Instant::now();
+    let mut last_check = Instant::now();
+    let stdout = std::io::stdout();
+    loop {
+        for line in follower.next_lines_blocking(Duration::from_millis(500))? {
+            writeln!(stdout.lock(), "{}", line.text)?;
+            if until.is_some_and(|u| line.text.contains(u)) {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        if last_check.elapsed() > Duration::from_secs(2) {
+            last_check = Instant::now();
+            let vm = local::find(cri, name)?;
+            if vm.state == "CONTAINER_EXITED" {
+                for line in follower.read_new()? {
+                    writeln!(stdout.lock(), "{}", line.text)?;
+                }
+                eprintln!(
+                    "virtualmachineinstance/{name} stopped (exit code {})",
+                    vm.exit_code.unwrap_or(-1)
+                );
+                return Ok(if until.is_some() {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                });
+            }
+        }
+        if started.elapsed() > timeout {
+            eprintln!(
+                "timed out after {}s waiting for {:?}",
+                timeout.as_secs(),
+                until.unwrap_or("")
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! Running a KubeVirt VM on this node without a cluster: the YAML is defaulted and validated,
+//! turned into the pod of the pod contract, and that pod is driven through containerd's CRI the
+//! way the kubelet drives it (RunPodSandbox with runtime handler `virtshim`, then
+//! CreateContainer/StartContainer for each container in order). `virtctl local` and the
+//! integration tests both use this module, so the tests exercise what users run.
+
+use crate::cri::api;
+use crate::cri::blocking::BlockingCri;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use virtshim_api::config::VmiConfig;
+use virtshim_api::manifest::Object;
+use virtshim_api::pod as contract;
+use virtshim_api::types::VirtualMachineInstance;
+
+/// Label on every sandbox `virtctl local` makes, and the one naming its VMI.
+pub const LABEL_LOCAL: &str = "virtshim.io/local";
+pub const LABEL_VMI: &str = "virtshim.io/vmi-name";
+
+/// Where `virtctl local` keeps the host side of emptyDir volumes.
+pub const LOCAL_VOLUMES: &str = "/var/lib/virtshim/local";
+
+/// What can go wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Cri(#[from] crate::cri::Error),
+    #[error("image {image} is not in containerd's k8s.io namespace: build and import it (make images), or `ctr -n k8s.io images import FILE`")]
+    MissingImage { image: String },
+    #[error("volume {volume}: {kind} volumes need a cluster; virtctl local supports containerDisk, kernelBoot, emptyDisk and inline cloud-init")]
+    NeedsCluster { volume: String, kind: &'static str },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no local VM named {0:?}")]
+    NotFound(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A VM ready to run: its VMI (defaulted), config and pod.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub vmi: VirtualMachineInstance,
+    pub config: VmiConfig,
+    pub pod: Pod,
+    pub pod_name: String,
+    pub uid: String,
+}
+
+/// Turns a VM or VMI into the pod that runs it.
+pub fn plan(object: Object) -> Result<Plan> {
+    let mut vmi = match object {
+        Object::VirtualMachineInstance(vmi) => vmi,
+        Object::VirtualMachine(mut vm) => {
+            // The firmware UUID a VM's VMIs get comes from the VM's name, as in KubeVirt.
+            virtshim_api::defaults::vm(&mut vm);
+            let name = vm
+                .metadata
+                .name
+                .clone()
+                .ok_or_else(|| Error::Invalid("the VirtualMachine has no name".into()))?;
+            let template = vm
+                .spec
+                .template
+                .ok_or_else(|| Error::Invalid("spec.template: required value".into()))?;
+            let mut vmi = VirtualMachineInstance::new(&name, template.spec.unwrap_or_default());
+            vmi.metadata.namespace = vm.metadata.namespace;
+            vmi.metadata.labels = template.metadata.and_then(|m| m.labels);
+            vmi
+        }
+        Object::VirtualMachineInstanceReplicaSet(_) => return Err(Error::Invalid(
+            "virtctl local runs one VirtualMachine or VirtualMachineInstance, not a replica set"
+                .into(),
+        )),
+    };
+    let name = vmi
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| Error::Invalid("metadata.name: required value".into()))?;
+    vmi.metadata
+        .namespace
+        .get_or_insert_with(|| "default".to_owned());
+    let uid = uuid::Uuid::new_v4().to_string();
+    vmi.metadata.uid = Some(uid.clone());
+    virtshim_api::defaults::vmi(&mut vmi);
+    let config = virtshim_api::validate::vmi(&vmi).map_err(|e| Error::Invalid(e.to_string()))?;
+    let pod = contract::pod_for_vmi(&vmi, &config).map_err(|e| Error::Invalid(e.to_string()))?;
+    // The apiserver would complete generateName; here the suffix is made the same way.
+    let suffix: String = uuid::Uuid::new_v4()
+        .simple()
+        .to_string()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(5)
+        .collect();
+    let pod_name = format!("virt-launcher-{name}-{suffix}");
+    Ok(Plan {
+        vmi,
+        config,
+        pod,
+        pod_name,
+        uid,
+    })
+}
+
+fn pod_labels(plan: &Plan) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = plan
+        .pod
+        .metadata
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    labels.insert("io.kubernetes.pod.name".into(), plan.pod_name.clone());
+    labels.insert(
+        "io.kubernetes.pod.namespace".into(),
+        namespace(plan).to_owned(),
+    );
+    labels.insert("io.kubernetes.pod.uid".into(), plan.uid.clone());
+    labels.insert(LABEL_LOCAL.into(), "true".into());
+    labels.insert(
+        LABEL_VMI.into(),
+        plan.vmi.metadata.name.clone().unwrap_or_default(),
+    );
+    labels
+}
+
+fn namespace(plan: &Plan) -> &str {
+    plan.vmi.metadata.namespace.as_deref().unwrap_or("default")
+}
+
+/// The sandbox config the kubelet would send for this pod.
+pub fn sandbox_config(plan: &Plan) -> api::PodSandboxConfig {
+    let spec = plan.pod.spec.clone().unwrap_or_default();
+    api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata {
+            name: plan.pod_name.clone(),
+            uid: plan.uid.clone(),
+            namespace: namespace(plan).to_owned(),
+            attempt: 0,
+        }),
+        hostname: spec.hostname.unwrap_or_else(|| plan.pod_name.clone()),
+        log_directory: format!(
+            "/var/log/pods/{}_{}_{}",
+            namespace(plan),
+            plan.pod_name,
+            plan.uid
+        ),
+        labels: pod_labels(plan),
+        annotations: plan
+            .pod
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        linux: Some(api::LinuxPodSandboxConfig {
+            cgroup_parent: format!("/virtshim-local/pod{}", plan.uid),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn quantity_millis(
+    q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+) -> Option<u64> {
+    virtshim_api::quantity::Quantity::parse(&q?.0)
+        .ok()?
+        .to_millis()
+}
+
+/// The container config the kubelet would send for one of the pod's containers.
+pub fn container_config(plan: &Plan, container: &Container) -> Result<api::ContainerConfig> {
+    let spec = plan.pod.spec.clone().unwrap_or_default();
+    let mut mounts = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .ok_or_else(|| {
+                Error::Invalid(format!("volume {} is mounted but not declared", mount.name))
+            })?;
+        let host = if volume.empty_dir.is_some() {
+            let dir = PathBuf::from(LOCAL_VOLUMES)
+                .join(&plan.uid)
+                .join(&volume.name);
+            std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+                context: format!("creating {}", dir.display()),
+                source,
+            })?;
+            dir
+        } else if volume.secret.is_some() {
+            return Err(Error::NeedsCluster {
+                volume: volume.name.clone(),
+                kind: "Secret",
+            });
+        } else {
+            return Err(Error::NeedsCluster {
+                volume: volume.name.clone(),
+                kind: "PersistentVolumeClaim",
+            });
+        };
+        mounts.push(api::Mount {
+            container_path: mount.mount_path.clone(),
+            host_path: host.to_string_lossy().into_owned(),
+            readonly: mount.read_only.unwrap_or(false),
+            ..Default::default()
+        });
+    }
+    let resources = container.resources.clone().unwrap_or_default();
+    let cpu_request = quantity_millis(resources.requests.as_ref().and_then(|r| r.get("cpu")));
+    let cpu_limit = quantity_millis(resources.limits.as_ref().and_then(|r| r.get("cpu")));
+    let linux_resources = api::LinuxContainerResources {
+        // The kubelet's conversions: shares from the request, quota from the limit.
+        cpu_shares: cpu_request.map_or(2, |m| ((m * 1024) / 1000).max(2) as i64),
+        cpu_period: cpu_limit.map_or(0, |_| 100_000),
+        cpu_quota: cpu_limit.map_or(0, |m| (m * 100) as i64),
+        ..Default::default()
+    };
+    let mut labels = pod_labels(plan);
+    labels.insert(
+        "io.kubernetes.container.name".into(),
+        container.name.clone(),
+    );
+    Ok(api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: container.name.clone(),
+            attempt: 0,
+        }),
+        image: Some(crate::cri::image_spec(
+            container.image.as_deref().unwrap_or(""),
+        )),
+        command: container.command.clone().unwrap_or_default(),
+        mounts,
+        labels,
+        annotations: plan
+            .pod
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        log_path: format!("{}/0.log", container.name),
+        stdin: container.stdin.unwrap_or(false),
+        tty: container.tty.unwrap_or(false),
+        linux: Some(api::LinuxContainerConfig {
+            resources: Some(linux_resources),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// A VM started through the CRI.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub sandbox_id: String,
+    /// Container ids by container name, compute last.
+    pub containers: Vec<(String, String)>,
+    pub log_directory: String,
+}
+
+impl Started {
+    pub fn compute_id(&self) -> &str {
+        self.containers
+            .last()
+            .map(|(_, id)| id.as_str())
+            .unwrap_or("")
+    }
+    /// The CRI log file of compute: the VM's serial console.
+    pub fn console_log(&self) -> PathBuf {
+        Path::new(&self.log_directory)
+            .join(contract::COMPUTE_CONTAINER)
+            .join("0.log")
+    }
+}
+
+/// Runs the pod: sandbox, then each container in pod order. On any error everything made so
+/// far is removed again, so a failed run leaves nothing behind.
+pub fn run(cri: &BlockingCri, plan: &Plan) -> Result<Started> {
+    let spec = plan.pod.spec.clone().unwrap_or_default();
+    for container in &spec.containers {
+        let image = container.image.clone().unwrap_or_default();
+        if cri.image_status(&image)?.is_none() {
+            return Err(Error::MissingImage { image });
+        }
+    }
+    let sandbox = sandbox_config(plan);
+    let log_directory = sandbox.log_directory.clone();
+    std::fs::create_dir_all(&log_directory).map_err(|source| Error::Io {
+        context: format!("creating {log_directory}"),
+        source,
+    })?;
+    let sandbox_id = cri.run_pod_sandbox(sandbox.clone(), contract::RUNTIME_CLASS)?;
+    let mut started = Started {
+        sandbox_id,
+        containers: Vec::new(),
+        log_directory,
+    };
+    let result = (|| -> Result<()> {
+        for container in &spec.containers {
+            let config = container_config(plan, container)?;
+            let id = cri.create_container(&started.sandbox_id, config, sandbox.clone())?;
+            started
+                .containers
+                .push((container.name.clone(), id.clone()));
+            cri.start_container(&id)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = cri.stop_pod_sandbox(&started.sandbox_id);
+        let _ = cri.remove_pod_sandbox(&started.sandbox_id);
+        let _ = std::fs::remove_dir_all(PathBuf::from(LOCAL_VOLUMES).join(&plan.uid));
+        return Err(e);
+    }
+    Ok(started)
+}
+
+/// A VM `virtctl local` started, as the CRI reports it now.
+#[derive(Debug, Clone)]
+pub struct LocalVm {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub sandbox_id: String,
+    pub compute_id: Option<String>,
+    /// The compute container's state: CONTAINER_RUNNING, CONTAINER_EXITED, …
+    pub state: String,
+    pub exit_code: Option<i32>,
+    pub log_directory: String,
+}
+
+/// Every VM `virtctl local` started on this node.
+pub fn list(cri: &BlockingCri) -> Result<Vec<LocalVm>> {
+    let filter = api::PodSandboxFilter {
+        label_selector: HashMap::from([(LABEL_LOCAL.to_owned(), "true".to_owned())]),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    for sandbox in cri.list_pod_sandbox(Some(filter))? {
+        let meta = sandbox.metadata.clone().unwrap_or_default();
+        let compute = cri
+            .list_containers(Some(api::ContainerFilter {
+                pod_sandbox_id: sandbox.id.clone(),
+                ..Default::default()
+            }))?
+            .into_iter()
+            .find(|c| {
+                c.metadata
+                    .as_ref()
+                    .is_some_and(|m| m.name == contract::COMPUTE_CONTAINER)
+            });
+        let (state, exit_code) = match &compute {
+            Some(c) => {
+                let status = cri
+                    .container_status(&c.id, false)?
+                    .status
+                    .unwrap_or_default();
+                let state = api::ContainerState::try_from(status.state)
+                    .map(|s| s.as_str_name().to_owned())
+                    .unwrap_or_default();
+                let exited = status.state == api::ContainerState::ContainerExited as i32;
+                (state, exited.then_some(status.exit_code))
+            }
+            None => ("NO_VM".to_owned(), None),
+        };
+        out.push(LocalVm {
+            name: sandbox.labels.get(LABEL_VMI).cloned().unwrap_or_default(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            sandbox_id: sandbox.id.clone(),
+            compute_id: compute.map(|c| c.id),
+            state,
+            exit_code,
+            log_directory: format!(
+                "/var/log/pods/{}_{}_{}",
+                meta.namespace, meta.name, meta.uid
+            ),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Finds a local VM by VMI name.
+pub fn find(cri: &BlockingCri, name: &str) -> Result<LocalVm> {
+    list(cri)?
+        .into_iter()
+        .find(|v| v.name == name)
+        .ok_or_else(|| Error::NotFound(name.to_owned()))
+}
+
+/// Stops the VM as the kubelet would: the compute container with its grace period (the shim
+/// presses the ACPI power button, then destroys the VM when time is up), then the sandbox.
+pub fn stop(cri: &BlockingCri, vm: &LocalVm, grace: Duration) -> Result<()> {
+    if let Some(id) = &vm.compute_id {
+        cri.stop_container(id, grace)?;
+    }
+    cri.stop_pod_sandbox(&vm.sandbox_id)?;
+    Ok(())
+}
+
+/// Removes the VM's pod and its local volumes (stopping it first if needed).
+pub fn remove(cri: &BlockingCri, vm: &LocalVm) -> Result<()> {
+    cri.stop_pod_sandbox(&vm.sandbox_id)?;
+    cri.remove_pod_sandbox(&vm.sandbox_id)?;
+    let _ = std::fs::remove_dir_all(PathBuf::from(LOCAL_VOLUMES).join(&vm.uid));
+    let _ = std::fs::remove_dir_all(&vm.log_directory);
+    Ok(())
+}
