@@ -294,3 +294,20 @@ fn v1alpha3_is_read_with_the_v1_schema_and_written_as_v1() {
     assert!(object.validate().is_ok());
     assert_eq!(object.to_value()["apiVersion"], "kubevirt.io/v1");
 }
+
+#[test]
+fn read_only_disks_need_a_bus_that_has_them() {
+    let yaml = VMI.replace(
+        "{name: ci, disk: {bus: virtio}}",
+        "{name: ci, disk: {bus: sata, readonly: true}}",
+    );
+    assert_eq!(
+        errors_of(&yaml),
+        ["spec.domain.devices.disks[1].disk.readonly: forbidden: a read-only disk on the sata bus is not possible; use virtio or scsi"]
+    );
+    let yaml = VMI.replace(
+        "{name: ci, disk: {bus: virtio}}",
+        "{name: ci, disk: {bus: virtio, readonly: true}}",
+    );
+    assert_eq!(errors_of(&yaml), Vec::<String>::new());
+}

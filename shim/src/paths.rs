@@ -7,11 +7,13 @@
 
 use std::path::PathBuf;
 
-/// Roots, overridable for tests and unusual nodes (`VIRTSHIM_RUN_DIR`, `VIRTSHIM_LIB_DIR`).
+/// Roots, overridable for tests and unusual nodes (`VIRTSHIM_RUN_DIR`, `VIRTSHIM_LIB_DIR`,
+/// `VIRTSHIM_CACHE_DIR`).
 #[derive(Clone, Debug)]
 pub struct Roots {
     pub run: PathBuf,
     pub lib: PathBuf,
+    pub cache: PathBuf,
 }
 
 impl Roots {
@@ -21,9 +23,14 @@ impl Roots {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(default))
         };
+        let lib = dir("VIRTSHIM_LIB_DIR", "/var/lib/virtshim");
+        let cache = std::env::var_os("VIRTSHIM_CACHE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| lib.join("cache"));
         Self {
             run: dir("VIRTSHIM_RUN_DIR", "/run/virtshim"),
-            lib: dir("VIRTSHIM_LIB_DIR", "/var/lib/virtshim"),
+            lib,
+            cache,
         }
     }
 
@@ -34,7 +41,7 @@ impl Roots {
         PodPaths {
             run: self.run.join("p").join(short),
             lib: self.lib.join("pods").join(sandbox_id),
-            capabilities_cache: self.lib.join("cache/qemu/capabilities"),
+            capabilities_cache: self.cache.join("qemu/capabilities"),
         }
     }
 }

@@ -72,6 +72,21 @@ impl ExitCell {
     fn get(&self) -> Option<ExitInfo> {
         self.exit.lock().ok().and_then(|e| e.clone())
     }
+    fn wait_timeout(&self, timeout: Duration) -> Option<ExitInfo> {
+        let guard = match self.exit.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let (guard, _) = match self
+            .changed
+            .wait_timeout_while(guard, timeout, |e| e.is_none())
+        {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        guard.clone()
+    }
+
     fn wait(&self) -> ExitInfo {
         let mut guard = match self.exit.lock() {
             Ok(g) => g,
@@ -521,9 +536,12 @@ impl Pod {
                     tracing::info!(%domain, "destroying the VM");
                     libvirt.destroy(&domain)
                 } else {
+                    let exit = container.exit.clone();
                     drop(inner);
                     tracing::info!(%domain, "pressing the ACPI power button");
-                    libvirt.power_button(&domain)
+                    libvirt.power_button(&domain)?;
+                    keep_pressing(libvirt, domain, exit);
+                    Ok(())
                 }
             }
             _ => {
@@ -676,6 +694,35 @@ impl Pod {
         }
         tracing::info!(code = exit.code, "deleted");
         Ok((c.pid, exit))
+    }
+}
+
+/// A guest that is still booting may miss one press of the power button (nothing listens for
+/// it yet), so it is pressed again every few seconds until the VM is off; the kubelet's
+/// SIGKILL at the end of the grace period ends the VM in any case.
+fn keep_pressing(libvirt: Arc<Libvirt>, domain: String, exit: Arc<ExitCell>) {
+    const EVERY: Duration = Duration::from_secs(3);
+    const FOR_AT_MOST: Duration = Duration::from_secs(3600);
+    let spawned = std::thread::Builder::new()
+        .name("power-button".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            while started.elapsed() < FOR_AT_MOST {
+                if exit.wait_timeout(EVERY).is_some() {
+                    return;
+                }
+                if libvirt
+                    .state(&domain)
+                    .map_or(true, |s| s != VmState::Running)
+                {
+                    return;
+                }
+                tracing::debug!(%domain, "pressing the ACPI power button again");
+                let _ = libvirt.power_button(&domain);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the power-button thread");
     }
 }
 

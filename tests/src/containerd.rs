@@ -113,6 +113,8 @@ pub struct Options {
     /// A folder put first on containerd's PATH: where it finds `containerd-shim-virtshim-v2`
     /// (usually the cargo target folder the shim was built into).
     pub shim_dir: Option<PathBuf>,
+    /// Extra environment for containerd, which its shims inherit (the virtshim shim's folders).
+    pub env: Vec<(String, String)>,
 }
 
 impl Options {
@@ -120,6 +122,7 @@ impl Options {
     pub fn with_shim_dir(dir: impl Into<PathBuf>) -> Self {
         Options {
             shim_dir: Some(dir.into()),
+            env: Vec::new(),
         }
     }
 }
@@ -428,6 +431,7 @@ impl PrivateContainerd {
             .arg("--config")
             .arg(self.layout.config())
             .env("PATH", search_path(options.shim_dir.as_deref()))
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

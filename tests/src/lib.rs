@@ -5,6 +5,7 @@
 
 pub mod containerd;
 pub mod oci;
+pub mod vm;
 
 use std::path::PathBuf;
 use std::process::Command;

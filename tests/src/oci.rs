@@ -41,6 +41,8 @@ pub enum Error {
 struct LayerFile {
     contents: Vec<u8>,
     mode: u32,
+    /// Set for a symbolic link: its target, as written (it may point anywhere).
+    link: Option<String>,
 }
 
 /// A one-layer image to write with [`OciImage::write_tar`].
@@ -86,7 +88,29 @@ impl OciImage {
     /// Adds a file holding `contents` as `dest` (absolute, inside the image).
     pub fn add_bytes(mut self, dest: &str, contents: Vec<u8>, mode: u32) -> Result<Self, Error> {
         let relative = relative_path(dest)?;
-        self.files.insert(relative, LayerFile { contents, mode });
+        self.files.insert(
+            relative,
+            LayerFile {
+                contents,
+                mode,
+                link: None,
+            },
+        );
+        Ok(self)
+    }
+
+    /// Adds a symbolic link `dest` pointing at `target`; hostile-image tests point these out
+    /// of the image (`/disk/x.img -> /etc/hostname`).
+    pub fn add_symlink(mut self, dest: &str, target: &str) -> Result<Self, Error> {
+        let relative = relative_path(dest)?;
+        self.files.insert(
+            relative,
+            LayerFile {
+                contents: Vec::new(),
+                mode: 0o777,
+                link: Some(target.to_string()),
+            },
+        );
         Ok(self)
     }
 
@@ -222,6 +246,18 @@ impl OciImage {
         for (path, file) in entries {
             match file {
                 None => append(&mut layer, path, tar::EntryType::Directory, 0o755, &[])?,
+                Some(LayerFile {
+                    link: Some(target), ..
+                }) => {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_mode(0o777);
+                    header.set_size(0);
+                    header.set_mtime(0);
+                    header.set_uid(0);
+                    header.set_gid(0);
+                    layer.append_link(&mut header, path, target)?;
+                }
                 Some(f) => append(
                     &mut layer,
                     path,

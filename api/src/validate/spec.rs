@@ -866,11 +866,18 @@ fn check_disks(
             };
         let device = if let Some(d) = &disk.disk {
             c.unknown(&dp.child("disk"), &d.unknown);
-            bus(c, d.bus.as_deref(), dp.child("disk").child("bus"), false).map(|bus| {
-                DiskDevice::Disk {
-                    bus,
-                    read_only: d.read_only.unwrap_or(false),
+            let read_only = d.read_only.unwrap_or(false);
+            bus(c, d.bus.as_deref(), dp.child("disk").child("bus"), false).and_then(|bus| {
+                if read_only && matches!(bus, DiskBus::Sata | DiskBus::Usb) {
+                    c.forbidden(
+                        &dp.child("disk").child("readonly"),
+                        format!(
+                            "a read-only disk on the {bus} bus is not possible; use virtio or scsi"
+                        ),
+                    );
+                    return None;
                 }
+                Some(DiskDevice::Disk { bus, read_only })
             })
         } else if let Some(cd) = &disk.cdrom {
             let cp = dp.child("cdrom");

@@ -69,40 +69,41 @@ pub fn resolve_in_root(root: &Path, path: &str, disk: &str) -> Result<(PathBuf, 
 
 /// The containerDisk's file: `path` if given, else the only file under `/disk`.
 pub fn container_disk_file(rootfs: &Path, path: Option<&str>, disk: &str) -> Result<PathBuf> {
-    let path =
-        match path {
-            Some(p) => p.to_owned(),
-            None => {
-                let (dir, kind) = resolve_in_root(rootfs, "/disk", disk)?;
-                if kind != SFlag::S_IFDIR {
+    let path = match path {
+        Some(p) => p.to_owned(),
+        None => {
+            let (dir, kind) = resolve_in_root(rootfs, "/disk", disk)?;
+            if kind != SFlag::S_IFDIR {
+                return Err(Error::Disk {
+                    disk: disk.to_owned(),
+                    message: "/disk in the image is not a folder".into(),
+                });
+            }
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .map_err(|e| Error::path("listing /disk in the image", &dir, e))?
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect();
+            files.sort();
+            match files.as_slice() {
+                [one] => format!("/disk/{one}"),
+                [] => {
                     return Err(Error::Disk {
                         disk: disk.to_owned(),
-                        message: "/disk in the image is not a folder".into(),
-                    });
+                        message: "the image has no file under /disk".into(),
+                    })
                 }
-                let mut files: Vec<String> = std::fs::read_dir(&dir)
-                    .map_err(|e| Error::path("listing /disk in the image", &dir, e))?
-                    .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-                    .collect();
-                files.sort();
-                match files.as_slice() {
-                    [one] => format!("/disk/{one}"),
-                    [] => {
-                        return Err(Error::Disk {
-                            disk: disk.to_owned(),
-                            message: "the image has no file under /disk".into(),
-                        })
-                    }
-                    many => return Err(Error::Disk {
+                many => {
+                    return Err(Error::Disk {
                         disk: disk.to_owned(),
                         message: format!(
                             "the image has {} files under /disk; name one with containerDisk.path",
                             many.len()
                         ),
-                    }),
+                    })
                 }
             }
-        };
+        }
+    };
     let (real, kind) = resolve_in_root(rootfs, &path, disk)?;
     if kind != SFlag::S_IFREG {
         return Err(Error::Disk {

@@ -109,7 +109,8 @@ pub fn plan(
                     &iso,
                     &d.name,
                 )?;
-                (iso, "raw", true)
+                // Attached as the user asked, like KubeVirt: a read-only SATA disk does not exist.
+                (iso, "raw", read_only)
             }
             VolumeSource::EmptyDisk { capacity } => {
                 let dir = sources.volume_dir(&d.name).ok_or_else(|| Error::Disk {

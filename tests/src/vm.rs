@@ -1,0 +1,184 @@
+//! What the VM tests share: the shim binary, the test guests, a private containerd that runs
+//! the shim, and checks that nothing was left behind.
+
+use crate::containerd::{Options, PrivateContainerd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use virtctl::cri::blocking::BlockingCri;
+use virtctl::cri::log::LogFollower;
+
+/// The shim's folders during tests: short paths (unix sockets live below them), shared by all
+/// test containerds so QEMU's capabilities cache and the KVM probe are paid once.
+pub const STATE_ROOT: &str = "/tmp/vst";
+
+/// Images of the test guests (built by `images/guest/build.sh`).
+pub const CONTAINER_DISK_IMAGE: &str = "localhost/virtshim/guest-container-disk:v1";
+pub const KERNEL_BOOT_IMAGE: &str = "localhost/virtshim/guest-kernel-boot:v1";
+/// The line the test guest prints when its userspace starts.
+pub const READY_MARKER: &str = "VIRTSHIM-GUEST-READY";
+
+/// The folder holding `containerd-shim-virtshim-v2`: cargo builds it (once per test process,
+/// a no-op when it is fresh) into the target folder these tests run from, so a test never
+/// runs a stale shim.
+pub fn shim_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable");
+        // target/<profile>/deps/<test> → target/<profile>
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target folder")
+            .to_path_buf();
+        let target = dir.parent().expect("target root").to_path_buf();
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "-q", "-p", "virtshim-shim"])
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(crate::repo_root());
+        if dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo build");
+        assert!(status.success(), "building the shim failed");
+        let shim = dir.join("containerd-shim-virtshim-v2");
+        assert!(shim.exists(), "no shim at {}", shim.display());
+        dir
+    })
+    .clone()
+}
+
+/// Builds the test guests once (cached by the build script) and gives their folder.
+pub fn guest_images() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = crate::repo_root().join("target/guest-images");
+        let status = Command::new("bash")
+            .arg(crate::repo_root().join("images/guest/build.sh"))
+            .arg(&out)
+            .status()
+            .expect("run images/guest/build.sh");
+        assert!(status.success(), "building the test guests failed");
+        out
+    })
+    .clone()
+}
+
+/// A private containerd whose `virtshim` runtime is the shim under test.
+pub fn containerd(test: &str) -> Option<PrivateContainerd> {
+    let options = Options {
+        shim_dir: Some(shim_dir()),
+        env: vec![
+            ("VIRTSHIM_RUN_DIR".into(), format!("{STATE_ROOT}/run")),
+            ("VIRTSHIM_LIB_DIR".into(), format!("{STATE_ROOT}/lib")),
+            ("VIRTSHIM_CACHE_DIR".into(), format!("{STATE_ROOT}/cache")),
+            ("VIRTSHIM_LOG".into(), "debug".into()),
+        ],
+    };
+    let containerd = PrivateContainerd::start_or_skip(test, options)?;
+    let images = guest_images();
+    for (file, name) in [
+        ("guest-container-disk.oci.tar", CONTAINER_DISK_IMAGE),
+        ("guest-kernel-boot.oci.tar", KERNEL_BOOT_IMAGE),
+    ] {
+        containerd
+            .import_tar(&images.join(file), name)
+            .expect("import test guest");
+    }
+    Some(containerd)
+}
+
+/// The shim's run and lib folders of one pod.
+pub fn pod_dirs(sandbox_id: &str) -> [PathBuf; 2] {
+    [
+        PathBuf::from(STATE_ROOT)
+            .join("run/p")
+            .join(&sandbox_id[..16.min(sandbox_id.len())]),
+        PathBuf::from(STATE_ROOT).join("lib/pods").join(sandbox_id),
+    ]
+}
+
+/// QEMU processes of one pod (their command line names the pod's embedded libvirt root).
+pub fn qemu_pids(sandbox_id: &str) -> Vec<u32> {
+    let marker = pod_dirs(sandbox_id)[0].to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.starts_with("/usr/bin/qemu-system") && cmdline.contains(&marker) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Waits until the console log shows `text`; returns how long that took, or the log so far.
+pub fn wait_for_console(log: &Path, text: &str, timeout: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut follower = LogFollower::new(log);
+    let mut seen = Vec::new();
+    while started.elapsed() < timeout {
+        for line in follower
+            .next_lines_blocking(Duration::from_millis(200))
+            .map_err(|e| e.to_string())?
+        {
+            let hit = line.text.contains(text);
+            seen.push(line.text);
+            if hit {
+                return Ok(started.elapsed());
+            }
+        }
+    }
+    Err(format!(
+        "no {text:?} within {timeout:?}; console:\n{}",
+        seen.join("\n")
+    ))
+}
+
+/// The pid the CRI reports for a container (from its verbose info).
+pub fn container_pid(cri: &BlockingCri, id: &str) -> Option<u32> {
+    let status = cri.container_status(id, true).ok()?;
+    let info = status.info.get("info")?;
+    let value: serde_json::Value = serde_json::from_str(info).ok()?;
+    value["pid"].as_u64().map(|p| p as u32)
+}
+
+/// Waits until the container has exited; its exit code.
+pub fn wait_exited(cri: &BlockingCri, id: &str, timeout: Duration) -> Option<i32> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if let Ok(response) = cri.container_status(id, false) {
+            let status = response.status.unwrap_or_default();
+            if status.state == virtctl::cri::api::ContainerState::ContainerExited as i32 {
+                return Some(status.exit_code);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// Asserts that a removed pod left no QEMU, no pod folder and no embedded libvirt root.
+pub fn assert_nothing_left(sandbox_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !qemu_pids(sandbox_id).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        qemu_pids(sandbox_id).is_empty(),
+        "QEMU still runs for pod {sandbox_id}"
+    );
+    for dir in pod_dirs(sandbox_id) {
+        assert!(
+            !dir.exists(),
+            "{} is left behind: {:?}",
+            dir.display(),
+            std::fs::read_dir(&dir).map(|d| d.count())
+        );
+    }
+}
