@@ -1,14 +1,17 @@
 # virtshim's stable entry points: the README, CI and the issues use these targets.
-#   make demo   the main job (today: validate KubeVirt's examples and print the defaulted VM)
-#   make test   every test; installs what it needs first
-#   make deps   Debian packages (scripts/deps.sh)
-#   make crds   regenerate manifests/crds/ from api/src/types
+#   make demo          the main job: boot the test guest through containerd's CRI and show its console
+#   make test          every test; installs what it needs first
+#   make deps          Debian packages (scripts/deps.sh)
+#   make crds          regenerate manifests/crds/ from api/src/types
+#   make images        build the test guests and import them into containerd
+#   make install-node  install the shim on this node's containerd (uninstall-node removes it)
+#   make bench         measurements recorded in BENCHMARKS.md
 
 CARGO ?= cargo
 EXAMPLES ?= $(abspath ../shared/examples/kubevirt)
 export VIRTSHIM_EXAMPLES := $(EXAMPLES)
 
-.PHONY: all build deps test demo crds lint
+.PHONY: all build deps test demo crds lint images install-node uninstall-node node bench
 
 all: build
 
@@ -28,9 +31,23 @@ lint:
 test: deps
 	$(CARGO) test --workspace --no-fail-fast -- --show-output
 
-demo: deps
-	$(CARGO) build -q -p virtctl --release
-	@echo "== virtctl validate -f $(EXAMPLES)"
-	-@target/release/virtctl validate -f $(EXAMPLES)
-	@echo "== virtctl validate -f $(EXAMPLES)/vm-cirros.yaml -o yaml"
-	@target/release/virtctl validate -f $(EXAMPLES)/vm-cirros.yaml -o yaml
+# containerd running with the settings this node needs.
+node: deps
+	@bash scripts/node-containerd.sh
+
+images: node
+	@bash scripts/images.sh
+
+install-node: node
+	$(CARGO) build -q --release -p virtshim-shim
+	@SHIM=target/release/containerd-shim-virtshim-v2 bash runtimeclass/install-node.sh
+
+uninstall-node:
+	@bash runtimeclass/install-node.sh --uninstall
+
+demo: install-node images
+	$(CARGO) build -q --release -p virtctl
+	@bash scripts/demo.sh
+
+bench: deps
+	@bash scripts/bench.sh

@@ -10,7 +10,7 @@ PACKAGES=(
   build-essential pkg-config libvirt-dev protobuf-compiler
   qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu ovmf
   containerd runc containernetworking-plugins iptables iproute2 procps
-  linux-image-amd64 busybox-static syslinux syslinux-common extlinux mtools dosfstools
+  linux-image-amd64 busybox-static syslinux syslinux-common extlinux mtools dosfstools fdisk
   genisoimage cpio kmod python3 curl
 )
 
