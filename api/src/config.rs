@@ -270,6 +270,8 @@ pub struct InterfaceConfig {
     pub model: NicModel,
     pub binding: Binding,
     pub mac: Option<MacAddress>,
+    /// The pod network's `vmNetworkCIDR` (masquerade's guest-side network), when given.
+    pub vm_network_cidr: Option<String>,
 }
 
 /// Everything the shim needs to run one VMI, validated.

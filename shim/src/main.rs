@@ -9,6 +9,7 @@ mod console;
 mod error;
 mod libvirt;
 mod lifecycle;
+mod network;
 mod paths;
 mod pod;
 mod reaper;

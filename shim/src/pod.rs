@@ -124,6 +124,7 @@ struct Running {
 struct VmSlot {
     identity: VmiIdentity,
     plan: DomainPlan,
+    nic: Option<crate::network::NicPlan>,
     start_paused: bool,
     running: Option<Running>,
 }
@@ -332,7 +333,8 @@ impl Pod {
             containers: &containers,
         };
         let accel = crate::accel::choose(&self.roots.run);
-        let plan = vm::plan(&identity, &config, &sources, paths, accel)?;
+        let nic = vm::plan_nic(&identity, &config, &sources)?;
+        let plan = vm::plan(&identity, &config, &sources, paths, accel, nic.as_ref())?;
         tracing::info!(
             namespace = %identity.namespace,
             vmi = %identity.name,
@@ -344,6 +346,7 @@ impl Pod {
         Ok(VmSlot {
             identity,
             plan,
+            nic,
             start_paused: config.start_paused,
             running: None,
         })
@@ -385,6 +388,10 @@ impl Pod {
         let vmi = format!("{}/{}", slot.identity.namespace, slot.identity.name);
         let _span = tracing::info_span!("start", container_id = id, %vmi).entered();
         let domain = slot.plan.name.clone();
+        if let Some(nic) = &slot.nic {
+            crate::network::apply(nic)?;
+            tracing::info!(binding = ?nic.binding, guest = %nic.lease.address, "pod network wired to the VM");
+        }
         let pid = libvirt.start_paused(&domain, slot.plan.to_xml())?;
         let started = (|| -> Result<(Option<Cgroup>, Option<Console>)> {
             let cgroup = match &container.bundle.cgroups_path {

@@ -1110,11 +1110,17 @@ fn check_interfaces(
                 }
             });
         if let (Some(model), Some(binding)) = (model, binding) {
+            let vm_network_cidr = networks
+                .iter()
+                .find(|n| n.name.as_deref() == Some(name))
+                .and_then(|n| n.pod.as_ref())
+                .and_then(|p| p.vm_network_cidr.clone());
             out.push(InterfaceConfig {
                 name: name.to_owned(),
                 model,
                 binding,
                 mac,
+                vm_network_cidr,
             });
         }
     }

@@ -33,6 +33,17 @@ pub struct ResolvedKernel {
     pub cmdline: Option<String>,
 }
 
+/// A NIC on a bridge of the pod's namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainNic {
+    pub name: String,
+    pub bridge: String,
+    pub mac: String,
+    /// libvirt's model name (`virtio`, `e1000`, …).
+    pub model: &'static str,
+    pub mtu: u16,
+}
+
 /// Everything the XML says.
 #[derive(Clone, Debug)]
 pub struct DomainPlan {
@@ -49,6 +60,7 @@ pub struct DomainPlan {
     pub kernel: Option<ResolvedKernel>,
     pub smbios_serial: Option<String>,
     pub disks: Vec<ResolvedDisk>,
+    pub nics: Vec<DomainNic>,
     pub serial_socket: Option<String>,
     pub vnc_socket: Option<String>,
     pub rng: bool,
@@ -303,6 +315,15 @@ impl DomainPlan {
             w.leaf("alias", &[("name", &format!("ua-{}", disk.name))], None);
             w.end();
         }
+        for nic in &self.nics {
+            w.start("interface", &[("type", "bridge")]);
+            w.leaf("source", &[("bridge", &nic.bridge)], None);
+            w.leaf("mac", &[("address", &nic.mac)], None);
+            w.leaf("model", &[("type", nic.model)], None);
+            w.leaf("mtu", &[("size", &nic.mtu.to_string())], None);
+            w.leaf("alias", &[("name", &format!("ua-{}", nic.name))], None);
+            w.end();
+        }
         if let Some(socket) = &self.serial_socket {
             w.start("serial", &[("type", "unix")]);
             w.leaf("source", &[("mode", "bind"), ("path", socket)], None);
@@ -357,6 +378,7 @@ mod tests {
             kernel: None,
             smbios_serial: None,
             disks: vec![],
+            nics: vec![],
             serial_socket: Some("/run/virtshim/pods/x/serial.sock".into()),
             vnc_socket: None,
             rng: false,

@@ -5,8 +5,9 @@ pub mod disk;
 pub mod domain_xml;
 
 use crate::error::{Error, Result};
+use crate::network::{self, NicPlan};
 use crate::paths::PodPaths;
-use domain_xml::{Accel, DomainPlan, ResolvedDisk, ResolvedKernel};
+use domain_xml::{Accel, DomainNic, DomainPlan, ResolvedDisk, ResolvedKernel};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use virtshim_api::config::{DiskDevice, VmiConfig, VolumeSource};
@@ -53,6 +54,34 @@ impl Sources<'_> {
     }
 }
 
+/// Plans the VM's NIC on the pod network (reads the pod's interface; changes nothing).
+pub fn plan_nic(
+    identity: &VmiIdentity,
+    config: &VmiConfig,
+    sources: &Sources<'_>,
+) -> Result<Option<NicPlan>> {
+    let Some(iface) = config.interfaces.first() else {
+        return Ok(None);
+    };
+    let hostname = config
+        .hostname
+        .clone()
+        .unwrap_or_else(|| identity.name.clone());
+    let resolv = sources
+        .compute_mounts
+        .get("/etc/resolv.conf")
+        .map(PathBuf::as_path);
+    let seed = format!("{}/{}/{}", identity.namespace, identity.name, identity.uid);
+    network::plan(
+        iface,
+        iface.vm_network_cidr.as_deref(),
+        &hostname,
+        resolv,
+        &seed,
+    )
+    .map(Some)
+}
+
 /// Prepares every disk (overlays, cloud-init ISOs, empty disks) and plans the domain.
 pub fn plan(
     identity: &VmiIdentity,
@@ -60,6 +89,7 @@ pub fn plan(
     sources: &Sources<'_>,
     paths: &PodPaths,
     accel: Accel,
+    nic: Option<&NicPlan>,
 ) -> Result<DomainPlan> {
     let images: ContainerImages = pod::container_images(config);
     let disks_dir = paths.disks();
@@ -184,6 +214,16 @@ pub fn plan(
         kernel,
         smbios_serial: config.firmware_serial.clone(),
         disks,
+        nics: nic
+            .map(|n| DomainNic {
+                name: n.name.clone(),
+                bridge: network::BRIDGE.to_owned(),
+                mac: virtshim_api::config::MacAddress(n.guest_mac).to_string(),
+                model: n.model.as_str(),
+                mtu: n.pod.mtu,
+            })
+            .into_iter()
+            .collect(),
         serial_socket: config
             .serial_console
             .then(|| paths.serial_socket().to_string_lossy().into_owned()),

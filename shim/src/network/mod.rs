@@ -1,0 +1,366 @@
+//! The VM's NIC on the pod network, inside the pod's network namespace (where the whole shim
+//! lives), as KubeVirt's launcher wires it:
+//!
+//! - **bridge**: the pod interface `eth0` gives up its IP and MAC and joins the bridge
+//!   `k6t-eth0` with the VM's tap; the guest takes the pod's IP and MAC by DHCP.
+//! - **masquerade**: the bridge `k6t-eth0` holds 10.0.2.1/24, the guest gets 10.0.2.2 by DHCP,
+//!   and NAT in the pod's namespace forwards the listed ports (all when none are listed) from
+//!   the pod's IP to the guest and masquerades the guest's traffic.
+//!
+//! Planning (reading `eth0`) happens at Create and changes nothing; [`apply`] changes the
+//! namespace at Start. The namespace dies with the pod, so nothing needs undoing.
+
+pub mod dhcp;
+
+use crate::error::{Error, Result};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use virtshim_api::config::{Binding, InterfaceConfig, MacAddress, NicModel, PortConfig, Protocol};
+
+/// The pod's interface, as CNI names it.
+pub const POD_INTERFACE: &str = "eth0";
+/// The bridge the VM's tap joins (KubeVirt's name).
+pub const BRIDGE: &str = "k6t-eth0";
+/// The bridge's address with bridge binding: only the DHCP server speaks from it.
+const BRIDGE_LINK_LOCAL: Ipv4Addr = Ipv4Addr::new(169, 254, 75, 10);
+
+/// The pod interface as CNI left it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInterface {
+    pub mac: [u8; 6],
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: u16,
+}
+
+/// What the VM's NIC will be, decided at Create.
+#[derive(Clone, Debug)]
+pub struct NicPlan {
+    pub name: String,
+    pub model: NicModel,
+    pub binding: Binding,
+    pub guest_mac: [u8; 6],
+    pub pod: PodInterface,
+    pub lease: dhcp::Lease,
+}
+
+fn run(program: &'static str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| Error::Command {
+            program,
+            message: format!("cannot run it: {e}"),
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(Error::Command {
+            program,
+            message: format!(
+                "{}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for octet in mac.iter_mut() {
+        *octet = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Reads `eth0`'s address, MAC, MTU and the default gateway.
+pub fn read_pod_interface() -> Result<PodInterface> {
+    let bad = |message: String| Error::Command {
+        program: "ip",
+        message,
+    };
+    let addr: serde_json::Value =
+        serde_json::from_str(&run("ip", &["-j", "addr", "show", "dev", POD_INTERFACE])?)
+            .map_err(|e| bad(format!("reading {POD_INTERFACE}: {e}")))?;
+    let link = &addr[0];
+    let mac = link["address"]
+        .as_str()
+        .and_then(parse_mac)
+        .ok_or_else(|| bad(format!("{POD_INTERFACE} has no MAC")))?;
+    let inet = link["addr_info"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["family"] == "inet"))
+        .ok_or_else(|| {
+            bad(format!(
+                "{POD_INTERFACE} has no IPv4 address: the pod network gave none"
+            ))
+        })?;
+    let address: Ipv4Addr = inet["local"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("unreadable address".into()))?;
+    let prefix = inet["prefixlen"].as_u64().unwrap_or(32) as u8;
+    let mtu = link["mtu"].as_u64().unwrap_or(1500).min(65535) as u16;
+    let routes: serde_json::Value =
+        serde_json::from_str(&run("ip", &["-j", "-4", "route", "show", "default"])?)
+            .unwrap_or_default();
+    let gateway = routes
+        .as_array()
+        .and_then(|r| r.first())
+        .and_then(|r| r["gateway"].as_str())
+        .and_then(|g| g.parse().ok());
+    Ok(PodInterface {
+        mac,
+        address,
+        prefix,
+        gateway,
+        mtu,
+    })
+}
+
+/// A stable locally administered MAC for a guest that names none (KubeVirt lets libvirt pick
+/// one; a stable one keeps the guest's idea of its NIC across restarts of the same VMI).
+fn generated_mac(seed: &str) -> [u8; 6] {
+    let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, seed.as_bytes());
+    let b = digest.as_bytes();
+    [0x02, b[0], b[1], b[2], b[3], b[4]]
+}
+
+/// DNS servers and search domains from the pod's resolv.conf.
+pub fn read_resolv_conf(path: Option<&Path>) -> (Vec<Ipv4Addr>, Vec<String>) {
+    let text = path
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let mut dns = Vec::new();
+    let mut search = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => dns.extend(words.next().and_then(|w| w.parse::<Ipv4Addr>().ok())),
+            Some("search") => search = words.map(str::to_owned).collect(),
+            _ => {}
+        }
+    }
+    (dns, search)
+}
+
+/// Masquerade's guest side: `vmNetworkCIDR` or 10.0.2.0/24; the bridge is .1, the guest .2.
+fn masquerade_addresses(cidr: Option<&str>) -> (Ipv4Addr, Ipv4Addr, u8) {
+    let (net, prefix) = cidr
+        .and_then(|c| c.split_once('/'))
+        .and_then(|(a, p)| Some((a.parse::<Ipv4Addr>().ok()?, p.parse::<u8>().ok()?)))
+        .unwrap_or((Ipv4Addr::new(10, 0, 2, 0), 24));
+    let base = u32::from(net) & (u32::MAX << (32 - u32::from(prefix.min(30))));
+    (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2), prefix)
+}
+
+/// Plans the NIC for the VM's one pod-network interface (validation allows no more).
+pub fn plan(
+    iface: &InterfaceConfig,
+    vm_network_cidr: Option<&str>,
+    hostname: &str,
+    resolv_conf: Option<&Path>,
+    seed: &str,
+) -> Result<NicPlan> {
+    let pod = read_pod_interface()?;
+    let (dns, search) = read_resolv_conf(resolv_conf);
+    let (guest_mac, lease_address, prefix, router, server) = match &iface.binding {
+        Binding::Bridge => (
+            iface.mac.map(|m| m.0).unwrap_or(pod.mac),
+            pod.address,
+            pod.prefix,
+            pod.gateway,
+            BRIDGE_LINK_LOCAL,
+        ),
+        Binding::Masquerade { .. } => {
+            let (gateway, guest, prefix) = masquerade_addresses(vm_network_cidr);
+            (
+                iface
+                    .mac
+                    .map(|m| m.0)
+                    .unwrap_or_else(|| generated_mac(seed)),
+                guest,
+                prefix,
+                Some(gateway),
+                gateway,
+            )
+        }
+    };
+    let lease = dhcp::Lease {
+        mac: guest_mac,
+        address: lease_address,
+        prefix,
+        router,
+        dns,
+        search,
+        hostname: hostname.to_owned(),
+        mtu: Some(pod.mtu),
+        server,
+    };
+    Ok(NicPlan {
+        name: iface.name.clone(),
+        model: iface.model,
+        binding: iface.binding.clone(),
+        guest_mac,
+        pod,
+        lease,
+    })
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    MacAddress(mac).to_string()
+}
+
+/// Changes the pod's namespace for the NIC and starts its DHCP server.
+pub fn apply(nic: &NicPlan) -> Result<()> {
+    let mtu = nic.pod.mtu.to_string();
+    run("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
+    run("ip", &["link", "set", BRIDGE, "mtu", &mtu])?;
+    match &nic.binding {
+        Binding::Bridge => {
+            let cidr = format!("{}/{}", nic.pod.address, nic.pod.prefix);
+            // eth0 hands its MAC to the guest, so it takes a new one; its IP goes to the guest.
+            let new_mac = mac_text(generated_mac(&format!("eth0-{}", mac_text(nic.pod.mac))));
+            run("ip", &["addr", "del", &cidr, "dev", POD_INTERFACE])?;
+            run("ip", &["link", "set", POD_INTERFACE, "down"])?;
+            run("ip", &["link", "set", POD_INTERFACE, "address", &new_mac])?;
+            run("ip", &["link", "set", POD_INTERFACE, "master", BRIDGE])?;
+            run("ip", &["link", "set", POD_INTERFACE, "up"])?;
+            run(
+                "ip",
+                &[
+                    "addr",
+                    "add",
+                    &format!("{BRIDGE_LINK_LOCAL}/32"),
+                    "dev",
+                    BRIDGE,
+                ],
+            )?;
+            run("ip", &["link", "set", BRIDGE, "up"])?;
+        }
+        Binding::Masquerade { ports } => {
+            let gateway = nic.lease.router.unwrap_or(nic.lease.server);
+            run(
+                "ip",
+                &[
+                    "addr",
+                    "add",
+                    &format!("{gateway}/{}", nic.lease.prefix),
+                    "dev",
+                    BRIDGE,
+                ],
+            )?;
+            run("ip", &["link", "set", BRIDGE, "up"])?;
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+                .map_err(|e| Error::io("enabling IP forwarding in the pod's namespace", e))?;
+            let guest = nic.lease.address.to_string();
+            run(
+                "iptables",
+                &[
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-s",
+                    &format!("{guest}/32"),
+                    "-o",
+                    POD_INTERFACE,
+                    "-j",
+                    "MASQUERADE",
+                ],
+            )?;
+            for (protocol, port) in forwarded(ports) {
+                let mut args = vec![
+                    "-t",
+                    "nat",
+                    "-A",
+                    "PREROUTING",
+                    "-i",
+                    POD_INTERFACE,
+                    "-p",
+                    protocol,
+                ];
+                let port_text = port.map(|p| p.to_string());
+                if let Some(p) = &port_text {
+                    args.extend(["--dport", p.as_str()]);
+                }
+                args.extend(["-j", "DNAT", "--to-destination", guest.as_str()]);
+                run("iptables", &args)?;
+            }
+        }
+    }
+    dhcp::serve(BRIDGE, nic.lease.clone()).map_err(|e| Error::io("starting the DHCP server", e))
+}
+
+/// The (protocol, port) pairs to forward: each listed port, or every TCP and UDP port.
+fn forwarded(ports: &[PortConfig]) -> Vec<(&'static str, Option<u16>)> {
+    if ports.is_empty() {
+        return vec![("tcp", None), ("udp", None)];
+    }
+    ports
+        .iter()
+        .map(|p| {
+            (
+                if p.protocol == Protocol::Udp {
+                    "udp"
+                } else {
+                    "tcp"
+                },
+                Some(p.port),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masquerade_addresses_follow_the_cidr() {
+        assert_eq!(
+            masquerade_addresses(None),
+            (Ipv4Addr::new(10, 0, 2, 1), Ipv4Addr::new(10, 0, 2, 2), 24)
+        );
+        assert_eq!(
+            masquerade_addresses(Some("192.168.7.0/28")),
+            (
+                Ipv4Addr::new(192, 168, 7, 1),
+                Ipv4Addr::new(192, 168, 7, 2),
+                28
+            )
+        );
+    }
+
+    #[test]
+    fn resolv_conf_and_ports() {
+        let dir = std::env::temp_dir().join(format!("resolv-{}", std::process::id()));
+        std::fs::write(&dir, "search ns.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n").unwrap();
+        let (dns, search) = read_resolv_conf(Some(&dir));
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(dns, [Ipv4Addr::new(10, 96, 0, 10)]);
+        assert_eq!(search, ["ns.svc.cluster.local", "svc.cluster.local"]);
+        assert_eq!(forwarded(&[]), [("tcp", None), ("udp", None)]);
+        let ports = [
+            PortConfig {
+                protocol: Protocol::Udp,
+                port: 53,
+            },
+            PortConfig {
+                protocol: Protocol::Tcp,
+                port: 80,
+            },
+        ];
+        assert_eq!(forwarded(&ports), [("udp", Some(53)), ("tcp", Some(80))]);
+        assert_eq!(generated_mac("a")[0], 0x02);
+        assert_eq!(
+            parse_mac("aa:bb:cc:dd:ee:ff"),
+            Some([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff])
+        );
+        assert_eq!(parse_mac("aa:bb"), None);
+    }
+}
