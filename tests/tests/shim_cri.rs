@@ -66,6 +66,16 @@ fn boot_stop_remove(test: &str, yaml: &str, extra_marker: Option<&str>) {
         "pid {pid} is not QEMU: {cmdline}"
     );
     assert_eq!(vm::qemu_pids(&started.sandbox_id), vec![pid]);
+    // QEMU runs in the container's cgroup, so the kubelet's limits and stats see it.
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let memory = cgroups
+        .lines()
+        .find(|l| l.contains(":memory:") || l.starts_with("0::"))
+        .unwrap_or("");
+    assert!(
+        memory.ends_with(&compute),
+        "QEMU is not in the container's cgroup: {cgroups}"
+    );
 
     // StopContainer: SIGTERM → ACPI power button; the guest powers off well within the grace.
     let stop_started = Instant::now();
