@@ -2,8 +2,12 @@
 //! and the short-lived ones it starts to probe QEMU's capabilities) become its children when
 //! their intermediate parent exits. They must be reaped, or libvirt, which waits for a probe
 //! QEMU to disappear, waits for ever. But a catch-all `waitpid(-1)` would also steal the
-//! children libvirt waits for itself. So this thread reaps only zombie children that are QEMU,
-//! found through `/proc/self/task/*/children`, and keeps their exit status for whoever asks.
+//! children libvirt waits for itself — among them QEMU's own `-daemonize` parent, which is a
+//! QEMU too. So this thread reaps only zombie children that are QEMU, found through
+//! `/proc/self/task/*/children`, and of those only the VM's own (whose pid the shim waits for)
+//! at once, any other only once it has stayed a zombie for a second: libvirt is blocked in
+//! `waitpid` on its direct children before they exit, so a zombie nobody took within a second
+//! is an orphan. Exit statuses are kept for whoever asks.
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -19,7 +23,12 @@ const KEEP: usize = 64;
 struct Reaper {
     exited: Mutex<HashMap<u32, WaitStatus>>,
     changed: Condvar,
+    /// Pids someone waits for: reaped as soon as they are zombies.
+    wanted: Mutex<std::collections::HashSet<u32>>,
 }
+
+/// How long an unclaimed QEMU zombie is left for its parent before the shim reaps it.
+const ORPHAN_AGE: Duration = Duration::from_secs(1);
 
 static REAPER: OnceLock<&'static Reaper> = OnceLock::new();
 
@@ -28,9 +37,12 @@ fn reaper() -> &'static Reaper {
         let reaper: &'static Reaper = Box::leak(Box::default());
         let spawned = std::thread::Builder::new()
             .name("qemu-reaper".into())
-            .spawn(move || loop {
-                reap_qemu_zombies(reaper);
-                std::thread::sleep(POLL);
+            .spawn(move || {
+                let mut zombies_seen = HashMap::new();
+                loop {
+                    reap_qemu_zombies(reaper, &mut zombies_seen);
+                    std::thread::sleep(POLL);
+                }
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the QEMU reaper");
@@ -73,9 +85,21 @@ fn is_qemu_zombie(pid: u32) -> bool {
     comm.starts_with("qemu-system") && tail.trim_start().starts_with('Z')
 }
 
-fn reap_qemu_zombies(reaper: &Reaper) {
-    for pid in children() {
-        if !is_qemu_zombie(pid) {
+fn reap_qemu_zombies(reaper: &Reaper, zombies_seen: &mut HashMap<u32, std::time::Instant>) {
+    let now = std::time::Instant::now();
+    let zombies: Vec<u32> = children()
+        .into_iter()
+        .filter(|pid| is_qemu_zombie(*pid))
+        .collect();
+    zombies_seen.retain(|pid, _| zombies.contains(pid));
+    for pid in zombies {
+        let first_seen = *zombies_seen.entry(pid).or_insert(now);
+        let wanted = reaper
+            .wanted
+            .lock()
+            .map(|w| w.contains(&pid))
+            .unwrap_or(false);
+        if !wanted && now.duration_since(first_seen) < ORPHAN_AGE {
             continue;
         }
         if let Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) =
@@ -98,6 +122,17 @@ fn reap_qemu_zombies(reaper: &Reaper) {
 /// was not the shim's child (it is then polled until it is gone).
 pub fn wait(pid: u32) -> Option<WaitStatus> {
     let reaper = reaper();
+    if let Ok(mut wanted) = reaper.wanted.lock() {
+        wanted.insert(pid);
+    }
+    let status = wait_reaped(reaper, pid);
+    if let Ok(mut wanted) = reaper.wanted.lock() {
+        wanted.remove(&pid);
+    }
+    status
+}
+
+fn wait_reaped(reaper: &Reaper, pid: u32) -> Option<WaitStatus> {
     let mut exited = match reaper.exited.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
