@@ -24,6 +24,8 @@ type Job = Box<dyn FnOnce(&Connect) + Send>;
 /// A connection to the pod's embedded libvirt, on its own thread.
 #[derive(Debug)]
 pub struct Libvirt {
+    /// The pod's capabilities cache and the node's, which the pod's refreshes.
+    capabilities: (PathBuf, PathBuf),
     jobs: Option<mpsc::Sender<Job>>,
     worker: Option<JoinHandle<()>>,
     root: PathBuf,
@@ -108,10 +110,8 @@ impl Libvirt {
             context: "opening the embedded driver",
             message: "the libvirt thread died".into(),
         })??;
-        if dir_is_empty(capabilities_cache) {
-            copy_xml_files(&pod_cache, capabilities_cache);
-        }
         Ok(Self {
+            capabilities: (pod_cache, capabilities_cache.to_path_buf()),
             jobs: Some(jobs_tx),
             worker: Some(worker),
             root: root.to_path_buf(),
@@ -151,6 +151,10 @@ impl Libvirt {
                 .create_with_flags(virt::sys::VIR_DOMAIN_START_PAUSED)
                 .map_err(libvirt_error("starting QEMU"))
         })??;
+        // libvirt probes QEMU lazily, on the first define, and re-probes when its cached answer
+        // is stale (another QEMU, another shim binary); the node's copy keeps the next pod
+        // from paying the seconds that costs.
+        copy_xml_files(&self.capabilities.0, &self.capabilities.1);
         let pidfile = self.root.join("run/qemu").join(format!("{name}.pid"));
         let text = std::fs::read_to_string(&pidfile)
             .map_err(|e| Error::path("reading QEMU's pid", &pidfile, e))?;
@@ -250,10 +254,6 @@ pub enum OffReason {
     Destroyed,
     Crashed,
     Other,
-}
-
-fn dir_is_empty(dir: &Path) -> bool {
-    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
 }
 
 /// Copies the `*.xml` files of one folder into another, best effort (a cache).

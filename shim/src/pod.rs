@@ -361,10 +361,12 @@ impl Pod {
         let libvirt = match (&inner.libvirt, inner.containers.get(id).map(|c| &c.kind)) {
             (Some(l), _) => Some(l.clone()),
             (None, Some(Kind::Compute)) => {
+                let opened = std::time::Instant::now();
                 let l = Arc::new(Libvirt::open(
                     &paths.embed_root(),
                     &paths.capabilities_cache,
                 )?);
+                tracing::info!(elapsed_ms = opened.elapsed().as_millis() as u64, "libvirt opened");
                 inner.libvirt = Some(l.clone());
                 Some(l)
             }
@@ -392,7 +394,9 @@ impl Pod {
             crate::network::apply(nic)?;
             tracing::info!(binding = ?nic.binding, guest = %nic.lease.address, "pod network wired to the VM");
         }
+        let launched = std::time::Instant::now();
         let pid = libvirt.start_paused(&domain, slot.plan.to_xml())?;
+        tracing::info!(elapsed_ms = launched.elapsed().as_millis() as u64, pid, "QEMU started, CPUs paused");
         let started = (|| -> Result<(Option<Cgroup>, Option<Console>)> {
             let cgroup = match &container.bundle.cgroups_path {
                 Some(path) => {

@@ -26,12 +26,11 @@ pub fn shim_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable");
-        // target/<profile>/deps/<test> → target/<profile>
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target folder")
-            .to_path_buf();
+        // target/<profile>/deps/<test> or target/<profile>/<binary> → target/<profile>
+        let mut dir = exe.parent().expect("target folder").to_path_buf();
+        if dir.file_name().is_some_and(|n| n == "deps") {
+            dir.pop();
+        }
         let target = dir.parent().expect("target root").to_path_buf();
         let mut build = Command::new(env!("CARGO"));
         build

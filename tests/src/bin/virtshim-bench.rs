@@ -1,0 +1,319 @@
+//! `make bench`: boot time through containerd's CRI and the virtshim shim, beside bare QEMU on
+//! the same guest, as a ratio measured in one run; and the shim's memory per VM.
+//!
+//! For each guest (kernelBoot, containerDisk) it alternates N shim runs and N bare runs and
+//! prints medians. A shim run is timed from the CRI StartContainer call of the compute
+//! container to the guest's marker line in the CRI log (polled every 5 ms); a bare run from
+//! spawning `qemu-system-x86_64` to the marker on its serial output. It reports; it asserts
+//! nothing (this machine is noisy), and exits non-zero only when something fails to run.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use virtctl::cri::blocking::BlockingCri;
+use virtctl::local;
+use virtshim_api::manifest::parse_documents;
+use virtshim_tests::containerd::PrivateContainerd;
+use virtshim_tests::vm::{self, READY_MARKER};
+
+const POLL: Duration = Duration::from_millis(5);
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Guest {
+    KernelBoot,
+    ContainerDisk,
+}
+
+impl Guest {
+    fn label(self) -> &'static str {
+        match self {
+            Guest::KernelBoot => "kernelBoot",
+            Guest::ContainerDisk => "containerDisk",
+        }
+    }
+
+    fn vmi(self, name: &str) -> String {
+        // No NIC and no cloud-init, so that the bare QEMU below runs the same guest workload.
+        let head = format!(
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: {name}}}\nspec:\n  domain:\n    memory: {{guest: 256Mi}}\n"
+        );
+        match self {
+            Guest::KernelBoot => head + &format!(
+                "    devices: {{autoattachPodInterface: false}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n",
+                vm::KERNEL_BOOT_IMAGE
+            ),
+            Guest::ContainerDisk => head + &format!(
+                "    devices:\n      autoattachPodInterface: false\n      disks: [{{name: root, disk: {{bus: virtio}}}}]\n  volumes:\n  - {{name: root, containerDisk: {{image: '{}'}}}}\n",
+                vm::CONTAINER_DISK_IMAGE
+            ),
+        }
+    }
+}
+
+/// Waits until `file` contains `marker`, reading only new bytes; the instant it was seen.
+fn wait_in_file(file: &Path, marker: &str, since: Instant) -> Result<Instant, String> {
+    let mut offset = 0u64;
+    let mut tail = String::new();
+    while since.elapsed() < TIMEOUT {
+        if let Ok(mut f) = std::fs::File::open(file) {
+            if f.seek(SeekFrom::Start(offset)).is_ok() {
+                let mut buf = String::new();
+                if let Ok(n) = f.read_to_string(&mut buf) {
+                    offset += n as u64;
+                    tail.push_str(&buf);
+                    if tail.contains(marker) {
+                        return Ok(Instant::now());
+                    }
+                    let keep = tail.len().saturating_sub(marker.len());
+                    tail.drain(..tail.floor_char_boundary(keep));
+                }
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+    Err(format!("no {marker:?} in {} within {TIMEOUT:?}", file.display()))
+}
+
+/// One shim run: the time from StartContainer to the marker, and the shim's and QEMU's RSS.
+/// Memory figures of one run, in KiB.
+#[derive(Clone, Copy, Debug)]
+struct Memory {
+    shim_rss: u64,
+    shim_private: u64,
+    qemu_rss: u64,
+}
+
+fn shim_run(containerd: &PrivateContainerd, cri: &BlockingCri, guest: Guest, run: usize) -> Result<(Duration, Memory), String> {
+    let plan = local::plan(parse_documents(&guest.vmi(&format!("bench-{run}"))).remove(0).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let sandbox = local::sandbox_config(&plan);
+    std::fs::create_dir_all(&sandbox.log_directory).map_err(|e| e.to_string())?;
+    let sandbox_id = cri.run_pod_sandbox(sandbox.clone(), "virtshim").map_err(|e| e.to_string())?;
+    let result = (|| {
+        let compute = plan.pod.spec.as_ref().unwrap().containers.last().unwrap().clone();
+        let config = local::container_config(&plan, &compute).map_err(|e| e.to_string())?;
+        let id = cri.create_container(&sandbox_id, config, sandbox.clone()).map_err(|e| e.to_string())?;
+        let log = PathBuf::from(&sandbox.log_directory).join("compute/0.log");
+        let started = Instant::now();
+        cri.start_container(&id).map_err(|e| format!("{e}\n{}", containerd.log_tail()))?;
+        let seen = wait_in_file(&log, READY_MARKER, started)?;
+        let memory = Memory {
+            shim_rss: 0,
+            shim_private: 0,
+            qemu_rss: vm::qemu_pids(&sandbox_id).iter().map(|p| rss_kib(*p)).sum(),
+        };
+        Ok((seen - started, memory))
+    })();
+    let _ = cri.stop_pod_sandbox(&sandbox_id);
+    let _ = cri.remove_pod_sandbox(&sandbox_id);
+    result
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    smaps(pid, &["Rss:"])
+}
+
+/// Private memory (USS): what one more VM's shim adds, since the libraries' pages are shared
+/// by every shim on the node.
+fn private_kib(pid: u32) -> u64 {
+    smaps(pid, &["Private_Clean:", "Private_Dirty:"])
+}
+
+/// The sum of the named fields of /proc/PID/smaps_rollup, in KiB.
+fn smaps(pid: u32, fields: &[&str]) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let field = fields.iter().find(|f| l.starts_with(**f))?;
+            l[field.len()..].split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// One bare QEMU run of the same guest: spawn to marker on the serial port.
+fn bare_run(guest: Guest, images: &Path, scratch: &Path) -> Result<Duration, String> {
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-machine", "q35,accel=tcg", "-cpu", "qemu64", "-m", "256", "-smp", "1", "-nodefaults", "-no-user-config"])
+        .args(["-display", "none", "-serial", "stdio", "-vga", "std", "-no-reboot"]);
+    match guest {
+        Guest::KernelBoot => {
+            qemu.arg("-kernel").arg(images.join("vmlinuz")).arg("-initrd").arg(images.join("initrd.img"));
+            qemu.args(["-append", "console=ttyS0"]);
+        }
+        Guest::ContainerDisk => {
+            let overlay = scratch.join("overlay.qcow2");
+            let _ = std::fs::remove_file(&overlay);
+            let status = Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+                .arg(images.join("guest.qcow2"))
+                .arg(&overlay)
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err("qemu-img create failed".into());
+            }
+            qemu.arg("-drive").arg(format!("file={},if=virtio,format=qcow2", overlay.display()));
+        }
+    }
+    let started = Instant::now();
+    let mut child = qemu.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    let mut found = None;
+    while started.elapsed() < TIMEOUT {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if String::from_utf8_lossy(&line).contains(READY_MARKER) {
+                    found = Some(started.elapsed());
+                    break;
+                }
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    found.ok_or_else(|| "bare QEMU never printed the marker".into())
+}
+
+/// The median of a figure over the memory samples that measured a shim.
+fn median_of_shims(samples: &[Memory], f: fn(&Memory) -> u64) -> u64 {
+    let mut v: Vec<u64> = samples.iter().filter(|m| m.shim_rss > 0).map(f).collect();
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// Runs two VMs at once and measures both shims a second after both guests are up.
+fn two_vm_memory(containerd: &PrivateContainerd, cri: &BlockingCri) -> Result<Vec<Memory>, String> {
+    let mut started = Vec::new();
+    let result = (|| {
+        for name in ["memory-a", "memory-b"] {
+            let plan = local::plan(parse_documents(&Guest::KernelBoot.vmi(name)).remove(0).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            started.push(local::run(cri, &plan).map_err(|e| e.to_string())?);
+        }
+        for vm in &started {
+            wait_in_file(&vm.console_log(), READY_MARKER, Instant::now())?;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(containerd
+            .shim_pids()
+            .iter()
+            .map(|p| Memory { shim_rss: rss_kib(*p as u32), shim_private: private_kib(*p as u32), qemu_rss: 0 })
+            .collect())
+    })();
+    for vm in &started {
+        let _ = cri.stop_pod_sandbox(&vm.sandbox_id);
+        let _ = cri.remove_pod_sandbox(&vm.sandbox_id);
+    }
+    result
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn main() -> std::process::ExitCode {
+    let runs: usize = std::env::args()
+        .skip_while(|a| a != "--runs")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let Some(containerd) = vm::containerd("virtshim-bench") else {
+        eprintln!("virtshim-bench: needs root and containerd");
+        return std::process::ExitCode::FAILURE;
+    };
+    let cri = containerd.cri().unwrap();
+    let images = vm::guest_images();
+    let scratch = tempfile::tempdir().unwrap();
+    println!("virtshim boot benchmark: {runs} runs each, alternating, TCG, {} cores; marker {READY_MARKER:?}; poll resolution {POLL:?}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    // One unmeasured shim run warms containerd's snapshots, libvirt's capabilities cache and the
+    // page cache, as any node that has run a VM before is warm.
+    if let Err(e) = shim_run(&containerd, &cri, Guest::KernelBoot, 0) {
+        eprintln!("warm-up failed: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let mut failed = false;
+    let mut rss = Vec::new();
+    for guest in [Guest::KernelBoot, Guest::ContainerDisk] {
+        let (mut shim, mut bare) = (Vec::new(), Vec::new());
+        for run in 1..=runs {
+            match shim_run(&containerd, &cri, guest, run) {
+                Ok((t, memory)) => {
+                    shim.push(t);
+                    rss.push(memory);
+                }
+                Err(e) => {
+                    eprintln!("{} shim run {run}: {e}", guest.label());
+                    failed = true;
+                }
+            }
+            match bare_run(guest, &images, scratch.path()) {
+                Ok(t) => bare.push(t),
+                Err(e) => {
+                    eprintln!("{} bare run {run}: {e}", guest.label());
+                    failed = true;
+                }
+            }
+        }
+        if shim.is_empty() || bare.is_empty() {
+            continue;
+        }
+        let (s, b) = (median(shim.clone()), median(bare.clone()));
+        println!(
+            "{:<14} StartContainer→marker {}  bare QEMU {}  ratio {:.2}  (median of {}; shim {}–{}, bare {}–{})  goal ≤ 1.10",
+            guest.label(),
+            secs(s),
+            secs(b),
+            s.as_secs_f64() / b.as_secs_f64(),
+            shim.len(),
+            secs(*shim.iter().min().unwrap()),
+            secs(*shim.iter().max().unwrap()),
+            secs(*bare.iter().min().unwrap()),
+            secs(*bare.iter().max().unwrap()),
+        );
+    }
+    // Memory per VM with two VMs running: each shim's private pages are what one more VM
+    // costs; the libraries' pages are shared by all the shims of the node.
+    match two_vm_memory(&containerd, &cri) {
+        Ok(shims) => rss.extend(shims),
+        Err(e) => {
+            eprintln!("memory run: {e}");
+            failed = true;
+        }
+    }
+    if !rss.is_empty() {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let median_of = |f: fn(&Memory) -> u64| {
+            let mut v: Vec<u64> = rss.iter().map(f).filter(|kib| *kib > 0).collect();
+            v.sort();
+            v[v.len() / 2]
+        };
+        println!(
+            "shim memory per VM {:.1} MiB private (USS; goal ≤ 20 MiB); RSS {:.1} MiB, the rest being shared library pages every shim on the node shares",
+            mib(median_of_shims(&rss, |m| m.shim_private)),
+            mib(median_of_shims(&rss, |m| m.shim_rss)),
+        );
+        println!("QEMU RSS {:.1} MiB for 256 MiB of guest RAM (TCG), for the record", mib(median_of(|m| m.qemu_rss)));
+    }
+    let _ = containerd.stop();
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
