@@ -5,6 +5,7 @@
 mod accel;
 mod bundle;
 mod cgroup;
+mod command;
 mod console;
 mod error;
 mod libvirt;

@@ -366,7 +366,10 @@ impl Pod {
                     &paths.embed_root(),
                     &paths.capabilities_cache,
                 )?);
-                tracing::info!(elapsed_ms = opened.elapsed().as_millis() as u64, "libvirt opened");
+                tracing::info!(
+                    elapsed_ms = opened.elapsed().as_millis() as u64,
+                    "libvirt opened"
+                );
                 inner.libvirt = Some(l.clone());
                 Some(l)
             }
@@ -396,7 +399,11 @@ impl Pod {
         }
         let launched = std::time::Instant::now();
         let pid = libvirt.start_paused(&domain, slot.plan.to_xml())?;
-        tracing::info!(elapsed_ms = launched.elapsed().as_millis() as u64, pid, "QEMU started, CPUs paused");
+        tracing::info!(
+            elapsed_ms = launched.elapsed().as_millis() as u64,
+            pid,
+            "QEMU started, CPUs paused"
+        );
         let started = (|| -> Result<(Option<Cgroup>, Option<Console>)> {
             let cgroup = match &container.bundle.cgroups_path {
                 Some(path) => {

@@ -135,6 +135,18 @@ fn pod_labels(plan: &Plan) -> HashMap<String, String> {
     labels
 }
 
+/// The pod's annotations (the VMI among them), which the kubelet passes on the sandbox and on
+/// every container alike.
+fn pod_annotations(plan: &Plan) -> HashMap<String, String> {
+    plan.pod
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
 fn namespace(plan: &Plan) -> &str {
     plan.vmi.metadata.namespace.as_deref().unwrap_or("default")
 }
@@ -157,14 +169,7 @@ pub fn sandbox_config(plan: &Plan) -> api::PodSandboxConfig {
             plan.uid
         ),
         labels: pod_labels(plan),
-        annotations: plan
-            .pod
-            .metadata
-            .annotations
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
+        annotations: pod_annotations(plan),
         linux: Some(api::LinuxPodSandboxConfig {
             cgroup_parent: format!("/virtshim-local/pod{}", plan.uid),
             ..Default::default()
@@ -247,14 +252,7 @@ pub fn container_config(plan: &Plan, container: &Container) -> Result<api::Conta
         command: container.command.clone().unwrap_or_default(),
         mounts,
         labels,
-        annotations: plan
-            .pod
-            .metadata
-            .annotations
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
+        annotations: pod_annotations(plan),
         log_path: format!("{}/0.log", container.name),
         stdin: container.stdin.unwrap_or(false),
         tty: container.tty.unwrap_or(false),

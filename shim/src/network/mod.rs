@@ -12,10 +12,10 @@
 
 pub mod dhcp;
 
+use crate::command::run;
 use crate::error::{Error, Result};
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::Command;
 use virtshim_api::config::{Binding, InterfaceConfig, MacAddress, NicModel, PortConfig, Protocol};
 
 /// The pod's interface, as CNI names it.
@@ -44,28 +44,6 @@ pub struct NicPlan {
     pub guest_mac: [u8; 6],
     pub pod: PodInterface,
     pub lease: dhcp::Lease,
-}
-
-fn run(program: &'static str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| Error::Command {
-            program,
-            message: format!("cannot run it: {e}"),
-        })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(Error::Command {
-            program,
-            message: format!(
-                "{}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        })
-    }
 }
 
 fn parse_mac(text: &str) -> Option<[u8; 6]> {

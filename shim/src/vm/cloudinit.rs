@@ -145,7 +145,7 @@ pub fn build_iso(
         }
     };
     let tmp = out.with_extension("tmp");
-    crate::vm::disk::run(
+    crate::command::run(
         "genisoimage",
         &[
             "-quiet".as_ref(),

@@ -2,12 +2,12 @@
 //! refusing images whose headers point at other files, and creating the copy-on-write overlay
 //! the VM writes to (the image itself is never written).
 
+use crate::command::run;
 use crate::error::{Error, Result};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, Mode, SFlag};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Opens `path` below `root` as if `root` were `/`, following no symlink at all and staying on
 /// the root's mount; returns the file's real host path. A hostile image can hold symlinks to
@@ -119,25 +119,6 @@ pub fn container_disk_file(rootfs: &Path, path: Option<&str>, disk: &str) -> Res
 pub struct ImageInfo {
     pub format: &'static str,
     pub virtual_size: u64,
-}
-
-/// Runs a helper program, returning its standard output or an error with its standard error.
-pub fn run(program: &'static str, args: &[&std::ffi::OsStr]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| Error::Command {
-            program,
-            message: format!("cannot run it: {e}"),
-        })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(Error::Command {
-            program,
-            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
 }
 
 /// Inspects an image and refuses anything but a self-contained qcow2 or raw file: a qcow2
