@@ -75,7 +75,10 @@ fn wait_in_file(file: &Path, marker: &str, since: Instant) -> Result<Instant, St
         }
         std::thread::sleep(POLL);
     }
-    Err(format!("no {marker:?} in {} within {TIMEOUT:?}", file.display()))
+    Err(format!(
+        "no {marker:?} in {} within {TIMEOUT:?}",
+        file.display()
+    ))
 }
 
 /// One shim run: the time from StartContainer to the marker, and the shim's and QEMU's RSS.
@@ -87,19 +90,41 @@ struct Memory {
     qemu_rss: u64,
 }
 
-fn shim_run(containerd: &PrivateContainerd, cri: &BlockingCri, guest: Guest, run: usize) -> Result<(Duration, Memory), String> {
-    let plan = local::plan(parse_documents(&guest.vmi(&format!("bench-{run}"))).remove(0).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+fn shim_run(
+    containerd: &PrivateContainerd,
+    cri: &BlockingCri,
+    guest: Guest,
+    run: usize,
+) -> Result<(Duration, Memory), String> {
+    let plan = local::plan(
+        parse_documents(&guest.vmi(&format!("bench-{run}")))
+            .remove(0)
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
     let sandbox = local::sandbox_config(&plan);
     std::fs::create_dir_all(&sandbox.log_directory).map_err(|e| e.to_string())?;
-    let sandbox_id = cri.run_pod_sandbox(sandbox.clone(), "virtshim").map_err(|e| e.to_string())?;
+    let sandbox_id = cri
+        .run_pod_sandbox(sandbox.clone(), "virtshim")
+        .map_err(|e| e.to_string())?;
     let result = (|| {
-        let compute = plan.pod.spec.as_ref().unwrap().containers.last().unwrap().clone();
+        let compute = plan
+            .pod
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers
+            .last()
+            .unwrap()
+            .clone();
         let config = local::container_config(&plan, &compute).map_err(|e| e.to_string())?;
-        let id = cri.create_container(&sandbox_id, config, sandbox.clone()).map_err(|e| e.to_string())?;
+        let id = cri
+            .create_container(&sandbox_id, config, sandbox.clone())
+            .map_err(|e| e.to_string())?;
         let log = PathBuf::from(&sandbox.log_directory).join("compute/0.log");
         let started = Instant::now();
-        cri.start_container(&id).map_err(|e| format!("{e}\n{}", containerd.log_tail()))?;
+        cri.start_container(&id)
+            .map_err(|e| format!("{e}\n{}", containerd.log_tail()))?;
         let seen = wait_in_file(&log, READY_MARKER, started)?;
         let memory = Memory {
             shim_rss: 0,
@@ -130,7 +155,11 @@ fn smaps(pid: u32, fields: &[&str]) -> u64 {
         .lines()
         .filter_map(|l| {
             let field = fields.iter().find(|f| l.starts_with(**f))?;
-            l[field.len()..].split_whitespace().next()?.parse::<u64>().ok()
+            l[field.len()..]
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
         })
         .sum()
 }
@@ -138,11 +167,33 @@ fn smaps(pid: u32, fields: &[&str]) -> u64 {
 /// One bare QEMU run of the same guest: spawn to marker on the serial port.
 fn bare_run(guest: Guest, images: &Path, scratch: &Path) -> Result<Duration, String> {
     let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-machine", "q35,accel=tcg", "-cpu", "qemu64", "-m", "256", "-smp", "1", "-nodefaults", "-no-user-config"])
-        .args(["-display", "none", "-serial", "stdio", "-vga", "std", "-no-reboot"]);
+    qemu.args([
+        "-machine",
+        "q35,accel=tcg",
+        "-cpu",
+        "qemu64",
+        "-m",
+        "256",
+        "-smp",
+        "1",
+        "-nodefaults",
+        "-no-user-config",
+    ])
+    .args([
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-vga",
+        "std",
+        "-no-reboot",
+    ]);
     match guest {
         Guest::KernelBoot => {
-            qemu.arg("-kernel").arg(images.join("vmlinuz")).arg("-initrd").arg(images.join("initrd.img"));
+            qemu.arg("-kernel")
+                .arg(images.join("vmlinuz"))
+                .arg("-initrd")
+                .arg(images.join("initrd.img"));
             qemu.args(["-append", "console=ttyS0"]);
         }
         Guest::ContainerDisk => {
@@ -157,11 +208,17 @@ fn bare_run(guest: Guest, images: &Path, scratch: &Path) -> Result<Duration, Str
             if !status.success() {
                 return Err("qemu-img create failed".into());
             }
-            qemu.arg("-drive").arg(format!("file={},if=virtio,format=qcow2", overlay.display()));
+            qemu.arg("-drive")
+                .arg(format!("file={},if=virtio,format=qcow2", overlay.display()));
         }
     }
     let started = Instant::now();
-    let mut child = qemu.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
+    let mut child = qemu
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
     let stdout = child.stdout.take().unwrap();
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
@@ -195,8 +252,12 @@ fn two_vm_memory(containerd: &PrivateContainerd, cri: &BlockingCri) -> Result<Ve
     let mut started = Vec::new();
     let result = (|| {
         for name in ["memory-a", "memory-b"] {
-            let plan = local::plan(parse_documents(&Guest::KernelBoot.vmi(name)).remove(0).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
+            let plan = local::plan(
+                parse_documents(&Guest::KernelBoot.vmi(name))
+                    .remove(0)
+                    .map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
             started.push(local::run(cri, &plan).map_err(|e| e.to_string())?);
         }
         for vm in &started {
@@ -206,7 +267,11 @@ fn two_vm_memory(containerd: &PrivateContainerd, cri: &BlockingCri) -> Result<Ve
         Ok(containerd
             .shim_pids()
             .iter()
-            .map(|p| Memory { shim_rss: rss_kib(*p as u32), shim_private: private_kib(*p as u32), qemu_rss: 0 })
+            .map(|p| Memory {
+                shim_rss: rss_kib(*p as u32),
+                shim_private: private_kib(*p as u32),
+                qemu_rss: 0,
+            })
             .collect())
     })();
     for vm in &started {
@@ -308,7 +373,10 @@ fn main() -> std::process::ExitCode {
             mib(median_of_shims(&rss, |m| m.shim_private)),
             mib(median_of_shims(&rss, |m| m.shim_rss)),
         );
-        println!("QEMU RSS {:.1} MiB for 256 MiB of guest RAM (TCG), for the record", mib(median_of(|m| m.qemu_rss)));
+        println!(
+            "QEMU RSS {:.1} MiB for 256 MiB of guest RAM (TCG), for the record",
+            mib(median_of(|m| m.qemu_rss))
+        );
     }
     let _ = containerd.stop();
     if failed {
