@@ -181,6 +181,8 @@ pub struct PrivateContainerd {
     snapshotter: &'static str,
     bridge: Option<BridgeClaim>,
     torn_down: bool,
+    /// How it was started, to start it again the same way in [`restart`](Self::restart).
+    options: Options,
 }
 
 impl PrivateContainerd {
@@ -268,6 +270,7 @@ impl PrivateContainerd {
             snapshotter,
             bridge: Some(bridge),
             torn_down: false,
+            options: options.clone(),
         };
         containerd.write_configs()?;
         containerd.spawn(&options)?;
@@ -416,10 +419,15 @@ impl PrivateContainerd {
     }
 
     fn spawn(&mut self, options: &Options) -> Result<(), Error> {
-        let log = File::create(self.layout.log()).map_err(io_error(format!(
-            "cannot create {}",
-            self.layout.log().display()
-        )))?;
+        // Appended to, so a restart keeps what the first run logged.
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.layout.log())
+            .map_err(io_error(format!(
+                "cannot create {}",
+                self.layout.log().display()
+            )))?;
         let log_err = log
             .try_clone()
             .map_err(io_error("cannot duplicate the log file"))?;
@@ -443,6 +451,30 @@ impl PrivateContainerd {
         let pid = child.id();
         self.child = Some(child);
         write_owner(&self.layout, Some(pid))
+    }
+
+    /// Stops containerd (SIGTERM, as a service manager would) and starts it again with the same
+    /// configuration, leaving its shims — and so their pods — running, as on a node where
+    /// containerd is restarted or upgraded.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        if let Some(mut child) = self.child.take() {
+            let pid = rustix::process::Pid::from_raw(child.id() as i32);
+            if let Some(pid) = pid {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let options = self.options.clone();
+        self.spawn(&options)?;
+        self.wait_ready()
     }
 
     fn wait_ready(&mut self) -> Result<(), Error> {

@@ -162,22 +162,26 @@ pub fn wait_exited(cri: &BlockingCri, id: &str, timeout: Duration) -> Option<i32
     None
 }
 
-/// Asserts that a removed pod left no QEMU, no pod folder and no embedded libvirt root.
+/// Asserts that a removed pod left no QEMU, no pod folder and no embedded libvirt root (within
+/// ten seconds: containerd cleans up after a dead shim in the background).
 pub fn assert_nothing_left(sandbox_id: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !qemu_pids(sandbox_id).is_empty() && Instant::now() < deadline {
+    let leftovers = || {
+        let mut left: Vec<String> = qemu_pids(sandbox_id)
+            .iter()
+            .map(|p| format!("QEMU pid {p}"))
+            .collect();
+        left.extend(
+            pod_dirs(sandbox_id)
+                .iter()
+                .filter(|d| d.exists())
+                .map(|d| d.display().to_string()),
+        );
+        left
+    };
+    while !leftovers().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(
-        qemu_pids(sandbox_id).is_empty(),
-        "QEMU still runs for pod {sandbox_id}"
-    );
-    for dir in pod_dirs(sandbox_id) {
-        assert!(
-            !dir.exists(),
-            "{} is left behind: {:?}",
-            dir.display(),
-            std::fs::read_dir(&dir).map(|d| d.count())
-        );
-    }
+    let left = leftovers();
+    assert!(left.is_empty(), "pod {sandbox_id} left behind: {left:?}");
 }
