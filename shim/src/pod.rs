@@ -552,13 +552,17 @@ impl Pod {
                     run.killed.store(true, Ordering::SeqCst);
                     drop(inner);
                     tracing::info!(%domain, "destroying the VM");
-                    libvirt.destroy(&domain)
+                    libvirt
+                        .destroy(&domain)
+                        .or_else(|e| already_off(&libvirt, &domain, e))
                 } else {
                     let exit = container.exit.clone();
                     drop(inner);
                     tracing::info!(%domain, "pressing the ACPI power button");
-                    libvirt.power_button(&domain)?;
-                    keep_pressing(libvirt, domain, exit);
+                    match libvirt.power_button(&domain) {
+                        Ok(()) => keep_pressing(libvirt, domain, exit),
+                        Err(e) => already_off(&libvirt, &domain, e)?,
+                    }
                     Ok(())
                 }
             }
@@ -712,6 +716,18 @@ impl Pod {
         }
         tracing::info!(code = exit.code, "deleted");
         Ok((c.pid, exit))
+    }
+}
+
+/// A kill that finds the VM already off (the guest powered off, or QEMU died, just before) has
+/// nothing left to do: its exit is being recorded. Any other failure is the caller's.
+fn already_off(libvirt: &Libvirt, domain: &str, error: Error) -> Result<()> {
+    match libvirt.state(domain) {
+        Ok(VmState::Off(_)) | Err(_) => {
+            tracing::info!(%domain, "the VM was already off");
+            Ok(())
+        }
+        Ok(_) => Err(error),
     }
 }
 

@@ -338,6 +338,22 @@ impl Cri {
         Ok(response)
     }
 
+    /// A container's resource usage (`ContainerStats`): CPU and memory, as `crictl stats` shows.
+    pub async fn container_stats(&self, container_id: &str) -> Result<api::ContainerStats> {
+        let request = self.request(api::ContainerStatsRequest {
+            container_id: container_id.to_string(),
+        });
+        let response = self.runtime.clone().container_stats(request).await;
+        response
+            .map_err(rpc_error("ContainerStats"))?
+            .into_inner()
+            .stats
+            .ok_or(Error::MissingField {
+                rpc: "ContainerStats",
+                field: "stats",
+            })
+    }
+
     /// The containers the runtime knows (`ListContainers`), optionally filtered (by pod, state,
     /// labels).
     pub async fn list_containers(

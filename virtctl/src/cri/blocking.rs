@@ -118,6 +118,11 @@ impl BlockingCri {
             .block_on(self.cri.container_status(container_id, verbose))
     }
 
+    pub fn container_stats(&self, container_id: &str) -> Result<api::ContainerStats> {
+        self.runtime
+            .block_on(self.cri.container_stats(container_id))
+    }
+
     pub fn list_containers(
         &self,
         filter: Option<api::ContainerFilter>,
