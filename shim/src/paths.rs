@@ -62,6 +62,10 @@ impl PodPaths {
     pub fn serial_socket(&self) -> PathBuf {
         self.run.join("serial.sock")
     }
+    /// The console for the node daemon: every client reads the output and may type.
+    pub fn console_socket(&self) -> PathBuf {
+        self.run.join("console.sock")
+    }
     pub fn vnc_socket(&self) -> PathBuf {
         self.run.join("vnc.sock")
     }

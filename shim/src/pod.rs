@@ -26,6 +26,14 @@ use std::time::Duration;
 use virtshim_api::manifest::{parse_json, Object};
 use virtshim_api::pod as contract;
 
+/// The FIFOs containerd gave a task.
+#[derive(Clone, Debug, Default)]
+pub struct TaskIo {
+    pub stdin: String,
+    pub stdout: String,
+    pub terminal: bool,
+}
+
 /// A container's lifecycle state, as containerd sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -134,6 +142,7 @@ struct Container {
     bundle: Bundle,
     kind: Kind,
     stdout: String,
+    stdin: String,
     terminal: bool,
     status: Status,
     pid: u32,
@@ -187,8 +196,7 @@ impl Pod {
         id: &str,
         bundle_dir: &str,
         rootfs: &[RootfsMount],
-        stdout: &str,
-        terminal: bool,
+        io: &TaskIo,
     ) -> Result<u32> {
         check_id(id)?;
         let bundle = Bundle::read(std::path::Path::new(bundle_dir))?;
@@ -231,8 +239,9 @@ impl Pod {
         let mut container = Container {
             bundle,
             kind,
-            stdout: stdout.to_owned(),
-            terminal,
+            stdout: io.stdout.clone(),
+            stdin: io.stdin.clone(),
+            terminal: io.terminal,
             status: Status::Created,
             pid: std::process::id(),
             exit: Arc::new(ExitCell::default()),
@@ -414,11 +423,18 @@ impl Pod {
                 None => None,
             };
             let console = match &slot.plan.serial_socket {
-                Some(socket) => Some(Console::start(
-                    std::path::Path::new(socket),
-                    &container.stdout,
-                    id,
-                )?),
+                Some(socket) => {
+                    let endpoints = crate::console::Endpoints {
+                        stdout: container.stdout.clone(),
+                        stdin: container.stdin.clone(),
+                        listen: paths.console_socket(),
+                    };
+                    Some(Console::start(
+                        std::path::Path::new(socket),
+                        &endpoints,
+                        id,
+                    )?)
+                }
                 None => None,
             };
             PodState {
@@ -697,6 +713,7 @@ impl Pod {
                 let _ = std::fs::remove_file(paths.state_file());
                 let _ = std::fs::remove_file(paths.serial_socket());
                 let _ = std::fs::remove_file(paths.vnc_socket());
+                let _ = std::fs::remove_file(paths.console_socket());
             }
         }
         if c.rootfs_mounted {

@@ -115,9 +115,16 @@ impl containerd_shim_protos::Task for Service {
                 options: m.options.clone(),
             })
             .collect();
-        let pid = self
-            .pod
-            .create(&req.id, &req.bundle, &mounts, &req.stdout, req.terminal)?;
+        let pid = self.pod.create(
+            &req.id,
+            &req.bundle,
+            &mounts,
+            &crate::pod::TaskIo {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                terminal: req.terminal,
+            },
+        )?;
         self.events.send(
             topics::TASK_CREATE_EVENT_TOPIC,
             Box::new(TaskCreate {

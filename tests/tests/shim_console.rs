@@ -1,0 +1,103 @@
+//! The serial console's inputs and outputs through the real CRI: the pod's `console.sock`
+//! (what the node daemon serves to `virtctl console`) takes many clients, each seeing the output
+//! and able to type; the container's stdin FIFO (what `kubectl attach -it` / `crictl attach`
+//! write to) reaches the guest too; the CRI log keeps everything.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use virtctl::local;
+use virtshim_api::manifest::parse_documents;
+use virtshim_tests::vm;
+
+/// Reads from `stream` until `text` shows up.
+fn read_until(stream: &mut UnixStream, text: &str) -> Result<(), String> {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let started = Instant::now();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < Duration::from_secs(30) {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if seen.contains(text) {
+                    return Ok(());
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    Err(format!("no {text:?}; got: {seen}"))
+}
+
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == name) {
+            return Some(path);
+        }
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            if let Some(found) = find_file(&path, name) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn console_socket_clients_and_stdin_reach_the_guest() {
+    let test = "console_socket_clients_and_stdin_reach_the_guest";
+    let Some(containerd) = vm::containerd(test) else {
+        return;
+    };
+    let cri = containerd.cri().unwrap();
+    let yaml = format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: chatty}}\nspec:\n  domain:\n    memory: {{guest: 192Mi}}\n    devices: {{autoattachPodInterface: false}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n",
+        vm::KERNEL_BOOT_IMAGE
+    );
+    let plan = local::plan(parse_documents(&yaml).remove(0).unwrap()).unwrap();
+    let started = local::run(&cri, &plan).unwrap();
+    vm::wait_for_console(
+        &started.console_log(),
+        "VIRTSHIM-GUEST-UP",
+        Duration::from_secs(60),
+    )
+    .unwrap();
+
+    let socket = vm::pod_dirs(&started.sandbox_id)[0].join("console.sock");
+    let mut typist = UnixStream::connect(&socket).unwrap();
+    let mut watcher = UnixStream::connect(&socket).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    typist.write_all(b"echo console-$((6*7))\n").unwrap();
+    read_until(&mut typist, "console-42").unwrap();
+    read_until(&mut watcher, "console-42").unwrap();
+
+    // What `crictl attach` writes goes into the container's stdin FIFO.
+    let stdin = find_file(containerd.dir(), &format!("{}-stdin", started.compute_id()))
+        .expect("the compute container has stdin");
+    let mut fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&stdin)
+        .unwrap();
+    fifo.write_all(b"echo stdin-$((6*7))\n").unwrap();
+    read_until(&mut watcher, "stdin-42").unwrap();
+    vm::wait_for_console(&started.console_log(), "stdin-42", Duration::from_secs(10)).unwrap();
+    vm::wait_for_console(
+        &started.console_log(),
+        "console-42",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+
+    cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
+    cri.remove_pod_sandbox(&started.sandbox_id).unwrap();
+    vm::assert_nothing_left(&started.sandbox_id);
+    containerd.stop().unwrap();
+}
