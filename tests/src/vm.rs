@@ -67,11 +67,16 @@ pub fn guest_images() -> PathBuf {
 
 /// A private containerd whose `virtshim` runtime is the shim under test.
 pub fn containerd(test: &str) -> Option<PrivateContainerd> {
+    containerd_with_lib_dir(test, &format!("{STATE_ROOT}/lib"))
+}
+
+/// The same, with the shim's disk folder (`VIRTSHIM_LIB_DIR`) somewhere else.
+pub fn containerd_with_lib_dir(test: &str, lib_dir: &str) -> Option<PrivateContainerd> {
     let options = Options {
         shim_dir: Some(shim_dir()),
         env: vec![
             ("VIRTSHIM_RUN_DIR".into(), format!("{STATE_ROOT}/run")),
-            ("VIRTSHIM_LIB_DIR".into(), format!("{STATE_ROOT}/lib")),
+            ("VIRTSHIM_LIB_DIR".into(), lib_dir.to_owned()),
             ("VIRTSHIM_CACHE_DIR".into(), format!("{STATE_ROOT}/cache")),
             ("VIRTSHIM_LOG".into(), "debug".into()),
         ],

@@ -166,3 +166,59 @@ fn vnc_pause_resume_and_stats() {
     vm::assert_nothing_left(&started.sandbox_id);
     containerd.stop().unwrap();
 }
+
+#[test]
+fn a_full_disk_folder_fails_cleanly() {
+    let test = "a_full_disk_folder_fails_cleanly";
+    // The shim's disk folder on a tiny tmpfs, filled up before the VM starts.
+    let lib = format!("{}/full-lib-{}", vm::STATE_ROOT, std::process::id());
+    std::fs::create_dir_all(&lib).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs", &lib])
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs on {lib}");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", &format!("of={lib}/filler"), "bs=64k"])
+        .output();
+    let unmount = || {
+        let _ = std::process::Command::new("umount").arg(&lib).status();
+        let _ = std::fs::remove_dir(&lib);
+    };
+    let Some(containerd) = vm::containerd_with_lib_dir(test, &lib) else {
+        unmount();
+        return;
+    };
+    let cri = containerd.cri().unwrap();
+    let yaml = format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: cramped}}\nspec:\n  domain:\n    memory: {{guest: 128Mi}}\n    devices: {{disks: [{{name: root, disk: {{bus: virtio}}}}]}}\n  volumes:\n  - {{name: root, containerDisk: {{image: '{}'}}}}\n",
+        vm::CONTAINER_DISK_IMAGE
+    );
+    let plan = local::plan(parse_documents(&yaml).remove(0).unwrap()).unwrap();
+    let error = local::run(&cri, &plan)
+        .expect_err("no room for the overlay")
+        .to_string();
+    assert!(
+        error.contains("creating the copy-on-write overlay in")
+            && error.contains("No space left on device"),
+        "{error}"
+    );
+    // local::run removed the pod; nothing of it is left, on the full folder either.
+    let leftovers: Vec<_> = std::fs::read_dir(format!("{lib}/pods"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "left in the full folder: {leftovers:?}"
+    );
+    let qemu_for_it = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline).contains("guest=default_cramped")
+    });
+    assert!(
+        !qemu_for_it,
+        "QEMU started for a VM whose disk could not be made"
+    );
+    containerd.stop().unwrap();
+    unmount();
+}
