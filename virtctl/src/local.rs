@@ -31,8 +31,13 @@ pub enum Error {
     Cri(#[from] crate::cri::Error),
     #[error("image {image} is not in containerd's k8s.io namespace: build and import it (make images), or `ctr -n k8s.io images import FILE`")]
     MissingImage { image: String },
-    #[error("volume {volume}: {kind} volumes need a cluster; virtctl local supports containerDisk, kernelBoot, emptyDisk and inline cloud-init")]
-    NeedsCluster { volume: String, kind: &'static str },
+    #[error("volume {volume}: {kind} {name:?} has no folder on this node: give one with {flag} {name}=DIR")]
+    NeedsCluster {
+        volume: String,
+        kind: &'static str,
+        name: String,
+        flag: &'static str,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -45,6 +50,15 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Where Secrets and PersistentVolumeClaims are on this node, since there is no cluster to
+/// provide them: a Secret as a folder holding one file per key (as the kubelet mounts it), a
+/// filesystem PVC as a folder holding `disk.img`.
+#[derive(Debug, Clone, Default)]
+pub struct HostVolumes {
+    pub secrets: HashMap<String, PathBuf>,
+    pub claims: HashMap<String, PathBuf>,
+}
+
 /// A VM ready to run: its VMI (defaulted), config and pod.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -53,6 +67,8 @@ pub struct Plan {
     pub pod: Pod,
     pub pod_name: String,
     pub uid: String,
+    /// Where the pod's Secret and PVC volumes come from.
+    pub host_volumes: HostVolumes,
 }
 
 /// Turns a VM or VMI into the pod that runs it.
@@ -109,6 +125,7 @@ pub fn plan(object: Object) -> Result<Plan> {
         pod,
         pod_name,
         uid,
+        host_volumes: HostVolumes::default(),
     })
 }
 
@@ -208,16 +225,34 @@ pub fn container_config(plan: &Plan, container: &Container) -> Result<api::Conta
                 source,
             })?;
             dir
-        } else if volume.secret.is_some() {
-            return Err(Error::NeedsCluster {
-                volume: volume.name.clone(),
-                kind: "Secret",
-            });
+        } else if let Some(secret) = &volume.secret {
+            let name = secret.secret_name.clone().unwrap_or_default();
+            plan.host_volumes
+                .secrets
+                .get(&name)
+                .cloned()
+                .ok_or(Error::NeedsCluster {
+                    volume: volume.name.clone(),
+                    kind: "Secret",
+                    name,
+                    flag: "--secret",
+                })?
+        } else if let Some(claim) = &volume.persistent_volume_claim {
+            plan.host_volumes
+                .claims
+                .get(&claim.claim_name)
+                .cloned()
+                .ok_or(Error::NeedsCluster {
+                    volume: volume.name.clone(),
+                    kind: "PersistentVolumeClaim",
+                    name: claim.claim_name.clone(),
+                    flag: "--pvc",
+                })?
         } else {
-            return Err(Error::NeedsCluster {
-                volume: volume.name.clone(),
-                kind: "PersistentVolumeClaim",
-            });
+            return Err(Error::Invalid(format!(
+                "volume {}: a kind virtctl local does not know",
+                volume.name
+            )));
         };
         mounts.push(api::Mount {
             container_path: mount.mount_path.clone(),

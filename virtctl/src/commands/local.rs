@@ -33,6 +33,12 @@ enum Verb {
         /// With --until: give up after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// A Secret the VM uses (cloud-init secretRef) as a folder of one file per key. Repeatable.
+        #[arg(long = "secret", value_name = "NAME=DIR")]
+        secrets: Vec<String>,
+        /// A PersistentVolumeClaim the VM uses as a folder holding disk.img. Repeatable.
+        #[arg(long = "pvc", value_name = "CLAIM=DIR")]
+        claims: Vec<String>,
     },
     /// List the VMs virtctl local started.
     Ls,
@@ -63,6 +69,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             attach,
             until,
             timeout,
+            secrets,
+            claims,
         } => {
             let text = if file == "-" {
                 std::io::read_to_string(std::io::stdin()).context("reading standard input")?
@@ -74,7 +82,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 bail!("{file}: expected one VirtualMachine or VirtualMachineInstance, found {} documents", documents.len());
             }
             let object = documents.remove(0).with_context(|| file.clone())?;
-            let plan = local::plan(object)?;
+            let mut plan = local::plan(object)?;
+            plan.host_volumes.secrets = name_dirs(secrets, "--secret")?;
+            plan.host_volumes.claims = name_dirs(claims, "--pvc")?;
             let name = plan.vmi.metadata.name.clone().unwrap_or_default();
             if local::find(&cri, &name).is_ok() {
                 bail!("a local VM named {name:?} exists already: virtctl local rm {name}");
@@ -143,6 +153,25 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads `NAME=DIR` flags into a map, checking that each folder exists.
+fn name_dirs(
+    flags: &[String],
+    flag: &str,
+) -> Result<std::collections::HashMap<String, std::path::PathBuf>> {
+    let mut out = std::collections::HashMap::new();
+    for item in flags {
+        let Some((name, dir)) = item.split_once('=') else {
+            bail!("{flag} {item}: expected NAME=DIR")
+        };
+        let dir = std::fs::canonicalize(dir).with_context(|| format!("{flag} {item}"))?;
+        if !dir.is_dir() {
+            bail!("{flag} {item}: {} is not a folder", dir.display());
+        }
+        out.insert(name.to_owned(), dir);
+    }
+    Ok(out)
 }
 
 /// Prints the console as it comes; returns when `until` shows up, the VM stops, or time is up.
