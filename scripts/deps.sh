@@ -38,7 +38,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "deps: cargo not found: install a Rust toolchain (1.85 or newer) and re-run" >&2
+  echo "deps: cargo not found: install a Rust toolchain (1.91 or newer) and re-run" >&2
   exit 1
 fi
 echo "deps: all present"
