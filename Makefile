@@ -28,7 +28,7 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: deps
+test: deps lint
 	$(CARGO) test --workspace --no-fail-fast -- --show-output
 
 # containerd running with the settings this node needs.
