@@ -262,6 +262,143 @@ fn bare_run(guest: Guest, images: &Path, scratch: &Path) -> Result<Duration, Str
     found.ok_or_else(|| "bare QEMU never printed the marker".into())
 }
 
+/// Size of the file both HTTP servers serve.
+const BIG_MIB: usize = 16;
+const BUSYBOX: &str = "localhost/virtshim/busybox:bench";
+
+/// Downloads `/big` from `ip`:80 (the node sits on the pods' bridge, as a peer pod does);
+/// the throughput in MiB/s.
+fn download(ip: &str) -> Result<f64, String> {
+    use std::io::Write;
+    let started = Instant::now();
+    let mut stream = std::net::TcpStream::connect_timeout(
+        &format!("{ip}:80").parse().map_err(|e| format!("{e}"))?,
+        Duration::from_secs(5),
+    )
+    .map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /big HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match std::io::Read::read(&mut stream, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if total < BIG_MIB << 20 {
+        return Err(format!("only {total} bytes from {ip}"));
+    }
+    Ok(total as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64())
+}
+
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// HTTP throughput from the VM's guest and from a runc pod on the same bridge, same file.
+fn network_throughput(
+    containerd: &PrivateContainerd,
+    cri: &BlockingCri,
+) -> Result<(f64, f64), String> {
+    let yaml = format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: netbench}}\nspec:\n  domain:\n    memory: {{guest: 256Mi}}\n    devices: {{disks: [{{name: ci, disk: {{bus: virtio}}}}]}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n  volumes:\n  - name: ci\n    cloudInitNoCloud: {{userData: \"#!/bin/sh\\ndd if=/dev/urandom of=/www/big bs=1M count={BIG_MIB} 2>/dev/null && echo BIG-READY\\n\"}}\n",
+        vm::KERNEL_BOOT_IMAGE
+    );
+    let plan = local::plan(
+        parse_documents(&yaml)
+            .remove(0)
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let vm = local::run(cri, &plan).map_err(|e| e.to_string())?;
+    let result = (|| {
+        wait_in_file(&vm.console_log(), "BIG-READY", Instant::now())?;
+        let ip = cri
+            .pod_sandbox_status(&vm.sandbox_id, false)
+            .map_err(|e| e.to_string())?
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
+        // The runc pod serving the same file from busybox httpd.
+        let image = virtshim_tests::oci::busybox_image(BUSYBOX, &["/bin/busybox"])
+            .map_err(|e| e.to_string())?;
+        containerd.import_image(&image).map_err(|e| e.to_string())?;
+        let uid = format!("bench-runc-{}", std::process::id());
+        let sandbox = virtctl::cri::api::PodSandboxConfig {
+            metadata: Some(virtctl::cri::api::PodSandboxMetadata {
+                name: "runc-http".into(),
+                uid: uid.clone(),
+                namespace: "bench".into(),
+                attempt: 0,
+            }),
+            log_directory: containerd.pod_log_dir(&uid).to_string_lossy().into_owned(),
+            linux: Some(virtctl::cri::api::LinuxPodSandboxConfig::default()),
+            ..Default::default()
+        };
+        let pod = cri
+            .run_pod_sandbox(sandbox.clone(), "")
+            .map_err(|e| e.to_string())?;
+        let served = (|| {
+            let script = format!("/bin/busybox mkdir -p /www && /bin/busybox dd if=/dev/urandom of=/www/big bs=1M count={BIG_MIB} 2>/dev/null && exec /bin/busybox httpd -f -p 80 -h /www");
+            let config = virtctl::cri::api::ContainerConfig {
+                metadata: Some(virtctl::cri::api::ContainerMetadata {
+                    name: "httpd".into(),
+                    attempt: 0,
+                }),
+                image: Some(virtctl::cri::image_spec(BUSYBOX)),
+                command: vec!["/bin/busybox".into(), "sh".into(), "-c".into(), script],
+                log_path: "httpd/0.log".into(),
+                ..Default::default()
+            };
+            let id = cri
+                .create_container(&pod, config, sandbox.clone())
+                .map_err(|e| e.to_string())?;
+            cri.start_container(&id).map_err(|e| e.to_string())?;
+            let runc_ip = cri
+                .pod_sandbox_status(&pod, false)
+                .map_err(|e| e.to_string())?
+                .status
+                .and_then(|s| s.network)
+                .map(|n| n.ip)
+                .unwrap_or_default();
+            let (mut guest, mut runc) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                guest.push(download(&ip)?);
+                let mut tries = 0;
+                loop {
+                    match download(&runc_ip) {
+                        Ok(t) => {
+                            runc.push(t);
+                            break;
+                        }
+                        Err(e) if tries < 20 => {
+                            tries += 1;
+                            let _ = e;
+                            std::thread::sleep(Duration::from_millis(250));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok((median_f64(guest), median_f64(runc)))
+        })();
+        let _ = cri.stop_pod_sandbox(&pod);
+        let _ = cri.remove_pod_sandbox(&pod);
+        served
+    })();
+    let _ = cri.stop_pod_sandbox(&vm.sandbox_id);
+    let _ = cri.remove_pod_sandbox(&vm.sandbox_id);
+    result
+}
+
 /// The median of a figure over the memory samples that measured a shim.
 fn median_of_shims(samples: &[Memory], f: fn(&Memory) -> u64) -> u64 {
     let mut v: Vec<u64> = samples.iter().filter(|m| m.shim_rss > 0).map(f).collect();
@@ -412,6 +549,16 @@ fn main() -> std::process::ExitCode {
             mib(median_of_shims(&rss, |m| m.shim_private)),
             mib(median_of_shims(&rss, |m| m.qemu_overhead)),
         );
+    }
+    match network_throughput(&containerd, &cri) {
+        Ok((guest, runc)) => println!(
+            "HTTP download of {BIG_MIB} MiB over the pods' bridge: VM guest (bridge binding, virtio, TCG) {guest:.1} MiB/s, runc pod {runc:.1} MiB/s, ratio {:.2} (median of 3)",
+            guest / runc
+        ),
+        Err(e) => {
+            eprintln!("network run: {e}");
+            failed = true;
+        }
     }
     let _ = containerd.stop();
     if failed {
