@@ -57,6 +57,7 @@ impl containerd_shim::Shim for VirtShim {
                 let _ = std::fs::remove_dir_all(paths.disks());
             }
             if bundle.role == Role::Sandbox {
+                crate::state::kill_qemus_under(&paths.embed_root());
                 let _ = std::fs::remove_dir_all(&paths.run);
                 let _ = std::fs::remove_dir_all(&paths.lib);
             }

@@ -722,6 +722,7 @@ impl Pod {
         if c.kind == Kind::Sandbox {
             inner.libvirt = None;
             if let Some(paths) = inner.paths.take() {
+                crate::state::kill_qemus_under(&paths.embed_root());
                 for dir in [&paths.run, &paths.lib] {
                     if let Err(e) = std::fs::remove_dir_all(dir) {
                         if e.kind() != std::io::ErrorKind::NotFound {

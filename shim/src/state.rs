@@ -43,3 +43,26 @@ impl PodState {
         }
     }
 }
+
+/// Kills every QEMU whose command line names `embed_root` (the VM's, and any capability probe
+/// libvirt left behind after a failure), so that removing a pod never leaves a process.
+pub fn kill_qemus_under(embed_root: &Path) {
+    let root = embed_root.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.starts_with("/usr/bin/qemu-system") && cmdline.contains(&root) {
+            tracing::warn!(pid, "killing a QEMU left in the pod's libvirt root");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
