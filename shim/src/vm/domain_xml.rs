@@ -265,6 +265,21 @@ impl DomainPlan {
         w.leaf("emulator", &[], Some(&self.emulator));
         let (mut vd, mut sd) = (0, 0);
         let any_boot_order = self.disks.iter().any(|d| d.boot_order.is_some());
+        // Without this line libvirt adds a USB controller by default, which costs the guest
+        // 0.1–0.2 s of boot under TCG; KubeVirt also leaves USB out unless a device needs it.
+        if self.disks.iter().any(|d| d.bus == DiskBus::Usb) {
+            w.leaf(
+                "controller",
+                &[("type", "usb"), ("index", "0"), ("model", "qemu-xhci")],
+                None,
+            );
+        } else {
+            w.leaf(
+                "controller",
+                &[("type", "usb"), ("index", "0"), ("model", "none")],
+                None,
+            );
+        }
         if self.disks.iter().any(|d| d.bus == DiskBus::Scsi) {
             w.leaf(
                 "controller",
@@ -465,6 +480,11 @@ mod tests {
         }
         assert_eq!(xml.matches("<boot order=\"1\"/>").count(), 1);
         assert!(xml.contains("<domain type=\"qemu\">"));
+        // No USB disk, so no USB controller.
+        assert!(
+            xml.contains("<controller type=\"usb\" index=\"0\" model=\"none\"/>"),
+            "{xml}"
+        );
         assert!(xml.contains("<model fallback=\"allow\">qemu64</model>"));
     }
 
