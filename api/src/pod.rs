@@ -18,11 +18,11 @@ use crate::config::{CloudInitData, VmiConfig, VolumeSource};
 use crate::types::VirtualMachineInstance;
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource, Pod, PodSpec,
-    ResourceRequirements, SecretVolumeSource, Volume, VolumeMount,
+    ResourceRequirements, SecretVolumeSource, Volume, VolumeDevice, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The pod annotation carrying the defaulted VMI as JSON.
 pub const VMI_ANNOTATION: &str = "virtshim.io/vmi";
@@ -121,8 +121,16 @@ pub enum PodError {
 
 /// Builds the pod that runs `vmi` (already defaulted and validated into `config`).
 ///
+/// `block_claims` names the PersistentVolumeClaims whose `volumeMode` is `Block`: the VMI does
+/// not say, the claim does, so whoever builds the pod (the controller, `virtctl local`) looks.
+/// Those reach compute as `volumeDevices`, the others as mounts holding `disk.img`.
+///
 /// The name is left to `generateName` (`virt-launcher-<vmi>-`), as KubeVirt's launcher pods are.
-pub fn pod_for_vmi(vmi: &VirtualMachineInstance, config: &VmiConfig) -> Result<Pod, PodError> {
+pub fn pod_for_vmi(
+    vmi: &VirtualMachineInstance,
+    config: &VmiConfig,
+    block_claims: &BTreeSet<String>,
+) -> Result<Pod, PodError> {
     let name = vmi.metadata.name.clone().ok_or(PodError::NoName)?;
     let mut labels = vmi.metadata.labels.clone().unwrap_or_default();
     labels.insert(LABEL_APP.to_owned(), "virt-launcher".to_owned());
@@ -166,7 +174,7 @@ pub fn pod_for_vmi(vmi: &VirtualMachineInstance, config: &VmiConfig) -> Result<P
     });
 
     let images = container_images(config);
-    let (volumes, mounts) = pod_volumes(config);
+    let (volumes, mounts, devices) = pod_volumes(config, block_claims);
     let mut containers: Vec<Container> = images
         .others
         .iter()
@@ -192,6 +200,7 @@ pub fn pod_for_vmi(vmi: &VirtualMachineInstance, config: &VmiConfig) -> Result<P
         command: Some(vec![CONTAINER_COMMAND.to_owned()]),
         resources: Some(compute_resources(vmi, config)),
         volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        volume_devices: (!devices.is_empty()).then_some(devices),
         stdin: Some(true),
         tty: Some(true),
         ..Default::default()
@@ -250,10 +259,14 @@ fn compute_resources(vmi: &VirtualMachineInstance, config: &VmiConfig) -> Resour
     }
 }
 
-/// The pod volumes that back disks, and their mounts in compute.
-fn pod_volumes(config: &VmiConfig) -> (Vec<Volume>, Vec<VolumeMount>) {
+/// The pod volumes that back disks, and their mounts and devices in compute.
+fn pod_volumes(
+    config: &VmiConfig,
+    block_claims: &BTreeSet<String>,
+) -> (Vec<Volume>, Vec<VolumeMount>, Vec<VolumeDevice>) {
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
+    let mut devices = Vec::new();
     let mount = |name: &str, read_only: bool| VolumeMount {
         name: name.to_owned(),
         mount_path: format!("{VOLUME_MOUNT_ROOT}/{name}"),
@@ -282,7 +295,14 @@ fn pod_volumes(config: &VmiConfig) -> (Vec<Volume>, Vec<VolumeMount>) {
                     }),
                     ..Default::default()
                 });
-                mounts.push(mount(&disk.name, *read_only));
+                if block_claims.contains(claim_name) {
+                    devices.push(VolumeDevice {
+                        name: disk.name.clone(),
+                        device_path: format!("{VOLUME_DEVICE_ROOT}/{}", disk.name),
+                    });
+                } else {
+                    mounts.push(mount(&disk.name, *read_only));
+                }
             }
             VolumeSource::CloudInit(ci) => {
                 // Secrets travel as Secret volumes, never as annotations.
@@ -307,7 +327,7 @@ fn pod_volumes(config: &VmiConfig) -> (Vec<Volume>, Vec<VolumeMount>) {
             VolumeSource::ContainerDisk { .. } => {}
         }
     }
-    (volumes, mounts)
+    (volumes, mounts, devices)
 }
 
 #[cfg(test)]
@@ -374,9 +394,45 @@ spec:
     }
 
     #[test]
+    fn block_claims_are_devices_and_filesystem_claims_are_mounts() {
+        let (vmi, config) = config(
+            r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: p, namespace: ns, uid: "1"}
+spec:
+  domain: {devices: {}, memory: {guest: 64Mi}}
+  volumes:
+  - {name: raw, persistentVolumeClaim: {claimName: fast-block}}
+  - {name: files, persistentVolumeClaim: {claimName: on-disk, readOnly: true}}
+"#,
+        );
+        let block = BTreeSet::from(["fast-block".to_owned()]);
+        let pod = pod_for_vmi(&vmi, &config, &block).expect("pod");
+        let spec = pod.spec.expect("spec");
+        let compute = spec.containers.last().expect("compute");
+        let devices = compute.volume_devices.as_ref().expect("devices");
+        assert_eq!(devices.len(), 1);
+        assert_eq!(devices[0].name, "raw");
+        assert_eq!(devices[0].device_path, "/dev/virtshim/raw");
+        let mounts = compute.volume_mounts.as_ref().expect("mounts");
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].mount_path, "/var/run/virtshim/volumes/files");
+        assert_eq!(mounts[0].read_only, Some(true));
+        let claims: Vec<_> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.persistent_volume_claim.as_ref())
+            .map(|c| c.claim_name.as_str())
+            .collect();
+        assert_eq!(claims, ["fast-block", "on-disk"]);
+    }
+
+    #[test]
     fn the_pod_follows_the_contract() {
         let (vmi, config) = config(TWO_DISKS_AND_KERNEL);
-        let pod = pod_for_vmi(&vmi, &config).expect("pod");
+        let pod = pod_for_vmi(&vmi, &config, &BTreeSet::new()).expect("pod");
         let spec = pod.spec.as_ref().expect("spec");
         assert_eq!(
             pod.metadata.generate_name.as_deref(),

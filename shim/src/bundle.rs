@@ -39,6 +39,29 @@ struct RawLinux {
     namespaces: Vec<RawNamespace>,
     #[serde(default)]
     resources: Option<Resources>,
+    #[serde(default)]
+    devices: Vec<RawDevice>,
+}
+
+/// A device node the runtime creates in the container (`linux.devices`): how the kubelet's
+/// `volumeDevices` (block PVCs) reach the container.
+#[derive(Debug, Default, Deserialize)]
+struct RawDevice {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    major: i64,
+    #[serde(default)]
+    minor: i64,
+}
+
+/// A block device given to the container, by its number: the host path the kubelet resolved is
+/// not in the spec, only what the node must create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockDevice {
+    pub major: u64,
+    pub minor: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +111,8 @@ pub struct Bundle {
     pub resources: Resources,
     /// Mount destination in the container → host source, for the volumes the kubelet gave.
     pub mounts: HashMap<String, PathBuf>,
+    /// Path in the container → block device, for the `volumeDevices` the kubelet gave.
+    pub block_devices: HashMap<String, BlockDevice>,
 }
 
 impl Bundle {
@@ -134,6 +159,21 @@ impl Bundle {
             .into_iter()
             .filter_map(|m| Some((m.destination, PathBuf::from(m.source?))))
             .collect();
+        // Character devices (and anything else) are not disks: only block devices are kept.
+        let block_devices = linux
+            .devices
+            .iter()
+            .filter(|d| d.kind == "b")
+            .filter_map(|d| {
+                Some((
+                    d.path.clone(),
+                    BlockDevice {
+                        major: u64::try_from(d.major).ok()?,
+                        minor: u64::try_from(d.minor).ok()?,
+                    },
+                ))
+            })
+            .collect();
         Ok(Self {
             dir: dir.to_path_buf(),
             role,
@@ -143,6 +183,7 @@ impl Bundle {
             cgroups_path: linux.cgroups_path.filter(|p| !p.is_empty()),
             resources: linux.resources.unwrap_or_default(),
             mounts,
+            block_devices,
         })
     }
 

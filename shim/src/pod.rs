@@ -339,6 +339,7 @@ impl Pod {
         let sources = vm::Sources {
             compute_rootfs: &rootfs,
             compute_mounts: &compute.bundle.mounts,
+            compute_devices: &compute.bundle.block_devices,
             containers: &containers,
         };
         let accel = crate::accel::choose(&self.roots.run);

@@ -1,7 +1,7 @@
 //! Volumes that come from the pod rather than from images, through the real CRI: cloud-init
-//! user data and network data from mounted Secret volumes, and a VM booting from a
-//! filesystem-mode PVC (`disk.img`). `virtctl local` maps them to folders of this node, as the
-//! kubelet mounts them.
+//! user data and network data from mounted Secret volumes, a VM booting from a filesystem-mode
+//! PVC (`disk.img`), and one booting from a block-mode PVC (a device) with its cloud-init data on
+//! a CD-ROM. `virtctl local` maps them to folders and devices of this node, as the kubelet would.
 
 #![allow(clippy::unwrap_used)]
 
@@ -34,8 +34,11 @@ fn cloud_init_from_secrets() {
         vm::KERNEL_BOOT_IMAGE
     );
     let mut plan = local::plan(parse_documents(&yaml).remove(0).unwrap()).unwrap();
-    plan.host_volumes.secrets =
-        HashMap::from([("ci-user".to_owned(), user), ("ci-net".to_owned(), network)]);
+    plan.set_host_volumes(local::HostVolumes {
+        secrets: HashMap::from([("ci-user".to_owned(), user), ("ci-net".to_owned(), network)]),
+        ..Default::default()
+    })
+    .unwrap();
     let started =
         local::run(&cri, &plan).unwrap_or_else(|e| panic!("{e}\n{}", containerd.log_tail()));
     vm::wait_for_console(
@@ -88,8 +91,11 @@ fn boots_from_a_filesystem_pvc() {
     assert!(status.success());
     let yaml = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: persistent}\nspec:\n  domain:\n    memory: {guest: 192Mi}\n    devices: {autoattachPodInterface: false, disks: [{name: root, disk: {bus: virtio}}]}\n  volumes:\n  - {name: root, persistentVolumeClaim: {claimName: boot-disk}}\n";
     let mut plan = local::plan(parse_documents(yaml).remove(0).unwrap()).unwrap();
-    plan.host_volumes.claims =
-        HashMap::from([("boot-disk".to_owned(), claim.path().to_path_buf())]);
+    plan.set_host_volumes(local::HostVolumes {
+        claims: HashMap::from([("boot-disk".to_owned(), claim.path().to_path_buf())]),
+        ..Default::default()
+    })
+    .unwrap();
     let started =
         local::run(&cri, &plan).unwrap_or_else(|e| panic!("{e}\n{}", containerd.log_tail()));
     vm::wait_for_console(
@@ -117,5 +123,108 @@ fn boots_from_a_filesystem_pvc() {
     vm::assert_nothing_left(&started.sandbox_id);
     // The PVC's disk outlives the pod.
     assert!(claim.path().join("disk.img").exists());
+    containerd.stop().unwrap();
+}
+
+/// A loop device holding the guest disk; detached when dropped.
+struct LoopDevice(String);
+
+impl LoopDevice {
+    fn attach(file: &std::path::Path) -> Self {
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(String::from_utf8(out.stdout).unwrap().trim().to_owned())
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn boots_from_a_block_pvc_with_a_cdrom() {
+    let test = "boots_from_a_block_pvc_with_a_cdrom";
+    let Some(containerd) = vm::containerd(test) else {
+        return;
+    };
+    let placeholder = oci::busybox_image(
+        virtshim_api::pod::PLACEHOLDER_IMAGE,
+        &["/bin/busybox", "true"],
+    )
+    .unwrap();
+    containerd.import_image(&placeholder).unwrap();
+    let cri = containerd.cri().unwrap();
+    // The block PVC: a loop device over a raw copy of the guest disk, as a CSI driver would
+    // hand the kubelet a device.
+    let backing = tempfile::tempdir().unwrap();
+    let raw = backing.path().join("volume.raw");
+    let status = std::process::Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(vm::guest_images().join("guest.qcow2"))
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let device = LoopDevice::attach(&raw);
+    // The cloud-init data rides on a CD-ROM (sata), which the guest searches for its label.
+    let yaml = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: blocky}\nspec:\n  domain:\n    memory: {guest: 192Mi}\n    devices:\n      autoattachPodInterface: false\n      disks:\n      - {name: root, disk: {bus: virtio}, bootOrder: 1}\n      - {name: seed, cdrom: {bus: sata}}\n  volumes:\n  - {name: root, persistentVolumeClaim: {claimName: fast-block}}\n  - name: seed\n    cloudInitNoCloud: {userData: \"#!/bin/sh\\necho FROM-THE-CDROM $(cat /sys/block/sr0/device/type)\\n\"}\n";
+    let mut plan = local::plan(parse_documents(yaml).remove(0).unwrap()).unwrap();
+    plan.set_host_volumes(local::HostVolumes {
+        claims: HashMap::from([("fast-block".to_owned(), device.0.clone().into())]),
+        ..Default::default()
+    })
+    .unwrap();
+    // The pod asks for the claim as a device, as for a Block-mode PVC.
+    let compute = plan.pod.spec.as_ref().unwrap().containers.last().unwrap();
+    assert_eq!(
+        compute.volume_devices.as_ref().unwrap()[0].device_path,
+        "/dev/virtshim/root"
+    );
+    let started =
+        local::run(&cri, &plan).unwrap_or_else(|e| panic!("{e}\n{}", containerd.log_tail()));
+    // Booted from the device (syslinux, kernel and initramfs all read through it) and the
+    // CD-ROM (SCSI device type 5) carried the user data.
+    vm::wait_for_console(
+        &started.console_log(),
+        "FROM-THE-CDROM 5",
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", containerd.log_tail()));
+    let xml = std::fs::read_to_string(
+        vm::pod_dirs(&started.sandbox_id)[0].join("libvirt/etc/qemu/default_blocky.xml"),
+    )
+    .unwrap();
+    assert!(
+        xml.contains("<disk type='block' device='disk'>"),
+        "the PVC is not a block disk:\n{xml}"
+    );
+    assert!(
+        xml.contains("<disk type='file' device='cdrom'>"),
+        "no CD-ROM:\n{xml}"
+    );
+    cri.stop_container(started.compute_id(), Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(
+        vm::wait_exited(&cri, started.compute_id(), Duration::from_secs(30)),
+        Some(0)
+    );
+    cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
+    cri.remove_pod_sandbox(&started.sandbox_id).unwrap();
+    // The node the shim made for QEMU went with the pod; the device itself stays.
+    vm::assert_nothing_left(&started.sandbox_id);
+    assert!(std::path::Path::new(&device.0).exists());
+    drop(device);
     containerd.stop().unwrap();
 }

@@ -52,7 +52,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Where Secrets and PersistentVolumeClaims are on this node, since there is no cluster to
 /// provide them: a Secret as a folder holding one file per key (as the kubelet mounts it), a
-/// filesystem PVC as a folder holding `disk.img`.
+/// PVC as a folder holding `disk.img` (filesystem mode) or as a block device (block mode).
 #[derive(Debug, Clone, Default)]
 pub struct HostVolumes {
     pub secrets: HashMap<String, PathBuf>,
@@ -68,7 +68,40 @@ pub struct Plan {
     pub pod_name: String,
     pub uid: String,
     /// Where the pod's Secret and PVC volumes come from.
-    pub host_volumes: HostVolumes,
+    host_volumes: HostVolumes,
+}
+
+impl Plan {
+    /// Where the pod's Secret and PVC volumes come from.
+    pub fn host_volumes(&self) -> &HostVolumes {
+        &self.host_volumes
+    }
+
+    /// Says where the pod's Secrets and PVCs are, and rebuilds the pod: a claim given as a block
+    /// device is a block-mode claim (the controller reads `volumeMode` from the PVC instead).
+    pub fn set_host_volumes(&mut self, volumes: HostVolumes) -> Result<()> {
+        use std::os::unix::fs::FileTypeExt;
+        let mut block = std::collections::BTreeSet::new();
+        for (claim, path) in &volumes.claims {
+            let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+                context: format!("PersistentVolumeClaim {claim}: {}", path.display()),
+                source,
+            })?;
+            if meta.file_type().is_block_device() {
+                block.insert(claim.clone());
+            } else if !meta.is_dir() {
+                return Err(Error::Invalid(format!(
+                    "PersistentVolumeClaim {claim}: {} is neither a folder holding {} nor a block device",
+                    path.display(),
+                    contract::PVC_DISK_FILE
+                )));
+            }
+        }
+        self.pod = contract::pod_for_vmi(&self.vmi, &self.config, &block)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        self.host_volumes = volumes;
+        Ok(())
+    }
 }
 
 /// Turns a VM or VMI into the pod that runs it.
@@ -109,7 +142,8 @@ pub fn plan(object: Object) -> Result<Plan> {
     vmi.metadata.uid = Some(uid.clone());
     virtshim_api::defaults::vmi(&mut vmi);
     let config = virtshim_api::validate::vmi(&vmi).map_err(|e| Error::Invalid(e.to_string()))?;
-    let pod = contract::pod_for_vmi(&vmi, &config).map_err(|e| Error::Invalid(e.to_string()))?;
+    let pod = contract::pod_for_vmi(&vmi, &config, &Default::default())
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     // The apiserver would complete generateName; here the suffix is made the same way.
     let suffix: String = uuid::Uuid::new_v4()
         .simple()
@@ -261,6 +295,37 @@ pub fn container_config(plan: &Plan, container: &Container) -> Result<api::Conta
             ..Default::default()
         });
     }
+    let mut devices = Vec::new();
+    for device in container.volume_devices.iter().flatten() {
+        let claim = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == device.name)
+            .and_then(|v| v.persistent_volume_claim.as_ref())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "volume device {} is not a declared PersistentVolumeClaim",
+                    device.name
+                ))
+            })?;
+        let host = plan
+            .host_volumes
+            .claims
+            .get(&claim.claim_name)
+            .ok_or(Error::NeedsCluster {
+                volume: device.name.clone(),
+                kind: "PersistentVolumeClaim",
+                name: claim.claim_name.clone(),
+                flag: "--pvc",
+            })?;
+        // As the kubelet passes a block volume: the node's device, read-write-mknod.
+        devices.push(api::Device {
+            container_path: device.device_path.clone(),
+            host_path: host.to_string_lossy().into_owned(),
+            permissions: "mrw".into(),
+        });
+    }
     let resources = container.resources.clone().unwrap_or_default();
     let cpu_request = quantity_millis(resources.requests.as_ref().and_then(|r| r.get("cpu")));
     let cpu_limit = quantity_millis(resources.limits.as_ref().and_then(|r| r.get("cpu")));
@@ -286,6 +351,7 @@ pub fn container_config(plan: &Plan, container: &Container) -> Result<api::Conta
         )),
         command: container.command.clone().unwrap_or_default(),
         mounts,
+        devices,
         labels,
         annotations: pod_annotations(plan),
         log_path: format!("{}/0.log", container.name),

@@ -2,6 +2,7 @@
 //! refusing images whose headers point at other files, and creating the copy-on-write overlay
 //! the VM writes to (the image itself is never written).
 
+use crate::bundle::BlockDevice;
 use crate::command::run;
 use crate::error::{Error, Result};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -204,4 +205,28 @@ pub fn create_blank(file: &Path, bytes: u64) -> Result<()> {
         ],
     )?;
     std::fs::rename(&tmp, file).map_err(|e| Error::path("creating the empty disk", file, e))
+}
+
+/// Makes a block device node for `device` at `node`, for QEMU to open.
+///
+/// The kubelet gives a block PVC to the container as a device in its OCI spec (type, major,
+/// minor, created inside the container by runc for ordinary runtimes). QEMU runs on the host, so
+/// the shim makes the same node in the pod's own folder instead of guessing a host path.
+pub fn device_node(node: &Path, device: BlockDevice, disk: &str) -> Result<()> {
+    let _ = std::fs::remove_file(node);
+    nix::sys::stat::mknod(
+        node,
+        SFlag::S_IFBLK,
+        Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(device.major, device.minor),
+    )
+    .map_err(|e| Error::Disk {
+        disk: disk.to_owned(),
+        message: format!(
+            "making block device node {}:{} at {}: {e}",
+            device.major,
+            device.minor,
+            node.display()
+        ),
+    })
 }

@@ -18,7 +18,9 @@ pub struct ResolvedDisk {
     pub cdrom: bool,
     pub bus: DiskBus,
     pub read_only: bool,
+    /// A regular file, or a block device (a block-mode PVC).
     pub file: String,
+    pub block_device: bool,
     /// `qcow2` or `raw`: always given, never probed by QEMU.
     pub format: &'static str,
     pub serial: Option<String>,
@@ -298,7 +300,7 @@ impl DomainPlan {
             w.start(
                 "disk",
                 &[
-                    ("type", "file"),
+                    ("type", if disk.block_device { "block" } else { "file" }),
                     ("device", if disk.cdrom { "cdrom" } else { "disk" }),
                 ],
             );
@@ -311,7 +313,8 @@ impl DomainPlan {
                 ],
                 None,
             );
-            w.leaf("source", &[("file", &disk.file)], None);
+            let source = if disk.block_device { "dev" } else { "file" };
+            w.leaf("source", &[(source, &disk.file)], None);
             w.leaf("target", &[("dev", &dev), ("bus", disk.bus.as_str())], None);
             if disk.read_only {
                 w.leaf("readonly", &[], None);
@@ -413,6 +416,32 @@ mod tests {
     }
 
     #[test]
+    fn a_block_pvc_is_a_block_disk() {
+        let mut p = plan();
+        p.disks.push(ResolvedDisk {
+            name: "pvc".into(),
+            cdrom: false,
+            block_device: true,
+            bus: DiskBus::Virtio,
+            read_only: true,
+            file: "/var/lib/virtshim/pods/x/disks/pvc.block".into(),
+            format: "raw",
+            serial: None,
+            boot_order: None,
+        });
+        let xml = p.to_xml();
+        assert!(
+            xml.contains("<disk type=\"block\" device=\"disk\">"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<source dev=\"/var/lib/virtshim/pods/x/disks/pvc.block\"/>"),
+            "{xml}"
+        );
+        assert!(xml.contains("<readonly/>"), "{xml}");
+    }
+
+    #[test]
     fn hostile_strings_are_escaped() {
         let mut p = plan();
         p.name = "a</name><devices><disk type='file'>".into();
@@ -420,6 +449,7 @@ mod tests {
         p.disks.push(ResolvedDisk {
             name: "d'><x".into(),
             cdrom: false,
+            block_device: false,
             bus: DiskBus::Virtio,
             read_only: false,
             file: "/var/lib/a\"b".into(),
@@ -460,6 +490,7 @@ mod tests {
             p.disks.push(ResolvedDisk {
                 name: name.into(),
                 cdrom: false,
+                block_device: false,
                 bus,
                 read_only: false,
                 file: format!("/d/{name}"),

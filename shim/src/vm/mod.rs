@@ -4,6 +4,7 @@ pub mod cloudinit;
 pub mod disk;
 pub mod domain_xml;
 
+use crate::bundle::BlockDevice;
 use crate::error::{Error, Result};
 use crate::network::{self, NicPlan};
 use crate::paths::PodPaths;
@@ -35,6 +36,8 @@ pub struct Sources<'a> {
     pub compute_rootfs: &'a Path,
     /// compute's mounts: destination in the container → host path (the kubelet's volumes).
     pub compute_mounts: &'a HashMap<String, PathBuf>,
+    /// compute's block devices: path in the container → device (the kubelet's volumeDevices).
+    pub compute_devices: &'a HashMap<String, BlockDevice>,
     /// Root filesystems of the pod's other containers, by container name.
     pub containers: &'a HashMap<String, PathBuf>,
 }
@@ -96,6 +99,7 @@ pub fn plan(
     std::fs::create_dir_all(&disks_dir)
         .map_err(|e| Error::path("creating the disks folder", &disks_dir, e))?;
     let mut disks = Vec::new();
+    let mut block_devices = std::collections::HashSet::new();
     for d in &config.disks {
         let (cdrom, bus, read_only) = match &d.device {
             DiskDevice::Disk { bus, read_only } => (false, *bus, *read_only),
@@ -155,13 +159,31 @@ pub fn plan(
                 read_only: pvc_read_only,
                 ..
             } => {
-                let dir = sources.volume_dir(&d.name).ok_or_else(|| Error::Disk {
-                    disk: d.name.clone(),
-                    message: "its PersistentVolumeClaim is not mounted into compute".into(),
-                })?;
-                let (file, _) =
-                    disk::resolve_in_root(&dir, &format!("/{}", pod::PVC_DISK_FILE), &d.name)?;
-                (file, "raw", read_only || *pvc_read_only)
+                let read_only = read_only || *pvc_read_only;
+                // Filesystem mode: a mounted folder holding disk.img. Block mode: a device the
+                // kubelet gave compute at VOLUME_DEVICE_ROOT/<volume>.
+                if let Some(dir) = sources.volume_dir(&d.name) {
+                    let (file, _) =
+                        disk::resolve_in_root(&dir, &format!("/{}", pod::PVC_DISK_FILE), &d.name)?;
+                    (file, "raw", read_only)
+                } else if let Some(device) =
+                    sources
+                        .compute_devices
+                        .get(&format!("{}/{}", pod::VOLUME_DEVICE_ROOT, d.name))
+                {
+                    let node = disks_dir.join(format!("{}.block", d.name));
+                    disk::device_node(&node, *device, &d.name)?;
+                    block_devices.insert(d.name.clone());
+                    (node, "raw", read_only)
+                } else {
+                    return Err(Error::Disk {
+                        disk: d.name.clone(),
+                        message: format!(
+                            "its PersistentVolumeClaim is neither mounted into compute at {}/{} nor a device at {}/{}",
+                            pod::VOLUME_MOUNT_ROOT, d.name, pod::VOLUME_DEVICE_ROOT, d.name
+                        ),
+                    });
+                }
             }
         };
         disks.push(ResolvedDisk {
@@ -170,6 +192,7 @@ pub fn plan(
             bus,
             read_only,
             file: file.to_string_lossy().into_owned(),
+            block_device: block_devices.contains(&d.name),
             format,
             serial: d.serial.clone(),
             boot_order: d.boot_order,

@@ -36,8 +36,9 @@ enum Verb {
         /// A Secret the VM uses (cloud-init secretRef) as a folder of one file per key. Repeatable.
         #[arg(long = "secret", value_name = "NAME=DIR")]
         secrets: Vec<String>,
-        /// A PersistentVolumeClaim the VM uses as a folder holding disk.img. Repeatable.
-        #[arg(long = "pvc", value_name = "CLAIM=DIR")]
+        /// A PersistentVolumeClaim the VM uses: a folder holding disk.img (filesystem mode) or a
+        /// block device such as /dev/loop0 (block mode). Repeatable.
+        #[arg(long = "pvc", value_name = "CLAIM=DIR|DEVICE")]
         claims: Vec<String>,
     },
     /// List the VMs virtctl local started.
@@ -83,8 +84,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             }
             let object = documents.remove(0).with_context(|| file.clone())?;
             let mut plan = local::plan(object)?;
-            plan.host_volumes.secrets = name_dirs(secrets, "--secret")?;
-            plan.host_volumes.claims = name_dirs(claims, "--pvc")?;
+            plan.set_host_volumes(local::HostVolumes {
+                secrets: name_dirs(secrets, "--secret")?,
+                claims: name_dirs(claims, "--pvc")?,
+            })?;
             let name = plan.vmi.metadata.name.clone().unwrap_or_default();
             if local::find(&cri, &name).is_ok() {
                 bail!("a local VM named {name:?} exists already: virtctl local rm {name}");
