@@ -1,7 +1,8 @@
 //! The serial console's inputs and outputs through the real CRI: the pod's `console.sock`
 //! (what the node daemon serves to `virtctl console`) takes many clients, each seeing the output
 //! and able to type; the container's stdin FIFO (what `kubectl attach -it` / `crictl attach`
-//! write to) reaches the guest too; the CRI log keeps everything.
+//! write to) reaches the guest too, and so does a real CRI Attach through containerd's
+//! streaming server; the CRI log keeps everything.
 
 #![allow(clippy::unwrap_used)]
 
@@ -51,6 +52,58 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
     None
 }
 
+/// Attaches at `url` (from the CRI's Attach), types `line` on stdin and waits for `text` on stdout.
+fn attach_echo(url: &str, line: &str, text: &str) -> Result<(), String> {
+    use tungstenite::client::IntoClientRequest;
+    use tungstenite::Message;
+    let ws_url = url.replacen("http://", "ws://", 1);
+    let mut request = ws_url.into_client_request().map_err(|e| e.to_string())?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v4.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut socket, response) =
+        tungstenite::connect(request).map_err(|e| format!("connecting to {url}: {e}"))?;
+    assert_eq!(
+        response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("v4.channel.k8s.io")
+    );
+    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+        tcp.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+    }
+    let mut frame = vec![0u8]; // channel 0: stdin
+    frame.extend_from_slice(line.as_bytes());
+    socket
+        .send(Message::Binary(frame.into()))
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut seen = String::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        match socket.read() {
+            Ok(Message::Binary(data)) if data.first() == Some(&1) => {
+                seen.push_str(&String::from_utf8_lossy(&data[1..]));
+                if seen.contains(text) {
+                    let _ = socket.close(None);
+                    return Ok(());
+                }
+            }
+            Ok(Message::Close(_)) => break,
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(format!("reading the attach stream: {e}; got: {seen}")),
+        }
+    }
+    Err(format!("no {text:?} on the attach stream; got: {seen}"))
+}
+
 #[test]
 fn console_socket_clients_and_stdin_reach_the_guest() {
     let test = "console_socket_clients_and_stdin_reach_the_guest";
@@ -95,6 +148,13 @@ fn console_socket_clients_and_stdin_reach_the_guest() {
         Duration::from_secs(10),
     )
     .unwrap();
+
+    // `kubectl attach -it` / `crictl attach`: the CRI's Attach, then containerd's streaming
+    // server over WebSocket (Kubernetes' channel protocol: one leading byte names the stream).
+    let url = cri.attach(started.compute_id(), true).unwrap();
+    attach_echo(&url, "echo attach-$((6*7))\n", "attach-42").unwrap();
+    vm::wait_for_console(&started.console_log(), "attach-42", Duration::from_secs(10)).unwrap();
+    read_until(&mut watcher, "attach-42").unwrap();
 
     cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
     cri.remove_pod_sandbox(&started.sandbox_id).unwrap();

@@ -354,6 +354,21 @@ impl Cri {
             })
     }
 
+    /// A streaming URL for attaching to a container's stdio (`Attach`), what `kubectl attach`
+    /// and `crictl attach` follow: the runtime's streaming server speaks the Kubernetes
+    /// remote-command protocol (SPDY or WebSocket channels) there.
+    pub async fn attach(&self, container_id: &str, tty: bool) -> Result<String> {
+        let request = self.request(api::AttachRequest {
+            container_id: container_id.to_string(),
+            stdin: true,
+            tty,
+            stdout: true,
+            stderr: !tty,
+        });
+        let response = self.runtime.clone().attach(request).await;
+        Ok(response.map_err(rpc_error("Attach"))?.into_inner().url)
+    }
+
     /// The containers the runtime knows (`ListContainers`), optionally filtered (by pod, state,
     /// labels).
     pub async fn list_containers(

@@ -123,6 +123,10 @@ impl BlockingCri {
             .block_on(self.cri.container_stats(container_id))
     }
 
+    pub fn attach(&self, container_id: &str, tty: bool) -> Result<String> {
+        self.runtime.block_on(self.cri.attach(container_id, tty))
+    }
+
     pub fn list_containers(
         &self,
         filter: Option<api::ContainerFilter>,
