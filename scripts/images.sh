@@ -6,6 +6,8 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$HERE/out/images}
 mkdir -p "$OUT"
 "$HERE/images/guest/build.sh" "$OUT/guest"
+# A real Debian 12 cloud image (systemd, cloud-init): a few minutes the first time, then cached.
+"$HERE/images/cloud/build.sh" "$OUT/guest"
 # compute's image when a VM boots from a PVC only: it runs nothing, busybox is plenty.
 if [ ! -s "$OUT/placeholder.oci.tar" ]; then
   python3 "$HERE/images/oci_image.py" --name localhost/virtshim/placeholder:v1 --entrypoint /bin/busybox --cmd true \

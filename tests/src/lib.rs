@@ -5,6 +5,7 @@
 
 pub mod containerd;
 pub mod oci;
+pub mod peer;
 pub mod vm;
 
 use std::path::PathBuf;

@@ -65,6 +65,26 @@ pub fn guest_images() -> PathBuf {
     .clone()
 }
 
+/// The real Debian cloud image (systemd, cloud-init) as a containerDisk.
+pub const CLOUD_IMAGE: &str = "localhost/virtshim/debian-cloud:v1";
+
+/// Builds the Debian cloud image (`images/cloud/build.sh`, cached) into `target/guest-images`;
+/// the folder holding `debian-cloud.oci.tar`.
+pub fn cloud_images() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = crate::repo_root().join("target/guest-images");
+        let status = Command::new("bash")
+            .arg(crate::repo_root().join("images/cloud/build.sh"))
+            .arg(&out)
+            .status()
+            .expect("run images/cloud/build.sh");
+        assert!(status.success(), "building the Debian cloud image failed");
+        out
+    })
+    .clone()
+}
+
 /// A private containerd whose `virtshim` runtime is the shim under test.
 pub fn containerd(test: &str) -> Option<PrivateContainerd> {
     containerd_with_lib_dir(test, &format!("{STATE_ROOT}/lib"))

@@ -7,26 +7,15 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-use virtctl::cri::blocking::BlockingCri;
 use virtctl::local;
 use virtshim_api::manifest::parse_documents;
-use virtshim_tests::vm;
+use virtshim_tests::{peer, vm};
 
 fn kernel_vmi(name: &str) -> String {
     format!(
         "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 30\n  domain:\n    memory: {{guest: 160Mi}}\n    devices: {{}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n",
         vm::KERNEL_BOOT_IMAGE
     )
-}
-
-fn pod_ip(cri: &BlockingCri, sandbox: &str) -> String {
-    cri.pod_sandbox_status(sandbox, false)
-        .unwrap()
-        .status
-        .unwrap()
-        .network
-        .unwrap()
-        .ip
 }
 
 /// GET /healthz from the guest's HTTP server at the pod IP (the tests' bridge reaches it).
@@ -79,7 +68,7 @@ fn five_vms_survive_two_containerd_restarts_and_stop_cleanly() {
     let mut ips = Vec::new();
     let mut pids = Vec::new();
     for started in &vms {
-        let ip = pod_ip(&cri, &started.sandbox_id);
+        let ip = peer::pod_ip(&cri, &started.sandbox_id);
         vm::wait_for_console(
             &started.console_log(),
             &format!("VIRTSHIM-GUEST-UP ip={ip}"),
