@@ -13,6 +13,7 @@ pub mod config;
 pub mod crd;
 pub mod defaults;
 pub mod manifest;
+pub mod node;
 pub mod pod;
 pub mod quantity;
 pub mod types;

@@ -1,20 +1,120 @@
-//! `virtshim-handler`: the per-node console and VNC server (see DESIGN.md). Not built yet:
-//! this binary only reports its version.
+//! `virtshim-handler`: serves this node's VM consoles, VNC displays and pause/unpause to the
+//! controller over mutual TLS (see the library's docs). Runs as a DaemonSet with the host's
+//! `/run/virtshim` and containerd's socket mounted.
 
-use std::process::ExitCode;
+use anyhow::Context;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use virtshim_handler::server::{self, Handler};
+use virtshim_handler::tasks::Tasks;
+use virtshim_handler::tls::{self, TlsFiles};
 
-fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        Some("--version") => {
-            println!("virtshim-handler {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+#[derive(Debug, Parser)]
+#[command(name = "virtshim-handler", version, about)]
+struct Args {
+    /// Where the controller connects (mutual TLS).
+    #[arg(long, default_value = "0.0.0.0:8186")]
+    listen: SocketAddr,
+    /// Plain-HTTP /healthz for the kubelet's probes (nothing else is served there).
+    #[arg(long, default_value = "0.0.0.0:8187")]
+    health_listen: SocketAddr,
+    /// The shim's run directory (the host's /run/virtshim).
+    #[arg(long, env = "VIRTSHIM_RUN_DIR", default_value = virtshim_api::node::DEFAULT_RUN_DIR)]
+    run_dir: PathBuf,
+    /// This server's certificate chain (PEM).
+    #[arg(long)]
+    tls_cert: PathBuf,
+    /// Its private key (PEM).
+    #[arg(long)]
+    tls_key: PathBuf,
+    /// The CA that issues the controller's client certificate (PEM).
+    #[arg(long)]
+    client_ca: PathBuf,
+    /// The DNS name the controller's client certificate must carry.
+    #[arg(long, default_value = "virtshim-controller.virtshim-system.svc")]
+    client_name: String,
+    /// containerd's socket (pause/unpause go through its task API).
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    containerd: PathBuf,
+    /// containerd namespace of the kubelet's containers.
+    #[arg(long, default_value = "k8s.io")]
+    containerd_namespace: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let tls = tls::server_config(
+        &TlsFiles {
+            cert: args.tls_cert.clone(),
+            key: args.tls_key.clone(),
+            client_ca: args.client_ca.clone(),
+        },
+        &args.client_name,
+    )
+    .context("loading the TLS configuration")?;
+    let handler = Arc::new(Handler::new(
+        &args.run_dir,
+        Tasks::new(&args.containerd, &args.containerd_namespace),
+    ));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let health = tokio::net::TcpListener::bind(args.health_listen)
+        .await
+        .with_context(|| format!("listening on {}", args.health_listen))?;
+    tokio::spawn(serve_health(health));
+    tracing::info!(listen = %args.listen, run_dir = %args.run_dir.display(), "virtshim-handler serving");
+    let shutdown = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
-        _ => {
-            eprintln!(
-                "virtshim-handler {}: the console and VNC server is not implemented yet",
-                env!("CARGO_PKG_VERSION")
+    };
+    server::serve(listener, tls, handler, shutdown)
+        .await
+        .context("serving")?;
+    tracing::info!("virtshim-handler stopped");
+    Ok(())
+}
+
+/// `/healthz` on plain HTTP: the process is up and serving.
+async fn serve_health(listener: tokio::net::TcpListener) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let (status, body) = if req.uri().path() == "/healthz" {
+                        (hyper::StatusCode::OK, "ok")
+                    } else {
+                        (hyper::StatusCode::NOT_FOUND, "not found")
+                    };
+                    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+                    *response.status_mut() = status;
+                    Ok::<_, std::convert::Infallible>(response)
+                },
             );
-            ExitCode::from(2)
-        }
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+        });
     }
 }

@@ -5,7 +5,7 @@ use crate::bundle::{Bundle, Role};
 use crate::paths::Roots;
 use crate::pod::Pod;
 use crate::service::{Events, Service};
-use crate::state::PodState;
+use crate::state::{PodState, PodStateFile};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, DeleteResponse, ExitSignal, Flags, StartOpts};
 use std::path::Path;

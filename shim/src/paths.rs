@@ -6,6 +6,7 @@
 //! removes both. `/var/lib/virtshim/cache` holds what pods share (QEMU's capabilities).
 
 use std::path::PathBuf;
+use virtshim_api::node;
 
 /// Roots, overridable for tests and unusual nodes (`VIRTSHIM_RUN_DIR`, `VIRTSHIM_LIB_DIR`,
 /// `VIRTSHIM_CACHE_DIR`).
@@ -28,7 +29,7 @@ impl Roots {
             .map(PathBuf::from)
             .unwrap_or_else(|| lib.join("cache"));
         Self {
-            run: dir("VIRTSHIM_RUN_DIR", "/run/virtshim"),
+            run: dir("VIRTSHIM_RUN_DIR", node::DEFAULT_RUN_DIR),
             lib,
             cache,
         }
@@ -37,9 +38,8 @@ impl Roots {
     pub fn pod(&self, sandbox_id: &str) -> PodPaths {
         // Unix socket paths (QEMU's monitor, the console) must stay under 108 bytes, so the
         // run folder takes a prefix of the 64-character sandbox id: unique enough per node.
-        let short = &sandbox_id[..sandbox_id.len().min(16)];
         PodPaths {
-            run: self.run.join("p").join(short),
+            run: node::pod_run_dir(&self.run, sandbox_id),
             lib: self.lib.join("pods").join(sandbox_id),
             capabilities_cache: self.cache.join("qemu/capabilities"),
         }
@@ -64,13 +64,13 @@ impl PodPaths {
     }
     /// The console for the node daemon: every client reads the output and may type.
     pub fn console_socket(&self) -> PathBuf {
-        self.run.join("console.sock")
+        self.run.join(node::CONSOLE_SOCKET)
     }
     pub fn vnc_socket(&self) -> PathBuf {
-        self.run.join("vnc.sock")
+        self.run.join(node::VNC_SOCKET)
     }
     pub fn state_file(&self) -> PathBuf {
-        self.run.join("state.json")
+        self.run.join(node::STATE_FILE)
     }
     pub fn disks(&self) -> PathBuf {
         self.lib.join("disks")

@@ -14,7 +14,7 @@ use crate::libvirt::{Libvirt, OffReason, VmState};
 use crate::paths::{PodPaths, Roots};
 use crate::rootfs::{self, RootfsMount};
 use crate::service::Events;
-use crate::state::PodState;
+use crate::state::{PodState, PodStateFile};
 use crate::vm::domain_xml::DomainPlan;
 use crate::vm::{self, VmiIdentity};
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
@@ -385,6 +385,7 @@ impl Pod {
             }
             _ => None,
         };
+        let sandbox_id = inner.sandbox_id.clone().unwrap_or_default();
         let container = inner
             .containers
             .get_mut(id)
@@ -442,6 +443,13 @@ impl Pod {
                 qemu_pid: pid,
                 domain: domain.clone(),
                 embed_root: paths.embed_root(),
+                vmi: Some(crate::state::VmiRecord {
+                    namespace: slot.identity.namespace.clone(),
+                    name: slot.identity.name.clone(),
+                    uid: slot.identity.uid.clone(),
+                }),
+                sandbox_id: sandbox_id.clone(),
+                container_id: id.to_owned(),
             }
             .write(&paths.state_file())?;
             if !slot.start_paused {

@@ -2,18 +2,20 @@
 //! (run by containerd when a shim died) can stop QEMU and clean up without the dead shim.
 
 use crate::error::{Error, Result};
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PodState {
-    pub qemu_pid: u32,
-    pub domain: String,
-    pub embed_root: PathBuf,
+pub use virtshim_api::node::{PodState, VmiRecord};
+
+/// Writing, reading and acting on `state.json` (the record itself is the node contract in
+/// `virtshim_api::node`, shared with the handler).
+pub trait PodStateFile: Sized {
+    fn write(&self, path: &Path) -> Result<()>;
+    fn read(path: &Path) -> Option<Self>;
+    fn kill_qemu(&self);
 }
 
-impl PodState {
-    pub fn write(&self, path: &Path) -> Result<()> {
+impl PodStateFile for PodState {
+    fn write(&self, path: &Path) -> Result<()> {
         let tmp = path.with_extension("tmp");
         let text = serde_json::to_string(self)
             .map_err(|e| Error::io("encoding the pod state", std::io::Error::other(e)))?;
@@ -21,13 +23,13 @@ impl PodState {
         std::fs::rename(&tmp, path).map_err(|e| Error::path("writing the pod state", path, e))
     }
 
-    pub fn read(path: &Path) -> Option<Self> {
+    fn read(path: &Path) -> Option<Self> {
         serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
     }
 
     /// Kills QEMU if it still runs. The pid is checked against QEMU's command line (it must
     /// name this pod's embedded root) so a recycled pid is never killed.
-    pub fn kill_qemu(&self) {
+    fn kill_qemu(&self) {
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.qemu_pid)).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline);
         if cmdline.contains("qemu-system") && cmdline.contains(&*self.embed_root.to_string_lossy())

@@ -1,0 +1,160 @@
+//! Finding the VMs that run on this node.
+//!
+//! The shim writes `state.json` into each pod's run folder while the VM runs (the node contract
+//! in `virtshim_api::node`); the console and VNC sockets are beside it. The sockets' paths are
+//! derived from the folder, never taken from the record, and a VMI is matched by namespace, name
+//! and UID, so a recreated VMI of the same name is never confused with the old one.
+
+use std::path::{Path, PathBuf};
+use virtshim_api::node::{self, PodState, VmiRecord};
+
+/// A VM running on this node.
+#[derive(Clone, Debug)]
+pub struct LocalVm {
+    pub vmi: VmiRecord,
+    pub sandbox_id: String,
+    /// The compute container: the containerd task that is the VM.
+    pub container_id: String,
+    dir: PathBuf,
+}
+
+impl LocalVm {
+    pub fn console_socket(&self) -> PathBuf {
+        self.dir.join(node::CONSOLE_SOCKET)
+    }
+    pub fn vnc_socket(&self) -> PathBuf {
+        self.dir.join(node::VNC_SOCKET)
+    }
+}
+
+/// Why a VMI has no VM here.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LookupError {
+    #[error("virtualmachineinstance {namespace}/{name} is not running on this node")]
+    NotHere { namespace: String, name: String },
+    #[error("virtualmachineinstance {namespace}/{name} runs here with UID {found}, not {wanted}")]
+    OtherUid {
+        namespace: String,
+        name: String,
+        found: String,
+        wanted: String,
+    },
+}
+
+/// The VMs under one run directory.
+#[derive(Clone, Debug)]
+pub struct VmIndex {
+    run_dir: PathBuf,
+}
+
+impl VmIndex {
+    pub fn new(run_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            run_dir: run_dir.into(),
+        }
+    }
+
+    /// Every VM with a readable record. A folder whose record is missing or unreadable (a pod
+    /// starting or stopping) is skipped.
+    pub fn list(&self) -> Vec<LocalVm> {
+        let Ok(entries) = std::fs::read_dir(self.run_dir.join(node::PODS_SUBDIR)) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| read_vm(&entry.path()))
+            .collect()
+    }
+
+    /// The VM of VMI `namespace/name`, and with `uid` when given.
+    pub fn find(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<LocalVm, LookupError> {
+        let mut named = self
+            .list()
+            .into_iter()
+            .filter(|vm| vm.vmi.namespace == namespace && vm.vmi.name == name);
+        let first = named.next().ok_or_else(|| LookupError::NotHere {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })?;
+        let Some(uid) = uid else {
+            return Ok(first);
+        };
+        std::iter::once(first.clone())
+            .chain(named)
+            .find(|vm| vm.vmi.uid == uid)
+            .ok_or_else(|| LookupError::OtherUid {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                found: first.vmi.uid,
+                wanted: uid.to_owned(),
+            })
+    }
+}
+
+fn read_vm(dir: &Path) -> Option<LocalVm> {
+    let text = std::fs::read_to_string(dir.join(node::STATE_FILE)).ok()?;
+    let state: PodState = serde_json::from_str(&text).ok()?;
+    Some(LocalVm {
+        vmi: state.vmi?,
+        sandbox_id: state.sandbox_id,
+        container_id: state.container_id,
+        dir: dir.to_path_buf(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn write(run: &Path, short: &str, json: &str) {
+        let dir = run.join("p").join(short);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("state.json"), json).unwrap();
+    }
+
+    fn record(ns: &str, name: &str, uid: &str, container: &str) -> String {
+        format!(
+            r#"{{"qemu_pid":1,"domain":"d","embed_root":"/x","vmi":{{"namespace":"{ns}","name":"{name}","uid":"{uid}"}},"sandbox_id":"s","container_id":"{container}"}}"#
+        )
+    }
+
+    #[test]
+    fn finds_by_namespace_name_and_uid() {
+        let run = tempfile::tempdir().unwrap();
+        write(run.path(), "aaaa", &record("default", "web", "u1", "c1"));
+        write(run.path(), "bbbb", &record("other", "web", "u2", "c2"));
+        write(run.path(), "cccc", "not json");
+        write(
+            run.path(),
+            "dddd",
+            r#"{"qemu_pid":1,"domain":"d","embed_root":"/x"}"#,
+        );
+        let index = VmIndex::new(run.path());
+        assert_eq!(index.list().len(), 2);
+        let vm = index.find("default", "web", Some("u1")).unwrap();
+        assert_eq!(vm.container_id, "c1");
+        assert_eq!(vm.console_socket(), run.path().join("p/aaaa/console.sock"));
+        assert_eq!(vm.vnc_socket(), run.path().join("p/aaaa/vnc.sock"));
+        assert_eq!(index.find("other", "web", None).unwrap().container_id, "c2");
+        assert_eq!(
+            index.find("default", "web", Some("old")).unwrap_err(),
+            LookupError::OtherUid {
+                namespace: "default".into(),
+                name: "web".into(),
+                found: "u1".into(),
+                wanted: "old".into()
+            }
+        );
+        assert!(matches!(
+            index.find("default", "db", None),
+            Err(LookupError::NotHere { .. })
+        ));
+        assert!(VmIndex::new(run.path().join("missing")).list().is_empty());
+    }
+}
