@@ -1,21 +1,216 @@
-//! `virtshim-controller`: VM → VMI → pod reconcilers, admission webhooks and the
-//! `subresources.kubevirt.io` API (see DESIGN.md). Not built yet: this binary only reports its
-//! version, so that the workspace layout is the architecture from the first commit.
+//! `virtshim-controller`: serves health and metrics, campaigns for the leader lease, and runs
+//! the VM, VMI and replica-set controllers while it leads (see DESIGN.md).
 
-use std::process::ExitCode;
+use anyhow::Context as _;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+use virtshim_controller::admission;
+use virtshim_controller::leader::{self, Elector, Timing};
+use virtshim_controller::observability::{self, Metrics};
+use virtshim_controller::reconcile::{self, Caches, Context};
 
-fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        Some("--version") => {
-            println!("virtshim-controller {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+/// KubeVirt-compatible VMs as pods run by the virtshim runtime: the cluster-side controller.
+#[derive(Debug, Parser)]
+#[command(name = "virtshim-controller", version)]
+struct Args {
+    /// Where `/metrics` is served (Prometheus text format).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_bind_address: SocketAddr,
+    /// Where `/healthz` and `/readyz` are served.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    health_bind_address: SocketAddr,
+    /// Run the controllers without leader election (a single replica, or local development).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// The Lease's namespace, also the webhooks' Service and Secret namespace (default:
+    /// $POD_NAMESPACE, else virtshim-system).
+    #[arg(long)]
+    leader_election_namespace: Option<String>,
+    /// Where the admission webhooks are served (HTTPS, certificate made by the controller).
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    webhook_bind_address: SocketAddr,
+    /// Do not serve admission webhooks (local development).
+    #[arg(long)]
+    no_webhooks: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let metrics = Arc::new(Metrics::new());
+    for (addr, what) in [
+        (args.metrics_bind_address, "metrics"),
+        (args.health_bind_address, "health"),
+    ] {
+        let (listener, local) = observability::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind the {what} address {addr}"))?;
+        tracing::info!(%local, "serving {what}");
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = observability::serve(listener, m).await {
+                tracing::error!(error = %e, "{what} server stopped");
+            }
+        });
+    }
+
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot configure a Kubernetes client (in-cluster or KUBECONFIG)")?;
+
+    // The caches run on every replica: readiness means "ready to take the lead".
+    let caches = Caches::start(&client);
+    metrics.set_vmi_store(caches.vmis.clone());
+    {
+        let caches = caches.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            match caches.wait_until_ready().await {
+                Ok(()) => {
+                    tracing::info!("caches synced");
+                    metrics.set_ready(true);
+                }
+                Err(e) => tracing::error!(error = %e, "caches never synced"),
+            }
+        });
+    }
+
+    // The admission webhooks run on every replica (no lease needed): the apiserver may call
+    // any of them through the Service. Their certificate lives in a Secret all replicas share.
+    let (admission_stop, mut admission_stopped) = watch::channel(false);
+    if !args.no_webhooks {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .unwrap_or_else(leader::namespace);
+        let mut settings = admission::Settings::new(&namespace);
+        settings.addr = args.webhook_bind_address;
+        let client = client.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = admission_stopped.changed().await;
+            };
+            if let Err(e) = admission::run(client, settings, stopped).await {
+                tracing::error!(error = %e, "admission webhooks stopped");
+            }
+        });
+    }
+
+    let identity = leader::identity();
+    let (leading_tx, mut leading) = watch::channel(false);
+    let elector = if args.no_leader_election {
+        leading_tx.send_replace(true);
+        None
+    } else {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .unwrap_or_else(leader::namespace);
+        let elector = Elector::new(
+            client.clone(),
+            &namespace,
+            identity.clone(),
+            Timing::default(),
+        );
+        tokio::spawn(elector.clone().run(leading_tx));
+        tracing::info!(%identity, %namespace, "campaigning for the leader lease");
+        Some(elector)
+    };
+
+    let ctx = Arc::new(Context::new(
+        client,
+        caches.clone(),
+        metrics.clone(),
+        identity,
+    ));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        // Stand by until this replica leads.
+        while !*leading.borrow_and_update() {
+            tokio::select! {
+                changed = leading.changed() => changed.context("leader election stopped")?,
+                () = &mut shutdown => return stop(elector.as_ref(), &metrics, &admission_stop).await,
+            }
         }
-        _ => {
-            eprintln!(
-                "virtshim-controller {}: the reconcilers are not implemented yet",
-                env!("CARGO_PKG_VERSION")
-            );
-            ExitCode::from(2)
+        // Start from synced caches, then run the controllers until the lease is lost.
+        tokio::select! {
+            ready = caches.wait_until_ready() => ready.context("caches never synced")?,
+            () = &mut shutdown => return stop(elector.as_ref(), &metrics, &admission_stop).await,
         }
+        metrics.set_leading(true);
+        tracing::info!("leading: controllers start");
+        let lost = async {
+            while *leading.borrow_and_update() {
+                if leading.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            () = reconcile::run(ctx.clone()) => {
+                anyhow::bail!("the controllers stopped by themselves");
+            }
+            () = lost => {
+                metrics.set_leading(false);
+                tracing::warn!("lost the leader lease: controllers stopped");
+            }
+            () = &mut shutdown => return stop(elector.as_ref(), &metrics, &admission_stop).await,
+        }
+    }
+}
+
+/// Gives up the lease (so a standby takes over at once) and ends.
+async fn stop(
+    elector: Option<&Elector>,
+    metrics: &Metrics,
+    admission: &watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    tracing::info!("shutting down");
+    admission.send_replace(true);
+    metrics.set_leading(false);
+    if let Some(elector) = elector {
+        elector
+            .release()
+            .await
+            .context("releasing the leader lease")?;
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM (the kubelet stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
     }
 }

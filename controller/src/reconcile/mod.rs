@@ -1,0 +1,499 @@
+//! The reconcilers: kube-runtime controllers that read the cluster, call the pure decisions of
+//! [`crate::decide`] and [`crate::status`], and carry them out.
+//!
+//! - [`vm`]: VirtualMachine → its VMI (run strategies, adoption, orphan delete) and VM status.
+//! - [`vmi`]: VirtualMachineInstance → its pod (the pod contract) and VMI status from the pod.
+//! - [`replicaset`]: VirtualMachineInstanceReplicaSet → N VMIs.
+//!
+//! Every status goes out as a server-side apply of only the fields the controller owns, under
+//! one field manager. A failed pass is retried with a per-object exponential backoff. The
+//! caches ([`Caches`]) run for the whole life of the process, on leader and standby alike, so
+//! that readiness means "ready to take the lead"; the controllers themselves run only while
+//! this replica holds the lease ([`run`] is dropped when it loses it).
+
+pub mod replicaset;
+pub mod vm;
+pub mod vmi;
+
+use crate::error::{Error, Result};
+use crate::observability::Metrics;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::{BuildHasher, Hash};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use virtshim_api::pod::LABEL_APP;
+use virtshim_api::types::{
+    VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceReplicaSet,
+};
+
+/// The field manager of every write, and the events' reporting controller.
+pub const FIELD_MANAGER: &str = "virtshim-controller";
+/// The label selector of the pods the controller makes (`kubevirt.io=virt-launcher`).
+pub fn launcher_pod_selector() -> String {
+    format!("{LABEL_APP}=virt-launcher")
+}
+
+/// How long a pass that found nothing to wait for waits before looking again anyway.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// The first retry after a failed pass; it doubles per consecutive failure.
+pub const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// The longest retry delay after failed passes.
+pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// The retry delay after `failures` consecutive failed passes (1 s, 2 s, 4 s, … capped).
+pub fn error_backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    ERROR_BACKOFF_BASE
+        .saturating_mul(1u32 << exp)
+        .min(ERROR_BACKOFF_MAX)
+}
+
+/// Consecutive failures per object, for [`error_backoff`].
+#[derive(Debug, Default)]
+pub struct Failures(Mutex<HashMap<String, u32>>);
+
+impl Failures {
+    /// Counts one more failure of `key` and returns the delay before the retry.
+    pub fn failed(&self, key: &str) -> Duration {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(key.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        error_backoff(*n)
+    }
+
+    /// Forgets the failures of `key` after a successful pass.
+    pub fn succeeded(&self, key: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+/// The caches the reconcilers read besides their own watches: every VMI and every launcher pod.
+#[derive(Clone)]
+pub struct Caches {
+    pub vmis: Store<VirtualMachineInstance>,
+    pub pods: Store<Pod>,
+}
+
+impl Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches")
+            .field("vmis", &self.vmis.len())
+            .field("pods", &self.pods.len())
+            .finish()
+    }
+}
+
+/// Starts a reflector for `api` in the background and returns its store.
+fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, what: &'static str) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(api, config)
+            .default_backoff()
+            .modify(|o: &mut K| o.managed_fields_mut().clear()),
+    );
+    tokio::spawn(async move {
+        stream
+            .for_each(|event| async move {
+                if let Err(e) = event {
+                    tracing::warn!(cache = what, error = %e, "watch failed, retrying");
+                }
+            })
+            .await;
+    });
+    reader
+}
+
+use kube::runtime::reflector::reflector;
+
+impl Caches {
+    /// Starts the VMI and pod caches.
+    pub fn start(client: &Client) -> Self {
+        Self {
+            vmis: spawn_reflector(
+                Api::<VirtualMachineInstance>::all(client.clone()),
+                watcher::Config::default(),
+                "vmis",
+            ),
+            pods: spawn_reflector(
+                Api::<Pod>::all(client.clone()),
+                watcher::Config::default().labels(&launcher_pod_selector()),
+                "pods",
+            ),
+        }
+    }
+
+    /// Waits until both caches hold a first full list.
+    pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.vmis.wait_until_ready().await?;
+        self.pods.wait_until_ready().await
+    }
+}
+
+/// What every reconcile pass gets.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub caches: Caches,
+    pub metrics: Arc<Metrics>,
+    pub failures: Failures,
+}
+
+impl Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("caches", &self.caches)
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(client: Client, caches: Caches, metrics: Arc<Metrics>, instance: String) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_owned(),
+                instance: Some(instance),
+            },
+        );
+        Self {
+            client,
+            recorder,
+            caches,
+            metrics,
+            failures: Failures::default(),
+        }
+    }
+
+    /// Publishes an event about `regarding`. Failing to publish is logged, never fatal.
+    pub async fn event(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, regarding).await {
+            tracing::warn!(reason, error = %e, "cannot publish event");
+        }
+    }
+}
+
+/// The time now, as the API writes it.
+pub fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// A random number (the crash-loop jitter).
+pub fn random() -> u64 {
+    std::collections::hash_map::RandomState::new().hash_one(Instant::now())
+}
+
+/// An object's namespace and name, or an error naming the missing one.
+pub fn namespace_and_name<K: Resource>(obj: &K, kind: &'static str) -> Result<(String, String)> {
+    let ns = obj.namespace().ok_or(Error::MissingField {
+        kind,
+        field: "metadata.namespace",
+    })?;
+    let name = obj.meta().name.clone().ok_or(Error::MissingField {
+        kind,
+        field: "metadata.name",
+    })?;
+    Ok((ns, name))
+}
+
+/// An object's uid, or an error.
+pub fn uid<K: Resource>(obj: &K, kind: &'static str) -> Result<String> {
+    obj.meta().uid.clone().ok_or(Error::MissingField {
+        kind,
+        field: "metadata.uid",
+    })
+}
+
+/// Server-side applies `status` to the status subresource of `name`. With `resource_version`
+/// the apiserver refuses the write (409) if the object changed since it was read.
+pub async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    resource_version: Option<&str>,
+    status: serde_json::Value,
+) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let mut body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": { "name": name },
+        "status": status,
+    });
+    if let Some(rv) = resource_version {
+        body["metadata"]["resourceVersion"] = serde_json::Value::String(rv.to_owned());
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(name, &params, &Patch::Apply(&body))
+        .await?;
+    Ok(())
+}
+
+/// The JSON patch that turns `old` finalizers into `new`, guarded by a test of the old list
+/// (so a concurrent change makes the apiserver refuse it).
+pub fn finalizers_patch(old: &[String], new: &[String]) -> Result<json_patch::Patch> {
+    let ops = if old.is_empty() {
+        serde_json::json!([{ "op": "add", "path": "/metadata/finalizers", "value": new }])
+    } else {
+        serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": old },
+            { "op": "replace", "path": "/metadata/finalizers", "value": new },
+        ])
+    };
+    Ok(serde_json::from_value(ops)?)
+}
+
+/// Adds `finalizer` to the object unless it has it. Returns the patched object, if it patched.
+pub async fn add_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<Option<K>>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let old = obj.finalizers();
+    if old.iter().any(|f| f == finalizer) {
+        return Ok(None);
+    }
+    let mut new = old.to_vec();
+    new.push(finalizer.to_owned());
+    let name = obj.name_any();
+    let patched = api
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Json::<()>(finalizers_patch(old, &new)?),
+        )
+        .await?;
+    Ok(Some(patched))
+}
+
+/// Removes `finalizer` from the object if it has it. Returns whether it patched. An object
+/// already gone counts as done.
+pub async fn remove_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<bool>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let old = obj.finalizers();
+    if !old.iter().any(|f| f == finalizer) {
+        return Ok(false);
+    }
+    let new: Vec<String> = old.iter().filter(|f| *f != finalizer).cloned().collect();
+    let name = obj.name_any();
+    match api
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Json::<()>(finalizers_patch(old, &new)?),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if crate::error::is_status(&e, 404) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The retry after a failed pass: logged, counted, with the object's backoff.
+fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()>,
+{
+    move |obj, error, ctx| {
+        let key = format!(
+            "{controller}/{}/{}",
+            obj.namespace().unwrap_or_default(),
+            obj.name_any()
+        );
+        let delay = ctx.failures.failed(&key);
+        tracing::warn!(
+            controller,
+            namespace = obj.namespace().unwrap_or_default(),
+            name = obj.name_any(),
+            error = %error,
+            retry_in = ?delay,
+            "reconcile failed"
+        );
+        Action::requeue(delay)
+    }
+}
+
+/// Runs `pass`, counting it and resetting the object's backoff when it succeeds.
+pub async fn measured<K, F>(
+    controller: &'static str,
+    obj: &K,
+    ctx: &Context,
+    pass: F,
+) -> Result<Action>
+where
+    K: Resource,
+    F: std::future::Future<Output = Result<Action>>,
+{
+    let started = Instant::now();
+    let result = pass.await;
+    ctx.metrics.reconciled(
+        controller,
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    if result.is_ok() {
+        let key = format!(
+            "{controller}/{}/{}",
+            obj.namespace().unwrap_or_default(),
+            obj.name_any()
+        );
+        ctx.failures.succeeded(&key);
+    }
+    result
+}
+
+/// Logs what a controller's stream yields (one item per finished pass).
+async fn drain<T: Debug, E: std::fmt::Display>(
+    controller: &'static str,
+    stream: impl futures::Stream<Item = std::result::Result<T, E>>,
+) {
+    stream
+        .for_each(|result| async move {
+            match result {
+                Ok(obj) => tracing::trace!(controller, ?obj, "reconciled"),
+                Err(e) => tracing::debug!(controller, error = %e, "controller"),
+            }
+        })
+        .await;
+}
+
+/// How many objects of one kind are reconciled at once.
+pub const CONCURRENCY: u16 = 16;
+
+/// Runs the three controllers until the future is dropped (leadership lost, or shutdown).
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let config = ControllerConfig::default().concurrency(CONCURRENCY);
+    let wc = watcher::Config::default();
+
+    let vms = Controller::new(Api::<VirtualMachine>::all(client.clone()), wc.clone())
+        .with_config(config.clone())
+        // Every VMI maps to the VM of the same name: owned ones, and orphans it may adopt.
+        .watches(
+            Api::<VirtualMachineInstance>::all(client.clone()),
+            wc.clone(),
+            |vmi| {
+                let ns = vmi.namespace()?;
+                Some(reflector::ObjectRef::new(&vmi.name_any()).within(&ns))
+            },
+        )
+        .run(vm::reconcile, error_policy("vm"), ctx.clone());
+
+    let vmis = Controller::new(
+        Api::<VirtualMachineInstance>::all(client.clone()),
+        wc.clone(),
+    )
+    .with_config(config.clone())
+    .owns(
+        Api::<Pod>::all(client.clone()),
+        wc.clone().labels(&launcher_pod_selector()),
+    )
+    .run(vmi::reconcile, error_policy("vmi"), ctx.clone());
+
+    let replicasets = Controller::new(
+        Api::<VirtualMachineInstanceReplicaSet>::all(client.clone()),
+        wc.clone(),
+    )
+    .with_config(config)
+    .owns(Api::<VirtualMachineInstance>::all(client), wc)
+    .run(replicaset::reconcile, error_policy("replicaset"), ctx);
+
+    tokio::join!(
+        drain("vm", vms),
+        drain("vmi", vmis),
+        drain("replicaset", replicasets)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_backoff_doubles_and_caps() {
+        let table = [
+            (0, 1),
+            (1, 1),
+            (2, 2),
+            (3, 4),
+            (5, 16),
+            (9, 256),
+            (10, 300),
+            (u32::MAX, 300),
+        ];
+        for (failures, secs) in table {
+            assert_eq!(
+                error_backoff(failures),
+                Duration::from_secs(secs),
+                "{failures}"
+            );
+        }
+    }
+
+    #[test]
+    fn failures_reset_on_success() {
+        let f = Failures::default();
+        assert_eq!(f.failed("a"), Duration::from_secs(1));
+        assert_eq!(f.failed("a"), Duration::from_secs(2));
+        assert_eq!(f.failed("b"), Duration::from_secs(1));
+        f.succeeded("a");
+        assert_eq!(f.failed("a"), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn finalizer_patches() {
+        let add = serde_json::to_value(finalizers_patch(&[], &["f".into()]).unwrap()).unwrap();
+        assert_eq!(
+            add,
+            serde_json::json!([{"op": "add", "path": "/metadata/finalizers", "value": ["f"]}])
+        );
+        let remove = serde_json::to_value(
+            finalizers_patch(&["a".into(), "f".into()], &["a".into()]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            remove,
+            serde_json::json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": ["a", "f"]},
+                {"op": "replace", "path": "/metadata/finalizers", "value": ["a"]},
+            ])
+        );
+    }
+}

@@ -1,0 +1,578 @@
+//! VMI → pod, and the VMI's status from that pod.
+//!
+//! One pass:
+//! 1. A VMI that is not final gets KubeVirt's VMI finalizer, so it cannot disappear before its
+//!    pod has.
+//! 2. The pod is the one labelled `kubevirt.io/created-by=<vmi uid>`. The cache is asked first;
+//!    when it has none, a live list confirms it (so a pod created a moment ago is never created
+//!    twice, and a pod is never declared gone because the cache lags).
+//! 3. A VMI being deleted has its pod deleted with the VMI's `terminationGracePeriodSeconds`.
+//! 4. A VMI with no pod yet is defaulted and validated; its PVCs are looked up for their
+//!    `volumeMode`; then the pod contract builds the pod and it is created. A validation failure
+//!    makes the VMI Failed with the field-path message (condition and event) and no pod at all;
+//!    a missing PVC waits, as KubeVirt does, with reason `FailedPvcNotFound`.
+//! 5. The status follows the pod ([`crate::status::vmi_phase`]) and goes out by server-side
+//!    apply when it changed; a phase change is an event (`Started`, `Stopped`) and a metric.
+//! 6. A final VMI whose pod is gone loses the VMI finalizer, and the VM controller's finalizer
+//!    too when no VM owns it any more.
+
+use super::{
+    apply_status, measured, namespace_and_name, now, remove_finalizer, uid, Context, RESYNC,
+};
+use crate::error::{is_status, Result};
+use crate::observed::VmiPhase;
+use crate::reconcile::add_finalizer;
+use crate::reconcile::vm::VM_FINALIZER;
+use crate::status::conditions::{self, FALSE};
+use crate::status::vmi_phase::{vmi_status, VmiStatusInput, SYNCHRONIZED};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+use virtshim_api::config::VolumeSource;
+use virtshim_api::pod::{pod_for_vmi, LABEL_CREATED_BY};
+use virtshim_api::types::{
+    Condition, PhaseTransitionTimestamp, VirtualMachine, VirtualMachineInstance,
+    VirtualMachineInstanceStatus,
+};
+
+/// KubeVirt's VMI finalizer: the VMI stays until its pod is gone.
+pub const VMI_FINALIZER: &str = "kubevirt.io/foregroundDeleteVirtualMachine";
+
+/// Condition reasons and event reasons (KubeVirt's).
+pub const REASON_FAILED_CREATE: &str = "FailedCreate";
+pub const REASON_SUCCESSFUL_CREATE: &str = "SuccessfulCreate";
+pub const REASON_FAILED_DELETE: &str = "FailedDelete";
+pub const REASON_SUCCESSFUL_DELETE: &str = "SuccessfulDelete";
+pub const REASON_FAILED_PVC_NOT_FOUND: &str = "FailedPvcNotFound";
+pub const REASON_STARTED: &str = "Started";
+pub const REASON_STOPPED: &str = "Stopped";
+
+/// How soon a VMI waiting for a PVC looks again (PVCs are not watched).
+const PVC_RETRY: Duration = Duration::from_secs(10);
+
+/// The controller's entry point for one VMI.
+pub async fn reconcile(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Context>) -> Result<Action> {
+    let (ns, name) = namespace_and_name(vmi.as_ref(), "VirtualMachineInstance")?;
+    let span = tracing::info_span!("vmi", namespace = %ns, vmi = %name);
+    measured("vmi", vmi.as_ref(), &ctx, sync(&vmi, &ctx, &ns))
+        .instrument(span)
+        .await
+}
+
+/// Why no pod could be made for the VMI.
+#[derive(Debug)]
+enum Blocked {
+    /// The VMI is invalid: the validator's message, with field paths.
+    Invalid(String),
+    /// A PVC the VMI names does not exist.
+    MissingPvc(String),
+}
+
+/// The pod for a VMI without one, or why there can be none.
+async fn build_pod(
+    ctx: &Context,
+    ns: &str,
+    defaulted: &VirtualMachineInstance,
+) -> Result<std::result::Result<Pod, Blocked>> {
+    let config = match virtshim_api::validate::vmi(defaulted) {
+        Ok(c) => c,
+        Err(errors) => {
+            let message = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Ok(Err(Blocked::Invalid(message)));
+        }
+    };
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    let mut block_claims = BTreeSet::new();
+    for disk in &config.disks {
+        let VolumeSource::PersistentVolumeClaim { claim_name, .. } = &disk.source else {
+            continue;
+        };
+        match pvcs.get_opt(claim_name).await? {
+            None => return Ok(Err(Blocked::MissingPvc(claim_name.clone()))),
+            Some(pvc) => {
+                let mode = pvc.spec.as_ref().and_then(|s| s.volume_mode.as_deref());
+                if mode == Some("Block") {
+                    block_claims.insert(claim_name.clone());
+                }
+            }
+        }
+    }
+    Ok(Ok(pod_for_vmi(defaulted, &config, &block_claims)?))
+}
+
+/// The newest pod not being deleted, else the newest one.
+fn pick_pod(mut pods: Vec<Pod>) -> Option<Pod> {
+    pods.sort_by_key(|p| {
+        (
+            p.metadata.deletion_timestamp.is_none(),
+            p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        )
+    });
+    pods.pop()
+}
+
+/// The VMI's pod: from the cache, else confirmed by a live list.
+async fn find_pod(ctx: &Context, pods: &Api<Pod>, ns: &str, uid: &str) -> Result<Option<Pod>> {
+    let cached: Vec<Pod> = ctx
+        .caches
+        .pods
+        .state_filter(|p| {
+            p.metadata.namespace.as_deref() == Some(ns)
+                && p.labels().get(LABEL_CREATED_BY).map(String::as_str) == Some(uid)
+        })
+        .into_iter()
+        .map(|p| (*p).clone())
+        .collect();
+    if !cached.is_empty() {
+        return Ok(pick_pod(cached));
+    }
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("{LABEL_CREATED_BY}={uid}")))
+        .await?;
+    Ok(pick_pod(listed.items))
+}
+
+/// The name of the interface on the pod network (it gets the pod's IP), from the defaulted spec.
+pub fn pod_network_interface(defaulted: &VirtualMachineInstance) -> Option<String> {
+    defaulted
+        .spec
+        .networks
+        .iter()
+        .flatten()
+        .find(|n| n.pod.is_some())
+        .and_then(|n| n.name.clone())
+}
+
+fn synchronized_false(
+    reason: &str,
+    message: String,
+    now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> Condition {
+    Condition {
+        type_: SYNCHRONIZED.to_owned(),
+        status: FALSE.to_owned(),
+        last_probe_time: None,
+        last_transition_time: Some(now.clone()),
+        reason: Some(reason.to_owned()),
+        message: Some(message),
+    }
+}
+
+/// The status fields this controller owns, as the apply body carries them.
+pub fn owned_status(status: &VirtualMachineInstanceStatus) -> serde_json::Value {
+    let owned = VirtualMachineInstanceStatus {
+        phase: status.phase.clone(),
+        phase_transition_timestamps: status.phase_transition_timestamps.clone(),
+        node_name: status.node_name.clone(),
+        interfaces: status.interfaces.clone(),
+        qos_class: status.qos_class.clone(),
+        conditions: status.conditions.clone(),
+        ..Default::default()
+    };
+    serde_json::to_value(owned).unwrap_or(serde_json::Value::Null)
+}
+
+/// Adds a transition timestamp when the phase changes.
+pub fn record_transition(
+    status: &mut VirtualMachineInstanceStatus,
+    old: VmiPhase,
+    new: VmiPhase,
+    now: Timestamp,
+) {
+    if old == new || new == VmiPhase::Unset {
+        return;
+    }
+    status
+        .phase_transition_timestamps
+        .get_or_insert_with(Vec::new)
+        .push(PhaseTransitionTimestamp {
+            phase: Some(new.as_str().to_owned()),
+            phase_transition_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                now,
+            )),
+        });
+}
+
+/// The event a phase change is worth, if any: (type, reason, note).
+pub fn phase_event(
+    old: VmiPhase,
+    new: VmiPhase,
+) -> Option<(EventType, &'static str, &'static str)> {
+    if old == new {
+        return None;
+    }
+    match new {
+        VmiPhase::Running => Some((
+            EventType::Normal,
+            REASON_STARTED,
+            "VirtualMachineInstance is running",
+        )),
+        VmiPhase::Succeeded => Some((
+            EventType::Normal,
+            REASON_STOPPED,
+            "The guest shut down; the VirtualMachineInstance succeeded",
+        )),
+        VmiPhase::Failed => Some((
+            EventType::Warning,
+            REASON_STOPPED,
+            "The VirtualMachineInstance failed",
+        )),
+        _ => None,
+    }
+}
+
+/// Whether the VM named as this VMI's controller still exists (same uid).
+async fn owner_vm_exists(ctx: &Context, ns: &str, vmi: &VirtualMachineInstance) -> Result<bool> {
+    let Some(owner) = vmi
+        .owner_references()
+        .iter()
+        .find(|o| o.kind == "VirtualMachine" && o.controller == Some(true))
+    else {
+        return Ok(false);
+    };
+    let vms: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(vms
+        .get_opt(&owner.name)
+        .await?
+        .is_some_and(|vm| vm.metadata.uid.as_deref() == Some(owner.uid.as_str())))
+}
+
+async fn sync(vmi: &VirtualMachineInstance, ctx: &Context, ns: &str) -> Result<Action> {
+    let uid = uid(vmi, "VirtualMachineInstance")?;
+    let name = vmi.name_any();
+    let api: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let reference = vmi.object_ref(&());
+    let old_status = vmi.status.clone().unwrap_or_default();
+    let phase = VmiPhase::parse(old_status.phase.as_deref())?;
+    let deleting = vmi.metadata.deletion_timestamp.is_some();
+
+    if !deleting && !phase.is_final() && add_finalizer(&api, vmi, VMI_FINALIZER).await?.is_some() {
+        ctx.metrics.operation("vmi", "add_finalizer");
+    }
+
+    let mut defaulted = vmi.clone();
+    virtshim_api::defaults::vmi(&mut defaulted);
+    let mut pod = find_pod(ctx, &pods, ns, &uid).await?;
+    let now = now();
+    let mut conds = old_status.conditions.clone().unwrap_or_default();
+    let mut blocked_phase = None;
+    let mut requeue = RESYNC;
+
+    if deleting {
+        if let Some(p) = pod
+            .as_ref()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+        {
+            let pod_name = p.name_any();
+            let grace = vmi
+                .spec
+                .termination_grace_period_seconds
+                .and_then(|g| u32::try_from(g.max(0)).ok());
+            let params = DeleteParams {
+                grace_period_seconds: grace,
+                ..DeleteParams::default()
+            };
+            match pods.delete(&pod_name, &params).await {
+                Ok(_) => {
+                    ctx.metrics.operation("pod", "delete");
+                    tracing::info!(pod = %pod_name, ?grace, "deleting the pod of a deleted VMI");
+                    ctx.event(
+                        &reference,
+                        EventType::Normal,
+                        REASON_SUCCESSFUL_DELETE,
+                        "Delete",
+                        format!("Deleted virtual machine pod {pod_name}"),
+                    )
+                    .await;
+                }
+                Err(e) if is_status(&e, 404) => pod = None,
+                Err(e) => {
+                    ctx.event(
+                        &reference,
+                        EventType::Warning,
+                        REASON_FAILED_DELETE,
+                        "Delete",
+                        format!("Error deleting pod {pod_name}: {e}"),
+                    )
+                    .await;
+                    return Err(e.into());
+                }
+            }
+        }
+    } else if pod.is_none() && phase.is_unprocessed() {
+        match build_pod(ctx, ns, &defaulted).await? {
+            Ok(new_pod) => match pods.create(&PostParams::default(), &new_pod).await {
+                Ok(created) => {
+                    ctx.metrics.operation("pod", "create");
+                    let pod_name = created.name_any();
+                    tracing::info!(pod = %pod_name, "created the VMI's pod");
+                    ctx.event(
+                        &reference,
+                        EventType::Normal,
+                        REASON_SUCCESSFUL_CREATE,
+                        "Create",
+                        format!("Created virtual machine pod {pod_name}"),
+                    )
+                    .await;
+                    conds.retain(|c| {
+                        !(c.type_ == SYNCHRONIZED
+                            && matches!(
+                                c.reason.as_deref(),
+                                Some(REASON_FAILED_CREATE | REASON_FAILED_PVC_NOT_FOUND)
+                            ))
+                    });
+                    pod = Some(created);
+                }
+                Err(e) => {
+                    let message = format!("Error creating pod: {e}");
+                    ctx.event(
+                        &reference,
+                        EventType::Warning,
+                        REASON_FAILED_CREATE,
+                        "Create",
+                        message.clone(),
+                    )
+                    .await;
+                    conditions::upsert(
+                        &mut conds,
+                        synchronized_false(REASON_FAILED_CREATE, message, &now),
+                    );
+                    let mut status = old_status.clone();
+                    status.conditions = Some(conds);
+                    status.phase = Some(VmiPhase::Pending.as_str().to_owned());
+                    if let Err(status_error) =
+                        apply_status(&api, &name, None, owned_status(&status)).await
+                    {
+                        tracing::warn!(error = %status_error, "cannot write the VMI status");
+                    }
+                    return Err(e.into());
+                }
+            },
+            Err(Blocked::Invalid(message)) => {
+                tracing::warn!(%message, "invalid VMI: no pod made");
+                let message = format!("Invalid VirtualMachineInstance: {message}");
+                if !conditions::has_status_and_reason(
+                    &conds,
+                    SYNCHRONIZED,
+                    FALSE,
+                    REASON_FAILED_CREATE,
+                ) {
+                    ctx.event(
+                        &reference,
+                        EventType::Warning,
+                        REASON_FAILED_CREATE,
+                        "Validate",
+                        message.clone(),
+                    )
+                    .await;
+                }
+                conditions::upsert(
+                    &mut conds,
+                    synchronized_false(REASON_FAILED_CREATE, message, &now),
+                );
+                blocked_phase = Some(VmiPhase::Failed);
+            }
+            Err(Blocked::MissingPvc(claim)) => {
+                let message = format!("PVC {ns}/{claim} does not exist, waiting for it to appear");
+                if !conditions::has_status_and_reason(
+                    &conds,
+                    SYNCHRONIZED,
+                    FALSE,
+                    REASON_FAILED_PVC_NOT_FOUND,
+                ) {
+                    ctx.event(
+                        &reference,
+                        EventType::Warning,
+                        REASON_FAILED_PVC_NOT_FOUND,
+                        "Create",
+                        message.clone(),
+                    )
+                    .await;
+                }
+                conditions::upsert(
+                    &mut conds,
+                    synchronized_false(REASON_FAILED_PVC_NOT_FOUND, message, &now),
+                );
+                requeue = PVC_RETRY;
+            }
+        }
+    }
+
+    // The status from the pod.
+    let iface = pod_network_interface(&defaulted);
+    let update = vmi_status(&VmiStatusInput {
+        phase,
+        deleting,
+        conditions: &conds,
+        pod: pod.as_ref(),
+        pod_network_interface: iface.as_deref(),
+        now: &now,
+    });
+    let mut status = old_status.clone();
+    update.apply(&mut status);
+    if let Some(p) = blocked_phase {
+        status.phase = Some(p.as_str().to_owned());
+        // Keep the validation failure next to whatever the status computation added.
+        let mut list = status.conditions.take().unwrap_or_default();
+        if let Some(c) = conditions::find(&conds, SYNCHRONIZED).cloned() {
+            conditions::upsert(&mut list, c);
+        }
+        status.conditions = Some(list);
+    }
+    let new_phase = VmiPhase::parse(status.phase.as_deref())?;
+    record_transition(&mut status, phase, new_phase, now.0);
+
+    let body = owned_status(&status);
+    if body != owned_status(&old_status) {
+        apply_status(&api, &name, None, body).await?;
+        ctx.metrics.operation("vmi", "status");
+        if new_phase != phase {
+            tracing::info!(from = phase.as_str(), to = new_phase.as_str(), "VMI phase");
+            if let Some(created) = vmi.metadata.creation_timestamp.as_ref() {
+                let secs = now.0.duration_since(created.0).as_secs_f64();
+                ctx.metrics.phase_reached(new_phase.as_str(), secs);
+            }
+        }
+        if let Some((type_, reason, note)) = phase_event(phase, new_phase) {
+            ctx.event(&reference, type_, reason, "Sync", note.to_owned())
+                .await;
+        }
+    }
+
+    // Finalizers go once the VMI is final and its pod is gone.
+    if new_phase.is_final() && pod.is_none() {
+        if remove_finalizer(&api, vmi, VMI_FINALIZER).await? {
+            ctx.metrics.operation("vmi", "remove_finalizer");
+        }
+        if vmi.finalizers().iter().any(|f| f == VM_FINALIZER)
+            && !owner_vm_exists(ctx, ns, vmi).await?
+        {
+            // Re-read: the first patch changed the finalizer list the second one tests.
+            if let Some(fresh) = api.get_opt(&name).await? {
+                remove_finalizer(&api, &fresh, VM_FINALIZER).await?;
+            }
+        }
+    }
+    Ok(Action::requeue(requeue))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use virtshim_api::types::{Network, PodNetwork};
+
+    fn pod(name: &str, created: i64, deleting: bool) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                creation_timestamp: Some(Time(Timestamp::from_second(created).unwrap())),
+                deletion_timestamp: deleting
+                    .then(|| Time(Timestamp::from_second(created).unwrap())),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn picks_the_newest_live_pod() {
+        let table = [
+            (vec![], None),
+            (vec![pod("a", 1, false)], Some("a")),
+            (vec![pod("a", 1, false), pod("b", 2, false)], Some("b")),
+            (vec![pod("a", 1, false), pod("b", 2, true)], Some("a")),
+            (vec![pod("a", 1, true), pod("b", 2, true)], Some("b")),
+        ];
+        for (pods, expected) in table {
+            assert_eq!(
+                pick_pod(pods).and_then(|p| p.metadata.name).as_deref(),
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn pod_network_interface_follows_the_pod_network() {
+        let mut vmi = VirtualMachineInstance::new("v", Default::default());
+        virtshim_api::defaults::vmi(&mut vmi);
+        assert_eq!(pod_network_interface(&vmi).as_deref(), Some("default"));
+        vmi.spec.networks = Some(vec![Network {
+            name: Some("net0".into()),
+            pod: Some(PodNetwork::default()),
+            ..Default::default()
+        }]);
+        assert_eq!(pod_network_interface(&vmi).as_deref(), Some("net0"));
+        vmi.spec.networks = Some(vec![]);
+        assert_eq!(pod_network_interface(&vmi), None);
+    }
+
+    #[test]
+    fn transitions_are_recorded_once_per_change() {
+        let t = Timestamp::from_second(5).unwrap();
+        let mut s = VirtualMachineInstanceStatus::default();
+        record_transition(&mut s, VmiPhase::Unset, VmiPhase::Pending, t);
+        record_transition(&mut s, VmiPhase::Pending, VmiPhase::Pending, t);
+        record_transition(&mut s, VmiPhase::Pending, VmiPhase::Running, t);
+        let phases: Vec<_> = s
+            .phase_transition_timestamps
+            .unwrap()
+            .into_iter()
+            .map(|p| p.phase.unwrap())
+            .collect();
+        assert_eq!(phases, ["Pending", "Running"]);
+    }
+
+    #[test]
+    fn phase_events() {
+        use VmiPhase::*;
+        let table = [
+            (
+                Scheduled,
+                Running,
+                Some((EventType::Normal, REASON_STARTED)),
+            ),
+            (Running, Running, None),
+            (
+                Running,
+                Succeeded,
+                Some((EventType::Normal, REASON_STOPPED)),
+            ),
+            (Running, Failed, Some((EventType::Warning, REASON_STOPPED))),
+            (Pending, Scheduling, None),
+        ];
+        for (old, new, expected) in table {
+            assert_eq!(
+                phase_event(old, new).map(|(t, r, _)| (t, r)),
+                expected,
+                "{old:?} → {new:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn owned_status_leaves_other_fields_out() {
+        let s = VirtualMachineInstanceStatus {
+            phase: Some("Running".into()),
+            node_name: Some("n1".into()),
+            reason: Some("not ours".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            owned_status(&s),
+            serde_json::json!({"phase": "Running", "nodeName": "n1"})
+        );
+    }
+}

@@ -1,0 +1,394 @@
+//! End to end on a real cluster (issue 5): the controller turns KubeVirt's example `vm-cirros`
+//! into a VMI and a pod the virtshim runtime boots, and follows KubeVirt's run strategies.
+//!
+//! Needs: `KUBECONFIG` (e.g. from ../shared/cluster/up.sh), the `virtshim` RuntimeClass with the
+//! shim installed on the node, and the example's containerDisk image imported under its name.
+//! The controller is started from this workspace (`cargo build -p virtshim-controller`) unless
+//! `VIRTSHIM_CONTROLLER=external` says one already runs in the cluster. Skipped, saying so,
+//! when no cluster is given or the runtime is not installed.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use virtshim_tests::{cluster, examples_dir, repo_root, skip, Kubectl};
+
+const TEST: &str = "vm_cirros_follows_kubevirt_run_strategies";
+const VM: &str = "vm-cirros";
+
+/// The controller process this test started; killed when dropped.
+struct Controller(Option<Child>);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start_controller() -> Controller {
+    if std::env::var("VIRTSHIM_CONTROLLER").as_deref() == Ok("external") {
+        return Controller(None);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args(["build", "-q", "-p", "virtshim-controller"])
+        .current_dir(repo_root())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building virtshim-controller failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let child = Command::new(target.join("debug/virtshim-controller"))
+        .args([
+            "--no-leader-election",
+            "--metrics-bind-address",
+            "127.0.0.1:0",
+            "--health-bind-address",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the controller starts");
+    Controller(Some(child))
+}
+
+/// Polls `probe` every half second until it returns `Some`, or panics after `timeout`.
+fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            println!("{what}: after {:.1} s", start.elapsed().as_secs_f64());
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn get(k: &Kubectl, ns: &str, kind: &str, name: &str) -> Option<Value> {
+    k.run(&["get", "-n", ns, kind, name, "-o", "json"])
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+}
+
+fn list(k: &Kubectl, ns: &str, kind: &str, selector: &str) -> Vec<Value> {
+    k.run(&["get", "-n", ns, kind, "-l", selector, "-o", "json"])
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .and_then(|v| v["items"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn patch_vm(k: &Kubectl, ns: &str, name: &str, patch: &str) {
+    k.run(&[
+        "patch", "-n", ns, "vm", name, "--type", "merge", "-p", patch,
+    ])
+    .unwrap_or_else(|e| panic!("patch {patch}: {e}"));
+}
+
+/// Waits for the VM's VMI to run with the pod's IP and node; returns the VMI's uid.
+fn wait_running(
+    k: &Kubectl,
+    ns: &str,
+    name: &str,
+    not_uid: Option<&str>,
+    timeout: Duration,
+) -> String {
+    let (uid, vmi) = wait_for(&format!("VMI {name} Running"), timeout, || {
+        let vmi = get(k, ns, "vmi", name)?;
+        let uid = vmi["metadata"]["uid"].as_str()?.to_owned();
+        (Some(uid.as_str()) != not_uid && vmi["status"]["phase"] == "Running").then_some((uid, vmi))
+    });
+    let pods = list(k, ns, "pods", &format!("kubevirt.io/created-by={uid}"));
+    assert_eq!(pods.len(), 1, "one pod per VMI");
+    let pod = &pods[0];
+    assert_eq!(pod["spec"]["runtimeClassName"], "virtshim");
+    let owner = &pod["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["uid"].as_str()),
+        (Some("VirtualMachineInstance"), Some(uid.as_str()))
+    );
+    let ip = wait_for(
+        "the VMI reports the pod's IP",
+        Duration::from_secs(30),
+        || {
+            let vmi = get(k, ns, "vmi", name)?;
+            let ip = vmi["status"]["interfaces"][0]["ipAddress"]
+                .as_str()?
+                .to_owned();
+            (!ip.is_empty()).then_some(ip)
+        },
+    );
+    let pod = get(k, ns, "pod", pod["metadata"]["name"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        Some(ip.as_str()),
+        pod["status"]["podIP"].as_str(),
+        "VMI IP is the pod IP"
+    );
+    assert_eq!(
+        vmi["status"]["nodeName"], pod["spec"]["nodeName"],
+        "VMI node is the pod's"
+    );
+    uid
+}
+
+/// Waits until the VM has no VMI and no pod is left for `uid`.
+fn wait_stopped(k: &Kubectl, ns: &str, name: &str, uid: &str) {
+    wait_for(
+        &format!("VMI {name} and its pod gone"),
+        Duration::from_secs(90),
+        || {
+            let gone =
+                get(k, ns, "vmi", name).is_none_or(|v| v["metadata"]["uid"].as_str() != Some(uid));
+            (gone && list(k, ns, "pods", &format!("kubevirt.io/created-by={uid}")).is_empty())
+                .then_some(())
+        },
+    );
+}
+
+fn printable(k: &Kubectl, ns: &str, name: &str) -> Option<String> {
+    get(k, ns, "vm", name)?["status"]["printableStatus"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// `kubectl get vm NAME` shows STATUS and READY.
+fn get_vm_columns(k: &Kubectl, ns: &str, name: &str) -> (String, String) {
+    let out = k
+        .run(&["get", "-n", ns, "vm", name, "--no-headers"])
+        .unwrap();
+    let cols: Vec<&str> = out.split_whitespace().collect();
+    // NAME AGE STATUS READY
+    (
+        cols.get(2).unwrap_or(&"").to_string(),
+        cols.get(3).unwrap_or(&"").to_string(),
+    )
+}
+
+#[test]
+fn vm_cirros_follows_kubevirt_run_strategies() {
+    let Some(k) = cluster(TEST) else {
+        return;
+    };
+    if k.run(&["get", "runtimeclass", "virtshim"]).is_err() {
+        skip(
+            TEST,
+            "the virtshim RuntimeClass is not installed in this cluster",
+        );
+        return;
+    }
+    let crds = repo_root().join("manifests/crds");
+    k.run(&["apply", "--server-side", "-f", crds.to_str().unwrap()])
+        .expect("CRDs apply");
+    for crd in [
+        "virtualmachines",
+        "virtualmachineinstances",
+        "virtualmachineinstancereplicasets",
+    ] {
+        k.run(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            &format!("crd/{crd}.kubevirt.io"),
+        ])
+        .expect("CRD established");
+    }
+    let _controller = start_controller();
+    let ns = format!("virtshim-ctrl-test-{}", std::process::id());
+    k.run(&["create", "namespace", &ns]).expect("namespace");
+    let example = examples_dir().join("vm-cirros.yaml");
+    let example = example.to_str().unwrap();
+
+    let result = std::panic::catch_unwind(|| {
+        // Halted: applied, no VMI, Stopped.
+        k.run(&["apply", "-n", &ns, "-f", example])
+            .expect("vm-cirros applies");
+        wait_for("VM Stopped", Duration::from_secs(30), || {
+            (printable(&k, &ns, VM)? == "Stopped").then_some(())
+        });
+        assert!(get(&k, &ns, "vmi", VM).is_none(), "a Halted VM has no VMI");
+        let vm = get(&k, &ns, "vm", VM).unwrap();
+        assert!(
+            vm["metadata"]["finalizers"].as_array().is_some_and(|f| f
+                .iter()
+                .any(|x| x == "kubevirt.io/virtualMachineControllerFinalize")),
+            "KubeVirt's VM finalizer: {vm}"
+        );
+
+        // Always: a Running VMI with the pod's IP and node within 90 s; Running / True.
+        patch_vm(&k, &ns, VM, r#"{"spec":{"runStrategy":"Always"}}"#);
+        let first = wait_running(&k, &ns, VM, None, Duration::from_secs(90));
+        wait_for(
+            "kubectl get vm: Running True",
+            Duration::from_secs(30),
+            || (get_vm_columns(&k, &ns, VM) == ("Running".into(), "True".into())).then_some(()),
+        );
+        let vmi = get(&k, &ns, "vmi", VM).unwrap();
+        let owner = &vmi["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "VirtualMachine");
+        assert_eq!(owner["controller"], true);
+        assert_eq!(vmi["metadata"]["labels"]["vm.kubevirt.io/name"], VM);
+        assert_eq!(
+            vmi["metadata"]["labels"]["kubevirt.io/vm"], VM,
+            "template labels"
+        );
+
+        // kubectl delete vmi → a new VMI.
+        k.run(&["delete", "-n", &ns, "vmi", VM, "--wait=false"])
+            .expect("delete vmi");
+        let second = wait_running(&k, &ns, VM, Some(&first), Duration::from_secs(120));
+        assert_ne!(first, second);
+
+        // Halted → VMI and pod gone, Stopped.
+        patch_vm(&k, &ns, VM, r#"{"spec":{"runStrategy":"Halted"}}"#);
+        wait_stopped(&k, &ns, VM, &second);
+        wait_for("VM Stopped", Duration::from_secs(30), || {
+            (printable(&k, &ns, VM)? == "Stopped").then_some(())
+        });
+
+        // The deprecated `running` field, as KubeVirt: true starts, false stops.
+        patch_vm(
+            &k,
+            &ns,
+            VM,
+            r#"{"spec":{"runStrategy":null,"running":true}}"#,
+        );
+        let third = wait_running(&k, &ns, VM, Some(&second), Duration::from_secs(90));
+        patch_vm(&k, &ns, VM, r#"{"spec":{"running":false}}"#);
+        wait_stopped(&k, &ns, VM, &third);
+
+        // Orphan delete leaves the VMI; the VM created again adopts it.
+        patch_vm(&k, &ns, VM, r#"{"spec":{"running":true}}"#);
+        let fourth = wait_running(&k, &ns, VM, Some(&third), Duration::from_secs(90));
+        k.run(&["delete", "-n", &ns, "vm", VM, "--cascade=orphan"])
+            .expect("orphan delete");
+        wait_for("VM gone", Duration::from_secs(60), || {
+            get(&k, &ns, "vm", VM).is_none().then_some(())
+        });
+        let orphan = get(&k, &ns, "vmi", VM).expect("the VMI survives an orphan delete");
+        assert_eq!(orphan["metadata"]["uid"].as_str(), Some(fourth.as_str()));
+        k.run(&["apply", "-n", &ns, "-f", example])
+            .expect("vm-cirros applies again");
+        patch_vm(&k, &ns, VM, r#"{"spec":{"runStrategy":"Always"}}"#);
+        let vm_uid = get(&k, &ns, "vm", VM).unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        wait_for("the new VM adopts the VMI", Duration::from_secs(60), || {
+            let vmi = get(&k, &ns, "vmi", VM)?;
+            (vmi["metadata"]["uid"].as_str() == Some(fourth.as_str())
+                && vmi["metadata"]["ownerReferences"]
+                    .as_array()?
+                    .iter()
+                    .any(|o| o["uid"].as_str() == Some(vm_uid.as_str()) && o["controller"] == true))
+            .then_some(())
+        });
+
+        // A guest poweroff: the VMI Succeeds and an Always VM gets a new one.
+        let poweroff_vm = std::fs::read_to_string(example_path())
+            .unwrap()
+            .replace("name: vm-cirros\n", "name: vm-poweroff\n")
+            .replace("kubevirt.io/vm: vm-cirros", "kubevirt.io/vm: vm-poweroff")
+            .replace("runStrategy: Halted", "runStrategy: Always")
+            .replace(
+                "echo 'printed from cloud-init userdata'",
+                "echo 'powering off'; sleep 5; poweroff",
+            );
+        k.run_stdin(&["apply", "-n", &ns, "-f", "-"], Some(&poweroff_vm))
+            .expect("vm-poweroff applies");
+        let before = wait_running(&k, &ns, "vm-poweroff", None, Duration::from_secs(90));
+        wait_for(
+            "the powered-off VMI Succeeded and was replaced",
+            Duration::from_secs(180),
+            || {
+                let events = k
+                    .run(&[
+                        "get",
+                        "events",
+                        "-n",
+                        &ns,
+                        "--field-selector",
+                        "involvedObject.name=vm-poweroff",
+                        "-o",
+                        "json",
+                    ])
+                    .ok()?;
+                let succeeded = events.contains(&before) && events.contains("succeeded");
+                let vmi = get(&k, &ns, "vmi", "vm-poweroff")?;
+                (succeeded && vmi["metadata"]["uid"].as_str() != Some(before.as_str()))
+                    .then_some(())
+            },
+        );
+
+        // An invalid VM is refused by `kubectl apply` with the validator's field path, when the
+        // admission webhooks are registered.
+        let webhooks = k
+            .run(&["get", "validatingwebhookconfigurations", "-o", "name"])
+            .unwrap_or_default();
+        if webhooks.contains("virtshim") {
+            let invalid = std::fs::read_to_string(example_path())
+                .unwrap()
+                .replace("name: vm-cirros\n", "name: vm-invalid\n")
+                .replace(
+                    "bus: virtio\n            name: containerdisk",
+                    "bus: floppy\n            name: containerdisk",
+                );
+            let object = virtshim_api::manifest::parse_documents(&invalid)
+                .into_iter()
+                .next()
+                .unwrap()
+                .unwrap();
+            let errors = object.validate().expect_err("the edited VM is invalid");
+            let path = errors.iter().next().unwrap().path.to_string();
+            let refused = k
+                .run_stdin(&["apply", "-n", &ns, "-f", "-"], Some(&invalid))
+                .expect_err("an invalid VM is refused");
+            assert!(
+                refused.contains(&path),
+                "the refusal names {path}: {refused}"
+            );
+        } else {
+            skip(
+                TEST,
+                "invalid-VM step: no virtshim admission webhook is registered",
+            );
+        }
+
+        // Deleting the VM removes everything.
+        for vm in [VM, "vm-poweroff"] {
+            k.run(&[
+                "delete",
+                "-n",
+                &ns,
+                "vm",
+                vm,
+                "--wait=true",
+                "--timeout=120s",
+            ])
+            .expect("delete vm");
+        }
+        wait_for("no VMI and no pod left", Duration::from_secs(120), || {
+            let vmis = list(&k, &ns, "vmi", "vm.kubevirt.io/name");
+            let pods = list(&k, &ns, "pods", "kubevirt.io=virt-launcher");
+            (vmis.is_empty() && pods.is_empty()).then_some(())
+        });
+    });
+    let _ = k.run(&["delete", "namespace", &ns, "--wait=false"]);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn example_path() -> PathBuf {
+    examples_dir().join("vm-cirros.yaml")
+}
