@@ -22,9 +22,27 @@ mod vm;
 use std::io::Write;
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("--version") {
-        println!("containerd-shim-virtshim-v2 {}", env!("CARGO_PKG_VERSION"));
-        return;
+    match std::env::args().nth(1).as_deref() {
+        Some("--version") => {
+            println!("containerd-shim-virtshim-v2 {}", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        // For the node installer: which accelerator VMs will get here (probed, then cached
+        // for the node's uptime in the run directory, exactly as a VM's start does).
+        Some("--probe-accel") => {
+            let roots = paths::Roots::from_env();
+            let accel = accel::choose(&roots.run);
+            println!(
+                "{}",
+                if accel == vm::domain_xml::Accel::Kvm {
+                    "kvm"
+                } else {
+                    "tcg"
+                }
+            );
+            return;
+        }
+        _ => {}
     }
     init_logging();
     let config = containerd_shim::Config {

@@ -281,6 +281,11 @@ impl PrivateContainerd {
     }
 
     /// containerd's gRPC socket, where the CRI is.
+    /// Its config.toml (what a node installer edits).
+    pub fn config_file(&self) -> PathBuf {
+        self.layout.config()
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.layout.socket()
     }

@@ -25,28 +25,44 @@ pub const READY_MARKER: &str = "VIRTSHIM-GUEST-READY";
 pub fn shim_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable");
-        // target/<profile>/deps/<test> or target/<profile>/<binary> → target/<profile>
-        let mut dir = exe.parent().expect("target folder").to_path_buf();
-        if dir.file_name().is_some_and(|n| n == "deps") {
-            dir.pop();
-        }
-        let target = dir.parent().expect("target root").to_path_buf();
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .args(["build", "-q", "-p", "virtshim-shim"])
-            .env("CARGO_TARGET_DIR", &target)
-            .current_dir(crate::repo_root());
-        if dir.file_name().is_some_and(|p| p == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo build");
-        assert!(status.success(), "building the shim failed");
-        let shim = dir.join("containerd-shim-virtshim-v2");
-        assert!(shim.exists(), "no shim at {}", shim.display());
-        dir
+        cargo_build("virtshim-shim", "containerd-shim-virtshim-v2")
+            .parent()
+            .expect("target folder")
+            .to_path_buf()
     })
     .clone()
+}
+
+/// `virtshim-installer`, built like the shim.
+pub fn installer_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| cargo_build("virtshim-installer", "virtshim-installer"))
+        .clone()
+}
+
+/// Builds `package` into the target folder (and profile) these tests run from; the path of
+/// its binary `binary`.
+fn cargo_build(package: &str, binary: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<test> or target/<profile>/<binary> → target/<profile>
+    let mut dir = exe.parent().expect("target folder").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    let target = dir.parent().expect("target root").to_path_buf();
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args(["build", "-q", "-p", package])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(crate::repo_root());
+    if dir.file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo build");
+    assert!(status.success(), "building {package} failed");
+    let path = dir.join(binary);
+    assert!(path.exists(), "no {binary} at {}", path.display());
+    path
 }
 
 /// Builds the test guests once (cached by the build script) and gives their folder.
@@ -92,8 +108,13 @@ pub fn containerd(test: &str) -> Option<PrivateContainerd> {
 
 /// The same, with the shim's disk folder (`VIRTSHIM_LIB_DIR`) somewhere else.
 pub fn containerd_with_lib_dir(test: &str, lib_dir: &str) -> Option<PrivateContainerd> {
+    containerd_with(test, lib_dir, shim_dir())
+}
+
+/// The same, with containerd finding the shim in `shim_dir` (first on its PATH).
+pub fn containerd_with(test: &str, lib_dir: &str, shim_dir: PathBuf) -> Option<PrivateContainerd> {
     let options = Options {
-        shim_dir: Some(shim_dir()),
+        shim_dir: Some(shim_dir),
         env: vec![
             ("VIRTSHIM_RUN_DIR".into(), format!("{STATE_ROOT}/run")),
             ("VIRTSHIM_LIB_DIR".into(), lib_dir.to_owned()),

@@ -1,0 +1,359 @@
+//! The node side: the shim binary, containerd's process, and what the node can run.
+//!
+//! Run from the installer DaemonSet (privileged, `hostPID`), the installer first enters the host's
+//! mount namespace ([`enter_host_mounts`]), so every path here is the host's and host tools
+//! (`systemctl`, QEMU, the installed shim) run as on the host.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The shim's file name: containerd finds it on its PATH from the runtime type.
+pub const SHIM_BINARY: &str = "containerd-shim-virtshim-v2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("entering the host's mount namespace (needs a privileged pod with hostPID): {0}")]
+    Namespace(nix::Error),
+    #[error("containerd is not running")]
+    NoContainerd,
+    #[error("containerd did not come back within {0:?} after the restart")]
+    ContainerdDown(Duration),
+    #[error("{command}: {message}")]
+    Command { command: String, message: String },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> HostError {
+    let context = context.into();
+    move |source| HostError::Io { context, source }
+}
+
+/// Joins PID 1's mount namespace. Must run before the process starts a second thread (the
+/// kernel refuses `setns(CLONE_NEWNS)` to multi-threaded processes).
+pub fn enter_host_mounts() -> Result<(), HostError> {
+    let ns = std::fs::File::open("/proc/1/ns/mnt").map_err(io("opening /proc/1/ns/mnt"))?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(HostError::Namespace)?;
+    std::env::set_current_dir("/").map_err(io("changing to /"))
+}
+
+/// Puts `shim` into `bin_dir` atomically: a running shim keeps its (old) inode, so VMs that
+/// run keep running across an upgrade, and containerd never sees a half-written binary.
+/// Returns whether the installed file changed.
+pub fn install_shim(shim: &Path, bin_dir: &Path) -> Result<bool, HostError> {
+    let target = bin_dir.join(SHIM_BINARY);
+    let new = std::fs::read(shim).map_err(io(format!("reading {}", shim.display())))?;
+    if std::fs::read(&target).is_ok_and(|old| old == new) {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(bin_dir).map_err(io(format!("creating {}", bin_dir.display())))?;
+    let tmp = bin_dir.join(format!(".{SHIM_BINARY}.new"));
+    std::fs::write(&tmp, &new).map_err(io(format!("writing {}", tmp.display())))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+        .map_err(io(format!("chmod {}", tmp.display())))?;
+    std::fs::rename(&tmp, &target).map_err(io(format!("installing {}", target.display())))?;
+    Ok(true)
+}
+
+/// Removes the shim binary (running shims keep theirs).
+pub fn remove_shim(bin_dir: &Path) -> Result<bool, HostError> {
+    match std::fs::remove_file(bin_dir.join(SHIM_BINARY)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io(format!("removing {SHIM_BINARY}"))(e)),
+    }
+}
+
+/// Writes `text` to `path` atomically, keeping the original once as `<path>.virtshim-orig`.
+pub fn write_config(path: &Path, text: &str) -> Result<(), HostError> {
+    let backup = PathBuf::from(format!("{}.virtshim-orig", path.display()));
+    if path.exists() && !backup.exists() {
+        std::fs::copy(path, &backup).map_err(io(format!("backing up {}", path.display())))?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    }
+    let tmp = PathBuf::from(format!("{}.virtshim-new", path.display()));
+    std::fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(io(format!("writing {}", path.display())))
+}
+
+/// The pids of processes whose name is `name` (`/proc/<pid>/comm`).
+pub fn pids_named(name: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .collect()
+}
+
+fn cmdline_of(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// The value of `--flag VALUE`, `-f VALUE` or `--flag=VALUE` on a command line.
+fn flag_value(cmdline: &[String], long: &str, short: &str) -> Option<String> {
+    let mut args = cmdline.iter();
+    while let Some(arg) = args.next() {
+        if arg == long || arg == short {
+            return args.next().cloned();
+        }
+        if let Some(value) = arg.strip_prefix(&format!("{long}=")) {
+            return Some(value.to_owned());
+        }
+    }
+    None
+}
+
+/// The pid of the containerd that reads `config` (`--config`, default
+/// `/etc/containerd/config.toml`): a node may run more than one.
+pub fn containerd_pid(config: &Path) -> Option<i32> {
+    let wanted = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
+    pids_named("containerd").into_iter().find(|pid| {
+        let used = flag_value(&cmdline_of(*pid), "--config", "-c")
+            .unwrap_or_else(|| "/etc/containerd/config.toml".to_owned());
+        std::fs::canonicalize(&used).unwrap_or_else(|_| PathBuf::from(used)) == wanted
+    })
+}
+
+/// Where containerd listens: `[grpc] address` in its config, `--address` on its command line,
+/// else the default.
+fn containerd_socket(cmdline: &[String], config_text: &str) -> PathBuf {
+    let from_config = config_text
+        .parse::<toml_edit::DocumentMut>()
+        .ok()
+        .and_then(|doc| doc.get("grpc")?.get("address")?.as_str().map(PathBuf::from));
+    from_config
+        .or_else(|| flag_value(cmdline, "--address", "-a").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/run/containerd/containerd.sock"))
+}
+
+/// Restarts containerd so that it reads its config again. Running VMs are not touched: their
+/// shims are separate processes that containerd reconnects to.
+///
+/// With systemd, `systemctl restart containerd`. Without a service manager (some test hosts),
+/// containerd is stopped and started again with the same command line, detached (`setsid`);
+/// this is only sensible when the installer runs on the host itself, since a process started
+/// from a pod would live in the pod's cgroup.
+pub fn restart_containerd(config: &Path) -> Result<(), HostError> {
+    let pid = containerd_pid(config).ok_or(HostError::NoContainerd)?;
+    let cmdline = cmdline_of(pid);
+    let socket = containerd_socket(
+        &cmdline,
+        &std::fs::read_to_string(config).unwrap_or_default(),
+    );
+    let systemd = Path::new("/run/systemd/system").is_dir()
+        && Command::new("systemctl")
+            .args(["is-active", "--quiet", "containerd"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if systemd {
+        run("systemctl", &["restart", "containerd"])?;
+    } else {
+        let target = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
+        let started = Instant::now();
+        while nix::sys::signal::kill(target, None).is_ok()
+            && started.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open("/var/log/containerd.log")
+            .map_err(io("opening /var/log/containerd.log"))?;
+        let err = log
+            .try_clone()
+            .map_err(io("opening /var/log/containerd.log"))?;
+        Command::new("setsid")
+            .arg("-f")
+            .args(&cmdline)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .status()
+            .map_err(io("starting containerd again (setsid)"))?;
+    }
+    let limit = Duration::from_secs(30);
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            && containerd_pid(config).is_some()
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(HostError::ContainerdDown(limit))
+}
+
+fn run(program: &str, args: &[&str]) -> Result<String, HostError> {
+    let command = format!("{program} {}", args.join(" "));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| HostError::Command {
+            command: command.clone(),
+            message: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(HostError::Command {
+            command,
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// What the node can run VMs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    /// `qemu-system-x86_64 --version`'s first line, or why it is missing.
+    pub qemu: Result<String, String>,
+    /// The installed shim runs (it links libvirt: a missing libvirt fails here).
+    pub shim: Result<String, String>,
+    /// `kvm` or `tcg`, as the shim probes it for VMs (a `/dev/kvm` that exists is not enough).
+    pub accel: Result<String, String>,
+}
+
+impl NodeReport {
+    pub fn ready(&self) -> bool {
+        self.qemu.is_ok() && self.shim.is_ok() && self.accel.is_ok()
+    }
+}
+
+/// Checks QEMU, libvirt (through the shim) and the accelerator.
+pub fn check(bin_dir: &Path) -> NodeReport {
+    let shim = bin_dir.join(SHIM_BINARY);
+    let shim_str = shim.to_string_lossy().into_owned();
+    let first_line = |r: Result<String, HostError>| {
+        r.map(|s| s.lines().next().unwrap_or("").to_owned())
+            .map_err(|e| e.to_string())
+    };
+    let qemu = first_line(run("qemu-system-x86_64", &["--version"]))
+        .map_err(|e| format!("{e} (install qemu-system-x86)"));
+    let shim_version = first_line(run(&shim_str, &["--version"])).map_err(|e| {
+        format!("{e} (libvirt's QEMU driver missing? install libvirt-daemon-driver-qemu)")
+    });
+    let accel = if shim_version.is_ok() && qemu.is_ok() {
+        first_line(run(&shim_str, &["--probe-accel"]))
+    } else {
+        Err("not probed: QEMU or the shim cannot run".to_owned())
+    };
+    NodeReport {
+        qemu,
+        shim: shim_version,
+        accel,
+    }
+}
+
+/// Waits (up to `limit`) until no virtshim shim runs on the node: their VMs' pods are being
+/// stopped by the kubelet with their grace periods. Returns how many still run.
+pub fn wait_for_shims(limit: Duration) -> usize {
+    let started = Instant::now();
+    loop {
+        // A process's name is cut to 15 characters: every shim shows "containerd-shim".
+        let running = pids_named("containerd-shim")
+            .iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(SHIM_BINARY))
+            })
+            .count();
+        if running == 0 || started.elapsed() >= limit {
+            return running;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_shim_is_replaced_atomically_and_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("shim-v1");
+        std::fs::write(&src, b"v1").unwrap();
+        let bin = dir.path().join("bin");
+        assert!(install_shim(&src, &bin).unwrap());
+        assert!(!install_shim(&src, &bin).unwrap());
+        // A file opened before the upgrade (a running shim's binary) keeps its content.
+        let before = std::fs::File::open(bin.join(SHIM_BINARY)).unwrap();
+        std::fs::write(&src, b"v2").unwrap();
+        assert!(install_shim(&src, &bin).unwrap());
+        let mut old = String::new();
+        std::io::Read::read_to_string(&mut &before, &mut old).unwrap();
+        assert_eq!(old, "v1");
+        assert_eq!(std::fs::read(bin.join(SHIM_BINARY)).unwrap(), b"v2");
+        assert!(remove_shim(&bin).unwrap());
+        assert!(!remove_shim(&bin).unwrap());
+        assert_eq!(
+            std::fs::read_dir(&bin).unwrap().count(),
+            0,
+            "no temporary file left"
+        );
+    }
+
+    #[test]
+    fn config_writes_keep_the_original_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, "original").unwrap();
+        write_config(&config, "one").unwrap();
+        write_config(&config, "two").unwrap();
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), "two");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("config.toml.virtshim-orig")).unwrap(),
+            "original"
+        );
+    }
+
+    #[test]
+    fn the_socket_comes_from_the_config_or_the_command_line() {
+        let cmd = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(
+            containerd_socket(&cmd("containerd --config c.toml --address /tmp/x.sock"), ""),
+            Path::new("/tmp/x.sock")
+        );
+        assert_eq!(
+            containerd_socket(
+                &cmd("containerd --config c.toml"),
+                "version = 2\n[grpc]\naddress = \"/tmp/y.sock\"\n"
+            ),
+            Path::new("/tmp/y.sock")
+        );
+        assert_eq!(
+            containerd_socket(&cmd("/usr/bin/containerd"), ""),
+            Path::new("/run/containerd/containerd.sock")
+        );
+        assert_eq!(
+            flag_value(&cmd("containerd --config=/a.toml"), "--config", "-c").as_deref(),
+            Some("/a.toml")
+        );
+        assert_eq!(
+            flag_value(&cmd("containerd -c /b.toml"), "--config", "-c").as_deref(),
+            Some("/b.toml")
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! `virtshim-installer`: puts virtshim on a node and takes it off again. Run by the installer
+//! DaemonSet (privileged, `hostPID`, with `--host`), or directly on a node.
+//!
+//! install: the shim binary into the host's bin directory (atomically: VMs that run keep their
+//! shim), the `virtshim` runtime into containerd's config.toml, containerd restarted only when
+//! the config changed (running VMs are untouched: their shims outlive containerd), then QEMU,
+//! libvirt and KVM checked and the node labelled `virtshim.io/ready=true` and
+//! `virtshim.io/accel=kvm|tcg`, with a warning event when VMs will be emulated.
+//!
+//! uninstall: the labels removed first (no new VMs are scheduled here), then it waits for the
+//! node's VMs to stop (the kubelet stops their pods with their grace periods), then removes the
+//! runtime from the config, restarts containerd and deletes the binary.
+
+mod containerd_config;
+mod host;
+mod node;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "virtshim-installer", version, about)]
+struct Args {
+    /// Work on the host: enter PID 1's mount namespace first (the DaemonSet's way; needs a
+    /// privileged pod with hostPID).
+    #[arg(long, global = true)]
+    host: bool,
+    /// containerd's config file.
+    #[arg(long, global = true, default_value = "/etc/containerd/config.toml")]
+    config: PathBuf,
+    /// Where the shim binary goes (must be on containerd's PATH).
+    #[arg(long, global = true, default_value = "/usr/local/bin")]
+    bin_dir: PathBuf,
+    /// Restart containerd when its config changed.
+    #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set)]
+    restart: bool,
+    /// The node to label (in a pod: from the downward API).
+    #[arg(long, global = true, env = "NODE_NAME")]
+    node_name: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install the shim and the runtime handler, check the node, label it.
+    Install {
+        /// The shim binary to install (read before entering the host's namespace).
+        #[arg(long, default_value = "/opt/virtshim/containerd-shim-virtshim-v2")]
+        shim: PathBuf,
+        /// Then stay running until SIGTERM (a DaemonSet's container must not exit).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove labels, wait for the node's VMs to stop, remove the runtime and the shim.
+    Uninstall {
+        /// How long to wait for running VMs to stop.
+        #[arg(long, default_value_t = 300)]
+        wait_for_vms: u64,
+    },
+    /// Check QEMU, libvirt and KVM and print what VMs would get.
+    Check,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("virtshim-installer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    // Read what lives in the installer's own image or pod before switching to the host's
+    // files: the shim to install and the service account's credentials.
+    let shim = match &args.command {
+        Command::Install { shim, .. } => {
+            Some(std::fs::read(shim).with_context(|| format!("reading {}", shim.display()))?)
+        }
+        _ => None,
+    };
+    let cluster = node::in_cluster_config().context("reading the in-cluster configuration")?;
+    if args.host {
+        host::enter_host_mounts()?;
+    }
+    match &args.command {
+        Command::Install { wait, .. } => {
+            let staged = std::env::temp_dir().join(format!("virtshim-shim.{}", std::process::id()));
+            std::fs::write(&staged, shim.unwrap_or_default())
+                .with_context(|| format!("staging the shim at {}", staged.display()))?;
+            let installed = host::install_shim(&staged, &args.bin_dir);
+            let _ = std::fs::remove_file(&staged);
+            let replaced = installed?;
+            println!(
+                "shim: {} {}",
+                args.bin_dir.join(host::SHIM_BINARY).display(),
+                if replaced {
+                    "installed"
+                } else {
+                    "already up to date"
+                }
+            );
+            let text = read_config(&args.config)?;
+            let (new, changed) = containerd_config::install(&text)
+                .with_context(|| format!("editing {}", args.config.display()))?;
+            if changed {
+                host::write_config(&args.config, &new)?;
+                println!(
+                    "containerd: runtime handler '{}' added to {}",
+                    containerd_config::HANDLER,
+                    args.config.display()
+                );
+                if args.restart {
+                    host::restart_containerd(&args.config).context("restarting containerd")?;
+                    println!("containerd: restarted (running VMs keep running)");
+                }
+            } else {
+                println!(
+                    "containerd: runtime handler '{}' already configured",
+                    containerd_config::HANDLER
+                );
+            }
+            let report = host::check(&args.bin_dir);
+            print_report(&report);
+            if !report.ready() {
+                bail!("this node cannot run virtshim VMs (see above); it is not labelled ready");
+            }
+            label(
+                cluster,
+                args.node_name.as_deref(),
+                report.accel.as_deref().ok(),
+            )?;
+            if *wait {
+                wait_for_term()?;
+            }
+        }
+        Command::Uninstall { wait_for_vms } => {
+            label(cluster, args.node_name.as_deref(), None)?;
+            let left = host::wait_for_shims(Duration::from_secs(*wait_for_vms));
+            if left > 0 {
+                eprintln!("virtshim-installer: {left} VM(s) still run after {wait_for_vms} s; removing virtshim anyway (they keep running, unmanaged)");
+            }
+            if args.config.exists() {
+                let text = read_config(&args.config)?;
+                let (new, changed) = containerd_config::uninstall(&text)
+                    .with_context(|| format!("editing {}", args.config.display()))?;
+                if changed {
+                    host::write_config(&args.config, &new)?;
+                    println!(
+                        "containerd: runtime handler '{}' removed",
+                        containerd_config::HANDLER
+                    );
+                    if args.restart {
+                        host::restart_containerd(&args.config).context("restarting containerd")?;
+                        println!("containerd: restarted");
+                    }
+                }
+            }
+            if host::remove_shim(&args.bin_dir)? {
+                println!("shim: removed from {}", args.bin_dir.display());
+            }
+        }
+        Command::Check => {
+            let report = host::check(&args.bin_dir);
+            print_report(&report);
+            if !report.ready() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_config(path: &std::path::Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn print_report(report: &host::NodeReport) {
+    let show = |r: &Result<String, String>| match r {
+        Ok(v) => format!("ok ({v})"),
+        Err(e) => format!("MISSING: {e}"),
+    };
+    println!("check: qemu {}", show(&report.qemu));
+    println!("check: shim and libvirt {}", show(&report.shim));
+    println!("check: accelerator {}", show(&report.accel));
+    if report.accel.as_deref() == Ok("tcg") {
+        println!("check: KVM does not work here: VMs run under emulation (TCG)");
+    }
+}
+
+/// Labels (or unlabels, `accel: None`) the node when running in a cluster.
+fn label(
+    cluster: Option<kube::Config>,
+    node: Option<&str>,
+    accel: Option<&str>,
+) -> anyhow::Result<()> {
+    let (Some(config), Some(node)) = (cluster, node) else {
+        println!("node: not in a cluster (no service account or NODE_NAME): no labels");
+        return Ok(());
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(node::report(config, node, accel))?;
+    match accel {
+        Some(accel) => println!(
+            "node: {node} labelled {}=true {}={accel}",
+            node::READY_LABEL,
+            node::ACCEL_LABEL
+        ),
+        None => println!("node: {node}: virtshim labels removed"),
+    }
+    Ok(())
+}
+
+fn wait_for_term() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+}
