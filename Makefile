@@ -3,7 +3,7 @@
 #   make test          every test; installs what it needs first
 #   make deps          Debian packages (scripts/deps.sh)
 #   make crds          regenerate manifests/crds/ from api/src/types
-#   make images        build the test guests and import them into containerd
+#   make images        build the test guests and component images, import them into containerd
 #   make install-node  install the shim on this node's containerd (uninstall-node removes it)
 #   make bench         measurements recorded in BENCHMARKS.md
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make images`: builds the test guests and the placeholder image, and imports them into the
-# running containerd's k8s.io namespace (the CRI's) when there is one.
+# `make images`: builds the test guests, the component images and the placeholder image, and
+# imports them into the running containerd's k8s.io namespace (the CRI's) when there is one.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$HERE/out/images}
@@ -8,13 +8,15 @@ mkdir -p "$OUT"
 "$HERE/images/guest/build.sh" "$OUT/guest"
 # A real Debian 12 cloud image (systemd, cloud-init): a few minutes the first time, then cached.
 "$HERE/images/cloud/build.sh" "$OUT/guest"
+# virtshim's own components (controller, handler, installer with the shim), release builds.
+"$HERE/images/components/build.sh" "$OUT/components"
 # compute's image when a VM boots from a PVC only: it runs nothing, busybox is plenty.
 if [ ! -s "$OUT/placeholder.oci.tar" ]; then
   python3 "$HERE/images/oci_image.py" --name localhost/virtshim/placeholder:v1 --entrypoint /bin/busybox --cmd true \
     --add /bin/busybox /bin/busybox:0755 "$OUT/placeholder.oci.tar" >/dev/null
 fi
 if ctr version >/dev/null 2>&1; then
-  for tar in "$OUT"/guest/*.oci.tar "$OUT/placeholder.oci.tar"; do
+  for tar in "$OUT"/guest/*.oci.tar "$OUT"/components/*.oci.tar "$OUT/placeholder.oci.tar"; do
     ctr -n k8s.io images import "$tar" >/dev/null
   done
   echo "images: imported into containerd (k8s.io): $(ctr -n k8s.io images ls -q | grep '^localhost/virtshim/' | tr '\n' ' ')"

@@ -167,6 +167,14 @@ fn run() -> anyhow::Result<ExitCode> {
             }
         }
         Command::Check => {
+            let configured = containerd_config::is_installed(&read_config(&args.config)?)
+                .with_context(|| format!("reading {}", args.config.display()))?;
+            println!(
+                "check: runtime handler '{}' {} in {}",
+                containerd_config::HANDLER,
+                if configured { "configured" } else { "NOT configured" },
+                args.config.display()
+            );
             let report = host::check(&args.bin_dir);
             print_report(&report);
             if !report.ready() {

@@ -32,12 +32,37 @@ pub fn fetch_from_another_pod(
     containerd
         .import_image(&oci::busybox_image(BUSYBOX, &["/bin/busybox"]).expect("busybox image"))
         .expect("importing busybox");
+    let script = format!(
+        "for i in $(seq 60); do if printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 2 {ip} 80 | grep '^{expect}'; then echo FETCHED; exit 0; fi; sleep 1; done; echo GAVE-UP"
+    );
     let uid = format!("client-{}-{}", std::process::id(), ip.replace('.', "-"));
-    let log_dir = containerd.pod_log_dir(&uid);
+    let command = ["/bin/busybox", "sh", "-c", script.as_str()];
+    run_to_completion(
+        containerd,
+        cri,
+        &uid,
+        BUSYBOX,
+        &command,
+        Duration::from_secs(240),
+    )
+    .1
+}
+
+/// Runs `command` in image `image` as a runc pod (`uid` names it) until it exits (or `limit`
+/// passes: then it is stopped); its exit code and output.
+pub fn run_to_completion(
+    containerd: &PrivateContainerd,
+    cri: &BlockingCri,
+    uid: &str,
+    image: &str,
+    command: &[&str],
+    limit: Duration,
+) -> (Option<i32>, String) {
+    let log_dir = containerd.pod_log_dir(uid);
     let sandbox = api::PodSandboxConfig {
         metadata: Some(api::PodSandboxMetadata {
             name: "client".into(),
-            uid: uid.clone(),
+            uid: uid.to_owned(),
             namespace: "virtshim-tests".into(),
             attempt: 0,
         }),
@@ -47,31 +72,29 @@ pub fn fetch_from_another_pod(
         ..Default::default()
     };
     let pod = cri.run_pod_sandbox(sandbox.clone(), "").expect("CRI");
-    let script = format!(
-        "for i in $(seq 60); do if printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 2 {ip} 80 | grep '^{expect}'; then echo FETCHED; exit 0; fi; sleep 1; done; echo GAVE-UP"
-    );
     let config = api::ContainerConfig {
         metadata: Some(api::ContainerMetadata {
-            name: "wget".into(),
+            name: "main".into(),
             attempt: 0,
         }),
-        image: Some(virtctl::cri::image_spec(BUSYBOX)),
-        command: vec!["/bin/busybox".into(), "sh".into(), "-c".into(), script],
-        log_path: "wget/0.log".into(),
+        image: Some(virtctl::cri::image_spec(image)),
+        command: command.iter().map(|c| c.to_string()).collect(),
+        log_path: "main/0.log".into(),
         ..Default::default()
     };
     let id = cri.create_container(&pod, config, sandbox).expect("CRI");
     cri.start_container(&id).expect("CRI");
-    let exited = vm::wait_exited(cri, &id, Duration::from_secs(240));
-    let lines = virtctl::cri::log::read_log(log_dir.join("wget/0.log")).expect("CRI");
+    let exited = vm::wait_exited(cri, &id, limit);
+    let lines = virtctl::cri::log::read_log(log_dir.join("main/0.log")).expect("CRI");
     if exited.is_none() {
         let _ = cri.stop_container(&id, Duration::from_secs(1));
     }
     cri.stop_pod_sandbox(&pod).expect("CRI");
     cri.remove_pod_sandbox(&pod).expect("CRI");
-    lines
+    let output = lines
         .into_iter()
         .map(|l| l.text)
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n");
+    (exited, output)
 }
