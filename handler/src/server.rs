@@ -332,6 +332,9 @@ pub async fn serve(
             // Reap finished connections so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
+        // Keystrokes are tiny writes: without this, Nagle's algorithm and delayed ACKs add
+        // ~40 ms to a console echo or a handshake.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         connections.spawn(async move {

@@ -172,7 +172,11 @@ fn run() -> anyhow::Result<ExitCode> {
             println!(
                 "check: runtime handler '{}' {} in {}",
                 containerd_config::HANDLER,
-                if configured { "configured" } else { "NOT configured" },
+                if configured {
+                    "configured"
+                } else {
+                    "NOT configured"
+                },
                 args.config.display()
             );
             let report = host::check(&args.bin_dir);

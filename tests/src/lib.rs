@@ -4,6 +4,7 @@
 //! the tests import into it ([`oci`]).
 
 pub mod containerd;
+pub mod handler;
 pub mod oci;
 pub mod peer;
 pub mod vm;

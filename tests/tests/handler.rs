@@ -7,196 +7,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use rcgen::ExtendedKeyUsagePurpose;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tungstenite::client::IntoClientRequest;
 use tungstenite::Message;
 use virtctl::local;
 use virtshim_api::manifest::parse_documents;
-use virtshim_handler::server::{serve, Handler};
-use virtshim_handler::tasks::Tasks;
-use virtshim_handler::tls::{server_config, TlsFiles};
+use virtshim_tests::handler::{
+    connect, http, setup, websocket, Pki, RunningHandler, Ws, CONTROLLER,
+};
 use virtshim_tests::vm;
-
-const CONTROLLER: &str = "virtshim-controller.virtshim-system.svc";
-
-/// A client identity: certificate and key, PEM.
-struct Identity {
-    cert: String,
-    key: String,
-}
-
-/// The test PKI: one CA issuing the handler's serving certificate and client certificates.
-struct Pki {
-    ca: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = params.self_signed(&key).unwrap().pem();
-        let issuer = Issuer::new(params, key);
-        Self { ca, issuer }
-    }
-
-    fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Identity {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name.push(DnType::CommonName, names[0]);
-        params.extended_key_usages = vec![usage];
-        Identity {
-            cert: params.signed_by(&key, &self.issuer).unwrap().pem(),
-            key: key.serialize_pem(),
-        }
-    }
-}
-
-/// A handler serving in this process, on its own runtime.
-struct RunningHandler {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RunningHandler {
-    fn start(files: &TlsFiles, run_dir: &Path, containerd: &Path) -> Self {
-        let tls = server_config(files, CONTROLLER).unwrap();
-        let handler = Arc::new(Handler::new(run_dir, Tasks::new(containerd, "k8s.io")));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                serve(listener, tls, handler, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        Self {
-            addr: addr_rx.recv().unwrap(),
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-    }
-}
-
-impl Drop for RunningHandler {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
-/// A TLS connection to the handler, trusting `ca`, presenting `identity` if any.
-fn connect(addr: SocketAddr, ca: &str, identity: Option<&Identity>) -> std::io::Result<Tls> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
-        .unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match identity {
-        Some(id) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_slice(id.cert.as_bytes()).unwrap()],
-                PrivateKeyDer::from_pem_slice(id.key.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    let connection =
-        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
-            .unwrap();
-    let tcp = TcpStream::connect(addr)?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut tls = rustls::StreamOwned::new(connection, tcp);
-    // Finish the handshake now (TLS 1.3 reports a refused client certificate on first read).
-    tls.write_all(b"")?;
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock)?;
-    }
-    Ok(tls)
-}
-
-/// A plain HTTP/1.1 request over `tls`; the status code and body.
-fn http(mut tls: Tls, method: &str, path: &str) -> (u16, String) {
-    write!(
-        tls,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    let _ = tls.read_to_end(&mut response);
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
-}
-
-type Ws = tungstenite::WebSocket<Tls>;
-
-/// Opens the WebSocket at `path`, offering `plain.kubevirt.io`.
-fn websocket(tls: Tls, path: &str) -> Result<Ws, String> {
-    let mut request = format!("wss://localhost{path}")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "plain.kubevirt.io".parse().unwrap(),
-    );
-    let (ws, response) = tungstenite::client(request, tls).map_err(|e| e.to_string())?;
-    assert_eq!(
-        response.headers()["Sec-WebSocket-Protocol"],
-        "plain.kubevirt.io"
-    );
-    ws.get_ref()
-        .sock
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    Ok(ws)
-}
 
 /// Reads from the console until `text` appears; `Err` when the server closed the session.
 fn read_until(ws: &mut Ws, text: &str, timeout: Duration) -> Result<(), String> {
@@ -352,23 +172,13 @@ fn console_vnc_and_pause_through_the_handler() {
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", containerd.log_tail()));
 
-    let pki = Pki::new("virtshim test CA");
-    let serving = pki.issue(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
-    let controller = pki.issue(&[CONTROLLER], ExtendedKeyUsagePurpose::ClientAuth);
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, files, controller) = setup(dir.path());
     let impostor = pki.issue(
         &["virtshim-webhook.virtshim-system.svc"],
         ExtendedKeyUsagePurpose::ClientAuth,
     );
     let stranger = Pki::new("another CA").issue(&[CONTROLLER], ExtendedKeyUsagePurpose::ClientAuth);
-    let dir = tempfile::tempdir().unwrap();
-    let files = TlsFiles {
-        cert: dir.path().join("tls.crt"),
-        key: dir.path().join("tls.key"),
-        client_ca: dir.path().join("ca.crt"),
-    };
-    std::fs::write(&files.cert, &serving.cert).unwrap();
-    std::fs::write(&files.key, &serving.key).unwrap();
-    std::fs::write(&files.client_ca, &pki.ca).unwrap();
     let run_dir = Path::new(vm::STATE_ROOT).join("run");
     let mut handler = RunningHandler::start(&files, &run_dir, &containerd.socket());
     let base = "/v1/namespaces/tenant/virtualmachineinstances/remote";

@@ -463,6 +463,12 @@ fn main() -> std::process::ExitCode {
         .and_then(|n| n.parse().ok())
         .unwrap_or(5)
         .max(1);
+    // `--only boot,memory,network,console` runs some sections; all by default.
+    let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
+    let want = |section: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|s| s == section))
+    };
     let Some(containerd) = vm::containerd("virtshim-bench") else {
         eprintln!("virtshim-bench: needs root and containerd");
         return std::process::ExitCode::FAILURE;
@@ -472,15 +478,20 @@ fn main() -> std::process::ExitCode {
     let scratch = tempfile::tempdir().unwrap();
     println!("virtshim boot benchmark: {runs} runs each, alternating, TCG, {} cores; marker {READY_MARKER:?}; poll resolution {POLL:?}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    // One unmeasured shim run warms containerd's snapshots, libvirt's capabilities cache and the
-    // page cache, as any node that has run a VM before is warm.
-    if let Err(e) = shim_run(&containerd, &cri, Guest::KernelBoot, 0) {
-        eprintln!("warm-up failed: {e}");
-        return std::process::ExitCode::FAILURE;
-    }
     let mut failed = false;
     let mut rss = Vec::new();
+    if want("boot") || want("memory") {
+        // One unmeasured shim run warms containerd's snapshots, libvirt's capabilities cache and the
+        // page cache, as any node that has run a VM before is warm.
+        if let Err(e) = shim_run(&containerd, &cri, Guest::KernelBoot, 0) {
+            eprintln!("warm-up failed: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     for guest in [Guest::KernelBoot, Guest::ContainerDisk] {
+        if !want("boot") {
+            break;
+        }
         let (mut shim, mut bare) = (Vec::new(), Vec::new());
         for run in 1..=runs {
             match shim_run(&containerd, &cri, guest, run) {
@@ -520,11 +531,13 @@ fn main() -> std::process::ExitCode {
     }
     // Memory per VM with two VMs running: each shim's private pages are what one more VM
     // costs; the libraries' pages are shared by all the shims of the node.
-    match two_vm_memory(&containerd, &cri) {
-        Ok(shims) => rss.extend(shims),
-        Err(e) => {
-            eprintln!("memory run: {e}");
-            failed = true;
+    if want("memory") {
+        match two_vm_memory(&containerd, &cri) {
+            Ok(shims) => rss.extend(shims),
+            Err(e) => {
+                eprintln!("memory run: {e}");
+                failed = true;
+            }
         }
     }
     if !rss.is_empty() {
@@ -550,14 +563,29 @@ fn main() -> std::process::ExitCode {
             mib(median_of_shims(&rss, |m| m.qemu_overhead)),
         );
     }
-    match network_throughput(&containerd, &cri) {
-        Ok((guest, runc)) => println!(
-            "HTTP download of {BIG_MIB} MiB over the pods' bridge: VM guest (bridge binding, virtio, TCG) {guest:.1} MiB/s, runc pod {runc:.1} MiB/s, ratio {:.2} (median of 3)",
-            guest / runc
-        ),
-        Err(e) => {
-            eprintln!("network run: {e}");
-            failed = true;
+    if want("network") {
+        match network_throughput(&containerd, &cri) {
+            Ok((guest, runc)) => println!(
+                "HTTP download of {BIG_MIB} MiB over the pods' bridge: VM guest (bridge binding, virtio, TCG) {guest:.1} MiB/s, runc pod {runc:.1} MiB/s, ratio {:.2} (median of 3)",
+                guest / runc
+            ),
+            Err(e) => {
+                eprintln!("network run: {e}");
+                failed = true;
+            }
+        }
+    }
+    if want("console") {
+        match console_latency(&cri) {
+            Ok(figures) => {
+                for line in figures {
+                    println!("{line}");
+                }
+            }
+            Err(e) => {
+                eprintln!("console run: {e}");
+                failed = true;
+            }
         }
     }
     let _ = containerd.stop();
@@ -566,4 +594,185 @@ fn main() -> std::process::ExitCode {
     } else {
         std::process::ExitCode::SUCCESS
     }
+}
+
+/// A percentile of sorted durations.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Types `count` keystrokes one at a time, each timed until the guest's echo of it comes back.
+fn keystroke_rtts(
+    count: usize,
+    mut send: impl FnMut(u8) -> Result<(), String>,
+    mut read: impl FnMut() -> Result<Vec<u8>, String>,
+) -> Result<Vec<Duration>, String> {
+    let mut rtts = Vec::with_capacity(count);
+    for i in 0..count {
+        // Letters a..z, each echoed by the guest shell's line editor.
+        let key = b'a' + (i % 26) as u8;
+        let started = Instant::now();
+        send(key)?;
+        loop {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(format!("no echo of keystroke {i}"));
+            }
+            if read()?.contains(&key) {
+                break;
+            }
+        }
+        rtts.push(started.elapsed());
+        if i % 40 == 39 {
+            // Ctrl+U: clear the line now and then, so the shell's line stays short.
+            send(0x15)?;
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = read();
+        }
+    }
+    rtts.sort();
+    Ok(rtts)
+}
+
+/// Console echo round trips over 200 keystrokes and the time to a VNC greeting, through
+/// virtshim-handler (mutual TLS, WebSocket `plain.kubevirt.io`, as the controller connects)
+/// beside the pod's sockets directly. The apiserver and controller hops of a cluster are not in
+/// this figure: there is no cluster here.
+fn console_latency(cri: &BlockingCri) -> Result<Vec<String>, String> {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    use tungstenite::Message;
+    use virtshim_tests::handler::{connect, setup, websocket, RunningHandler};
+    const KEYS: usize = 200;
+    let plan = local::plan(
+        parse_documents(&Guest::KernelBoot.vmi("console"))
+            .remove(0)
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let uid = plan.uid.clone();
+    let started = local::run(cri, &plan).map_err(|e| e.to_string())?;
+    let result = (|| -> Result<Vec<String>, String> {
+        wait_in_file(&started.console_log(), "VIRTSHIM-GUEST-UP", Instant::now())?;
+        let run = vm::pod_dirs(&started.sandbox_id)[0].clone();
+        // Direct: the pod's console socket.
+        let mut direct =
+            UnixStream::connect(run.join("console.sock")).map_err(|e| e.to_string())?;
+        direct
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(300));
+        let mut reader = direct.try_clone().map_err(|e| e.to_string())?;
+        let bare = keystroke_rtts(
+            KEYS,
+            |k| direct.write_all(&[k]).map_err(|e| e.to_string()),
+            || {
+                let mut buf = [0u8; 4096];
+                match reader.read(&mut buf) {
+                    Ok(n) => Ok(buf[..n].to_vec()),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        Ok(Vec::new())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )?;
+        drop(reader);
+        drop(direct);
+        // Through the handler.
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let (pki, files, controller) = setup(dir.path());
+        let handler = RunningHandler::start(
+            &files,
+            &Path::new(vm::STATE_ROOT).join("run"),
+            &PathBuf::from("/nonexistent"),
+        );
+        let path =
+            format!("/v1/namespaces/default/virtualmachineinstances/console/console?uid={uid}");
+        let tls = connect(handler.addr, &pki.ca, Some(&controller)).map_err(|e| e.to_string())?;
+        let ws = std::cell::RefCell::new(websocket(tls, &path)?);
+        std::thread::sleep(Duration::from_millis(300));
+        let via = keystroke_rtts(
+            KEYS,
+            |k| {
+                ws.borrow_mut()
+                    .send(Message::Binary(vec![k].into()))
+                    .map_err(|e| e.to_string())
+            },
+            || match ws.borrow_mut().read() {
+                Ok(Message::Binary(data)) => Ok(data.to_vec()),
+                Ok(_) => Ok(Vec::new()),
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        )?;
+        drop(ws);
+        // VNC: from connecting to the RFB greeting.
+        let (mut vnc_direct, mut vnc_via) = (Vec::new(), Vec::new());
+        for _ in 0..10 {
+            let t = Instant::now();
+            let mut sock = UnixStream::connect(run.join("vnc.sock")).map_err(|e| e.to_string())?;
+            let mut greeting = [0u8; 12];
+            sock.read_exact(&mut greeting).map_err(|e| e.to_string())?;
+            vnc_direct.push(t.elapsed());
+            let t = Instant::now();
+            let tls =
+                connect(handler.addr, &pki.ca, Some(&controller)).map_err(|e| e.to_string())?;
+            let mut ws = websocket(
+                tls,
+                &format!("/v1/namespaces/default/virtualmachineinstances/console/vnc?uid={uid}"),
+            )?;
+            loop {
+                match ws.read() {
+                    Ok(Message::Binary(data)) if data.starts_with(b"RFB ") => break,
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e))
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+                if t.elapsed() > Duration::from_secs(10) {
+                    return Err("no RFB greeting through the handler".into());
+                }
+            }
+            vnc_via.push(t.elapsed());
+        }
+        drop(handler);
+        Ok(vec![
+            format!(
+                "console echo round trip, {KEYS} keystrokes: through virtshim-handler (mTLS WebSocket) P50 {} P99 {}; pod console socket directly P50 {} P99 {}; ratio of P50s {:.2} (apiserver and controller hops not included: no cluster here)",
+                ms(percentile(&via, 0.5)),
+                ms(percentile(&via, 0.99)),
+                ms(percentile(&bare, 0.5)),
+                ms(percentile(&bare, 0.99)),
+                percentile(&via, 0.5).as_secs_f64() / percentile(&bare, 0.5).as_secs_f64(),
+            ),
+            format!(
+                "VNC connect to RFB greeting: through virtshim-handler (TCP+TLS+WebSocket) {}; pod VNC socket directly {} (median of 10)",
+                ms(median(vnc_via)),
+                ms(median(vnc_direct)),
+            ),
+        ])
+    })();
+    let _ = cri.stop_pod_sandbox(&started.sandbox_id);
+    let _ = cri.remove_pod_sandbox(&started.sandbox_id);
+    result
 }
