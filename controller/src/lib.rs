@@ -14,6 +14,8 @@
 //! - [`reconcile`]: the VM, VMI and replica-set controllers that carry the decisions out.
 //! - [`leader`]: leader election on a Lease; the controllers run only on the leader.
 //! - [`observability`]: `/metrics` (KubeVirt's metric names), `/healthz`, `/readyz`.
+//! - [`subresources`]: the aggregated `subresources.kubevirt.io` API (console, VNC, start, stop,
+//!   restart, pause, unpause), proxied to the handlers for the streams.
 //! - [`error`]: the reconcilers' error type.
 
 pub mod admission;
@@ -24,3 +26,4 @@ pub mod observability;
 pub mod observed;
 pub mod reconcile;
 pub mod status;
+pub mod subresources;

@@ -10,6 +10,7 @@ use virtshim_controller::admission;
 use virtshim_controller::leader::{self, Elector, Timing};
 use virtshim_controller::observability::{self, Metrics};
 use virtshim_controller::reconcile::{self, Caches, Context};
+use virtshim_controller::subresources;
 
 /// KubeVirt-compatible VMs as pods run by the virtshim runtime: the cluster-side controller.
 #[derive(Debug, Parser)]
@@ -34,6 +35,25 @@ struct Args {
     /// Do not serve admission webhooks (local development).
     #[arg(long)]
     no_webhooks: bool,
+    /// Where the aggregated API subresources.kubevirt.io is served (HTTPS, certificate made by
+    /// the controller for the Service named by --subresource-service).
+    #[arg(long, default_value = "0.0.0.0:8444")]
+    subresource_bind_address: SocketAddr,
+    /// The Service the APIServices v1/v1alpha3.subresources.kubevirt.io point at.
+    #[arg(long, default_value = subresources::DEFAULT_SERVICE)]
+    subresource_service: String,
+    /// Do not serve the subresource API (nor make the handler certificates).
+    #[arg(long)]
+    no_subresources: bool,
+    /// The port virtshim-handler listens on (on each handler pod's IP).
+    #[arg(long, default_value_t = subresources::handler::DEFAULT_PORT)]
+    handler_port: u16,
+    /// The label selector of handler pods (in the controller's namespace).
+    #[arg(long, default_value = subresources::handler::DEFAULT_SELECTOR)]
+    handler_selector: String,
+    /// The Secret written for the handler DaemonSet: tls.crt, tls.key, ca.crt.
+    #[arg(long, default_value = subresources::DEFAULT_HANDLER_SECRET)]
+    handler_secret: String,
 }
 
 #[tokio::main]
@@ -84,24 +104,34 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    // The admission webhooks run on every replica (no lease needed): the apiserver may call
-    // any of them through the Service. Their certificate lives in a Secret all replicas share.
-    let (admission_stop, mut admission_stopped) = watch::channel(false);
-    if !args.no_webhooks {
+    // The admission webhooks and the subresource API run on every replica (no lease needed):
+    // the apiserver may call any of them through the Services. One cert manager makes and
+    // renews every certificate; all replicas share its Secret.
+    let (tls_stop, mut tls_stopped) = watch::channel(false);
+    if !(args.no_webhooks && args.no_subresources) {
         let namespace = args
             .leader_election_namespace
             .clone()
             .unwrap_or_else(leader::namespace);
-        let mut settings = admission::Settings::new(&namespace);
-        settings.addr = args.webhook_bind_address;
+        let mut webhooks = admission::Settings::new(&namespace);
+        webhooks.addr = args.webhook_bind_address;
+        let mut api = subresources::Settings::new(&namespace);
+        api.addr = args.subresource_bind_address;
+        api.service = args.subresource_service.clone();
+        api.handler_port = args.handler_port;
+        api.handler_selector = args.handler_selector.clone();
+        api.handler_secret = args.handler_secret.clone();
+        let servers = TlsServers {
+            webhooks,
+            serve_webhooks: !args.no_webhooks,
+            api: (!args.no_subresources).then_some(api),
+        };
         let client = client.clone();
         tokio::spawn(async move {
             let stopped = async move {
-                let _ = admission_stopped.changed().await;
+                let _ = tls_stopped.changed().await;
             };
-            if let Err(e) = admission::run(client, settings, stopped).await {
-                tracing::error!(error = %e, "admission webhooks stopped");
-            }
+            servers.run(client, stopped).await;
         });
     }
 
@@ -139,13 +169,13 @@ async fn main() -> anyhow::Result<()> {
         while !*leading.borrow_and_update() {
             tokio::select! {
                 changed = leading.changed() => changed.context("leader election stopped")?,
-                () = &mut shutdown => return stop(elector.as_ref(), &metrics, &admission_stop).await,
+                () = &mut shutdown => return stop(elector.as_ref(), &metrics, &tls_stop).await,
             }
         }
         // Start from synced caches, then run the controllers until the lease is lost.
         tokio::select! {
             ready = caches.wait_until_ready() => ready.context("caches never synced")?,
-            () = &mut shutdown => return stop(elector.as_ref(), &metrics, &admission_stop).await,
+            () = &mut shutdown => return stop(elector.as_ref(), &metrics, &tls_stop).await,
         }
         metrics.set_leading(true);
         tracing::info!("leading: controllers start");
@@ -164,7 +194,90 @@ async fn main() -> anyhow::Result<()> {
                 metrics.set_leading(false);
                 tracing::warn!("lost the leader lease: controllers stopped");
             }
-            () = &mut shutdown => return stop(elector.as_ref(), &metrics, &admission_stop).await,
+            () = &mut shutdown => return stop(elector.as_ref(), &metrics, &tls_stop).await,
+        }
+    }
+}
+
+/// The HTTPS servers and the one cert manager behind them.
+struct TlsServers {
+    /// Also the cert manager's base settings (Secret, webhook configurations).
+    webhooks: admission::Settings,
+    serve_webhooks: bool,
+    api: Option<subresources::Settings>,
+}
+
+impl TlsServers {
+    /// Makes the certificates (retrying until the apiserver answers), then serves until
+    /// `stopped`, and lets the servers finish.
+    async fn run(self, client: kube::Client, stopped: impl std::future::Future<Output = ()>) {
+        let mut cert_settings = self.webhooks.cert_settings();
+        if let Some(api) = &self.api {
+            api.extend_cert_settings(&mut cert_settings);
+        }
+        let manager = admission::certs::CertManager::new(client.clone(), cert_settings);
+        tokio::pin!(stopped);
+        let (resolver, set) = loop {
+            tokio::select! {
+                () = &mut stopped => return,
+                made = manager.bootstrap() => match made {
+                    Ok(pair) => break pair,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot make the certificates; retrying");
+                        tokio::time::sleep(admission::certs::RETRY_INTERVAL).await;
+                    }
+                },
+            }
+        };
+        let (published, certs) = watch::channel(set);
+        let (stop_servers, _) = watch::channel(false);
+        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.changed().await;
+        };
+        // Each server gets two receivers: one to stop serving, one to wait on after a failure,
+        // so that one server failing leaves the other (and the renewals) running.
+        let (webhooks_stop, webhooks_wait) = (stop_servers.subscribe(), stop_servers.subscribe());
+        let (api_stop, api_wait) = (stop_servers.subscribe(), stop_servers.subscribe());
+        let webhooks = async {
+            if self.serve_webhooks {
+                let done = admission::serve(
+                    self.webhooks.addr,
+                    resolver.clone(),
+                    until_stopped(webhooks_stop),
+                )
+                .await;
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "admission webhooks stopped");
+                }
+            }
+            until_stopped(webhooks_wait).await;
+        };
+        let api = async {
+            if let Some(settings) = &self.api {
+                let done = subresources::run(
+                    client.clone(),
+                    settings.clone(),
+                    resolver.clone(),
+                    certs.clone(),
+                    until_stopped(api_stop),
+                )
+                .await;
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "subresource API stopped");
+                }
+            }
+            until_stopped(api_wait).await;
+        };
+        tokio::pin!(webhooks);
+        tokio::pin!(api);
+        tokio::select! {
+            () = &mut stopped => {
+                stop_servers.send_replace(true);
+                tokio::join!(&mut webhooks, &mut api);
+            }
+            () = &mut webhooks => {}
+            () = &mut api => {}
+            () = manager.keep_fresh(resolver.clone(), published) => {}
         }
     }
 }

@@ -4,5 +4,6 @@
 //! behave identically for `virtctl local` and for the tests that prove virtshim against a real
 //! containerd, so that a passing test says something about the CLI.
 
+pub mod cluster;
 pub mod cri;
 pub mod local;

@@ -1,4 +1,6 @@
-//! `virtctl` for virtshim: KubeVirt's CLI verbs, plus `validate` (check KubeVirt YAML offline).
+//! `virtctl` for virtshim: KubeVirt's CLI verbs (console, vnc, start, stop, restart, pause,
+//! unpause, version, expose — through the cluster's `subresources.kubevirt.io` API), plus
+//! `validate` (check KubeVirt YAML offline) and `local` (no cluster).
 //!
 //! One file per verb under `commands/`.
 
@@ -14,6 +16,8 @@ use std::process::ExitCode;
     about = "Manage KubeVirt virtual machines run by virtshim"
 )]
 struct Cli {
+    #[command(flatten)]
+    cluster: commands::ClusterArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,6 +29,25 @@ enum Command {
     Validate(commands::validate::Args),
     /// Run VMs on this node through containerd's CRI, without a cluster.
     Local(commands::local::Args),
+    /// Connect to the serial console of a VirtualMachineInstance (Ctrl+] leaves).
+    Console(commands::console::Args),
+    /// Open a VNC connection to a VirtualMachineInstance (a local proxy, and a viewer if one
+    /// is installed).
+    Vnc(commands::vnc::Args),
+    /// Start a VirtualMachine.
+    Start(commands::start::Args),
+    /// Stop a VirtualMachine.
+    Stop(commands::stop::Args),
+    /// Restart a VirtualMachine.
+    Restart(commands::restart::Args),
+    /// Pause a VirtualMachine's instance: `pause vm|vmi NAME`.
+    Pause(commands::pause::Args),
+    /// Unpause a VirtualMachine's instance: `unpause vm|vmi NAME`.
+    Unpause(commands::pause::Args),
+    /// Print the client's and the server's versions.
+    Version(commands::version::Args),
+    /// Expose a VirtualMachine, VirtualMachineInstance or replica set as a Service.
+    Expose(commands::expose::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +55,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => commands::validate::run(&args),
         Command::Local(args) => commands::local::run(&args),
+        Command::Console(args) => commands::console::run(&args, &cli.cluster),
+        Command::Vnc(args) => commands::vnc::run(&args, &cli.cluster),
+        Command::Start(args) => commands::start::run(&args, &cli.cluster),
+        Command::Stop(args) => commands::stop::run(&args, &cli.cluster),
+        Command::Restart(args) => commands::restart::run(&args, &cli.cluster),
+        Command::Pause(args) => commands::pause::run(&args, &cli.cluster),
+        Command::Unpause(args) => commands::unpause::run(&args, &cli.cluster),
+        Command::Version(args) => commands::version::run(&args, &cli.cluster),
+        Command::Expose(args) => commands::expose::run(&args, &cli.cluster),
     };
     match result {
         Ok(code) => code,

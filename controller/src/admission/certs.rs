@@ -8,8 +8,16 @@
 //! server through [`CertResolver`] — no restart. When the CA itself is renewed the previous one
 //! stays in the bundle while it is valid, so a replica still serving the old chain keeps working.
 //!
-//! The decisions ([`plan`], [`CertSet::ca_bundle`], [`ca_bundle_patch`]) are pure and tested
-//! here; [`CertManager`] is the thin part that talks to the apiserver.
+//! The same CA also issues the certificates between the controller and the handlers
+//! ([`renew_leaves`]): the controller's client certificate (`virtshim-controller.<ns>.svc`,
+//! clientAuth) and the handlers' serving certificate (`virtshim-handler.<ns>.svc`), renewed by
+//! the same one-third rule and dropped with the CA that issued them. The handlers get theirs in
+//! a Secret of their own (`tls.crt`, `tls.key`, and `ca.crt`: the bundle that issues the client
+//! certificate); the serving certificate also answers for the subresource API's Service, whose
+//! APIServices get the CA bundle like the webhooks.
+//!
+//! The decisions ([`plan`], [`leaf_ok`], [`CertSet::ca_bundle`], [`ca_bundle_patch`]) are pure
+//! and tested here; [`CertManager`] is the thin part that talks to the apiserver.
 
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -50,6 +58,12 @@ pub const KEY_CA_KEY: &str = "ca.key";
 pub const KEY_PREVIOUS_CA_CERT: &str = "ca-previous.crt";
 pub const KEY_CERT: &str = "tls.crt";
 pub const KEY_KEY: &str = "tls.key";
+/// The controller's client certificate for the handler (and its key).
+pub const KEY_CLIENT_CERT: &str = "client.crt";
+pub const KEY_CLIENT_KEY: &str = "client.key";
+/// The handler's serving certificate (and its key), copied into the handler's own Secret.
+pub const KEY_HANDLER_CERT: &str = "handler.crt";
+pub const KEY_HANDLER_KEY: &str = "handler.key";
 
 /// Why certificates could not be made, read or stored.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +99,9 @@ impl ServiceIdentity {
     }
 }
 
-/// A CA and a serving certificate with their keys, all PEM, as the Secret holds them.
+/// A CA and a serving certificate with their keys, all PEM, as the Secret holds them; also,
+/// once [`renew_leaves`] has made them, the certificates between the controller and the
+/// handlers.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CertSet {
     pub ca_cert: String,
@@ -94,6 +110,26 @@ pub struct CertSet {
     pub previous_ca_cert: Option<String>,
     pub cert: String,
     pub key: String,
+    /// The controller's client certificate, presented to every handler.
+    pub client: Option<Leaf>,
+    /// The handlers' serving certificate.
+    pub handler: Option<Leaf>,
+}
+
+/// A certificate the CA issued and its key, PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Leaf {
+    pub cert: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for Leaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("Leaf")
+            .field("cert", &self.cert)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for CertSet {
@@ -103,6 +139,8 @@ impl std::fmt::Debug for CertSet {
             .field("ca_cert", &self.ca_cert)
             .field("previous_ca_cert", &self.previous_ca_cert)
             .field("cert", &self.cert)
+            .field("client", &self.client)
+            .field("handler", &self.handler)
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +153,10 @@ pub struct CertInfo {
     pub not_after: OffsetDateTime,
     pub dns_names: Vec<String>,
     pub is_ca: bool,
+    /// The extended key usage allows TLS client authentication.
+    pub client_auth: bool,
+    /// The extended key usage allows TLS server authentication.
+    pub server_auth: bool,
 }
 
 impl CertInfo {
@@ -150,7 +192,18 @@ fn info_of(cert: &X509Certificate<'_>) -> Result<CertInfo, CertError> {
             }
         }
     }
+    let (client_auth, server_auth) = match cert.extended_key_usage() {
+        Ok(Some(eku)) => (
+            eku.value.any || eku.value.client_auth,
+            eku.value.any || eku.value.server_auth,
+        ),
+        // No extension: any use.
+        Ok(None) => (true, true),
+        Err(_) => (false, false),
+    };
     Ok(CertInfo {
+        client_auth,
+        server_auth,
         serial: cert.raw_serial().to_vec(),
         not_before: time(&cert.validity().not_before)?,
         not_after: time(&cert.validity().not_after)?,
@@ -258,6 +311,26 @@ fn new_serving(
     dns_names: &[String],
     now: OffsetDateTime,
 ) -> Result<(String, String), CertError> {
+    new_leaf(ca_cert, ca_key, dns_names, Usage::Server, now)
+}
+
+/// What a leaf certificate is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Usage {
+    /// TLS server authentication (extended key usage serverAuth).
+    Server,
+    /// TLS client authentication (extended key usage clientAuth).
+    Client,
+}
+
+/// A new certificate for `dns_names` and `usage`, signed by the CA: (certificate PEM, key PEM).
+fn new_leaf(
+    ca_cert: &str,
+    ca_key: &str,
+    dns_names: &[String],
+    usage: Usage,
+    now: OffsetDateTime,
+) -> Result<(String, String), CertError> {
     let issuer = Issuer::from_ca_cert_pem(ca_cert, KeyPair::from_pem(ca_key)?)?;
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(dns_names.to_vec())?;
@@ -271,7 +344,10 @@ fn new_serving(
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.extended_key_usages = vec![match usage {
+        Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+        Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+    }];
     params.use_authority_key_identifier_extension = true;
     validity(&mut params, now, SERVING_VALIDITY)?;
     let cert = params.signed_by(&key, &issuer)?;
@@ -302,15 +378,100 @@ pub fn renew(
             let previous_ca_cert = stored
                 .map(|s| s.ca_cert.clone())
                 .filter(|pem| cert_info(pem).is_ok_and(|i| i.is_ca && now < i.not_after));
+            // Leaves of the replaced CA go with it; [`renew_leaves`] makes new ones.
             Ok(CertSet {
                 ca_cert,
                 ca_key,
                 previous_ca_cert,
                 cert,
                 key,
+                client: None,
+                handler: None,
             })
         }
     }
+}
+
+/// The names of the certificates between the controller and the handlers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafNames {
+    /// The controller's client certificate, e.g. `virtshim-controller.virtshim-system.svc`
+    /// (what the handlers' `--client-name` expects).
+    pub client: String,
+    /// The handlers' serving certificate, e.g. `virtshim-handler.virtshim-system.svc` (the
+    /// server name the controller verifies).
+    pub handler: String,
+}
+
+impl LeafNames {
+    /// The names for a controller and handlers installed in `namespace`.
+    pub fn for_namespace(namespace: &str) -> Self {
+        Self {
+            client: format!("virtshim-controller.{namespace}.svc"),
+            handler: format!("virtshim-handler.{namespace}.svc"),
+        }
+    }
+}
+
+/// Whether `leaf` is usable at `now`: readable, signed by the CA `ca_cert`, its key matching,
+/// issued for `name` and `usage`, with more than a third of its life left.
+pub fn leaf_ok(
+    ca_cert: &str,
+    leaf: Option<&Leaf>,
+    name: &str,
+    usage: Usage,
+    now: OffsetDateTime,
+) -> bool {
+    let check = || -> Option<bool> {
+        let leaf = leaf?;
+        let ca_der = der_of(ca_cert, "the CA certificate").ok()?;
+        let ca = parse(&ca_der, "the CA").ok()?;
+        let der = der_of(&leaf.cert, "the certificate").ok()?;
+        let cert = parse(&der, "the certificate").ok()?;
+        let info = info_of(&cert).ok()?;
+        let key = KeyPair::from_pem(&leaf.key).ok()?;
+        let usage_ok = match usage {
+            Usage::Server => info.server_auth,
+            Usage::Client => info.client_auth,
+        };
+        Some(
+            usage_ok
+                && !info.is_ca
+                && !info.needs_renewal(now)
+                && now >= info.not_before
+                && info.dns_names.iter().any(|n| n == name)
+                && cert.verify_signature(Some(ca.public_key())).is_ok()
+                && cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw(),
+        )
+    };
+    check().unwrap_or(false)
+}
+
+/// Makes whichever of the client and handler certificates [`leaf_ok`] rejects, with the CA of
+/// `set`; the set to store, and whether anything changed.
+pub fn renew_leaves(
+    mut set: CertSet,
+    names: &LeafNames,
+    now: OffsetDateTime,
+) -> Result<(CertSet, bool), CertError> {
+    let mut changed = false;
+    for (slot, name, usage) in [
+        (&mut set.client, &names.client, Usage::Client),
+        (&mut set.handler, &names.handler, Usage::Server),
+    ] {
+        if !leaf_ok(&set.ca_cert, slot.as_ref(), name, usage, now) {
+            let (cert, key) = new_leaf(
+                &set.ca_cert,
+                &set.ca_key,
+                std::slice::from_ref(name),
+                usage,
+                now,
+            )?;
+            *slot = Some(Leaf { cert, key });
+            changed = true;
+        }
+    }
+    Ok((set, changed))
 }
 
 impl CertSet {
@@ -340,12 +501,20 @@ impl CertSet {
             data.get(key)
                 .and_then(|b| String::from_utf8(b.0.clone()).ok())
         };
+        let leaf = |cert: &str, key: &str| {
+            Some(Leaf {
+                cert: text(cert)?,
+                key: text(key)?,
+            })
+        };
         Some(Self {
             ca_cert: text(KEY_CA_CERT)?,
             ca_key: text(KEY_CA_KEY)?,
             previous_ca_cert: text(KEY_PREVIOUS_CA_CERT),
             cert: text(KEY_CERT)?,
             key: text(KEY_KEY)?,
+            client: leaf(KEY_CLIENT_CERT, KEY_CLIENT_KEY),
+            handler: leaf(KEY_HANDLER_CERT, KEY_HANDLER_KEY),
         })
     }
 
@@ -362,7 +531,30 @@ impl CertSet {
         if let Some(previous) = &self.previous_ca_cert {
             put(KEY_PREVIOUS_CA_CERT, previous);
         }
+        if let Some(client) = &self.client {
+            put(KEY_CLIENT_CERT, &client.cert);
+            put(KEY_CLIENT_KEY, &client.key);
+        }
+        if let Some(handler) = &self.handler {
+            put(KEY_HANDLER_CERT, &handler.cert);
+            put(KEY_HANDLER_KEY, &handler.key);
+        }
         data
+    }
+
+    /// The data of the handlers' Secret: their serving certificate and key, and the CA bundle
+    /// that issues the controller's client certificate. `None` before [`renew_leaves`] made
+    /// the handler certificate.
+    pub fn handler_secret_data(&self, now: OffsetDateTime) -> Option<BTreeMap<String, ByteString>> {
+        let handler = self.handler.as_ref()?;
+        let mut data = BTreeMap::new();
+        let mut put = |key: &str, value: &str| {
+            data.insert(key.to_owned(), ByteString(value.as_bytes().to_vec()));
+        };
+        put(KEY_CERT, &handler.cert);
+        put(KEY_KEY, &handler.key);
+        put(KEY_CA_CERT, &self.ca_bundle(now));
+        Some(data)
     }
 
     /// The serving certificate and key, ready for rustls (signing with ring).
@@ -447,6 +639,33 @@ pub struct CertSettings {
     pub secret: String,
     pub mutating_configuration: String,
     pub validating_configuration: String,
+    /// Further Services the same serving certificate answers for (the subresource API's).
+    pub also_serves: Vec<ServiceIdentity>,
+    /// The APIService objects whose `caBundle` is kept equal to the CA bundle.
+    pub api_services: Vec<String>,
+    /// The controller ↔ handler certificates, when the handlers are served.
+    pub handler: Option<HandlerCertSettings>,
+}
+
+impl CertSettings {
+    /// Every DNS name the serving certificate must carry.
+    pub fn dns_names(&self) -> Vec<String> {
+        let mut names = self.identity.dns_names();
+        for other in &self.also_serves {
+            names.extend(other.dns_names());
+        }
+        names
+    }
+}
+
+/// The certificates between the controller and the handlers, and the handlers' Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandlerCertSettings {
+    pub names: LeafNames,
+    /// The Secret (in the controller's namespace) the handler DaemonSet mounts: `tls.crt`,
+    /// `tls.key` (the handlers' serving certificate) and `ca.crt` (the CA bundle that issues
+    /// the controller's client certificate).
+    pub secret: String,
 }
 
 /// Reads, renews and stores the certificates, and injects the CA bundle.
@@ -476,14 +695,21 @@ impl CertManager {
         let namespace = &self.settings.identity.namespace;
         let name = &self.settings.secret;
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let names = self.settings.identity.dns_names();
+        let names = self.settings.dns_names();
         for _ in 0..5 {
             let now = OffsetDateTime::now_utc();
             let existing = api.get_opt(name).await?;
             let stored = existing.as_ref().and_then(CertSet::from_secret);
             let renewal = plan(stored.as_ref(), &names, now);
-            let Some(stored_set) = stored.as_ref().filter(|_| renewal == Renewal::Keep) else {
-                let set = renew(stored.as_ref(), renewal, &names, now)?;
+            let mut set = renew(stored.as_ref(), renewal, &names, now)?;
+            let mut leaves_changed = false;
+            if let Some(handler) = &self.settings.handler {
+                (set, leaves_changed) = renew_leaves(set, &handler.names, now)?;
+            }
+            let Some(stored_set) = stored
+                .as_ref()
+                .filter(|_| renewal == Renewal::Keep && !leaves_changed)
+            else {
                 let written = match existing {
                     None => {
                         let secret = Secret {
@@ -511,7 +737,7 @@ impl CertManager {
                 };
                 match written {
                     Ok(()) => {
-                        tracing::info!(namespace = %namespace, secret = %name, ?renewal, "webhook certificates renewed");
+                        tracing::info!(namespace = %namespace, secret = %name, ?renewal, leaves_changed, "certificates renewed");
                         return Ok(set);
                     }
                     // Another replica wrote first: read what it wrote.
@@ -585,32 +811,119 @@ impl CertManager {
         Ok(())
     }
 
-    /// One round: the Secret made current, the bundle injected; the set to serve.
-    /// The bundle goes in before the caller serves a certificate from a new CA.
+    /// Sets `bundle` as the `caBundle` of every APIService in the settings (skipping those
+    /// not installed).
+    pub async fn inject_api_service_bundle(&self, bundle: &[u8]) -> Result<(), CertError> {
+        use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+        let api: Api<APIService> = Api::all(self.client.clone());
+        for name in &self.settings.api_services {
+            let Some(service) = api.get_opt(name).await? else {
+                tracing::warn!(apiservice = %name, "APIService not found: no CA bundle injected");
+                continue;
+            };
+            let current = service
+                .spec
+                .as_ref()
+                .and_then(|s| s.ca_bundle.as_ref())
+                .map(|b| b.0.as_slice());
+            if current == Some(bundle) {
+                continue;
+            }
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            };
+            let patch = serde_json::json!({"spec": {"caBundle": ByteString(bundle.to_vec())}});
+            api.patch(name, &params, &Patch::Merge(&patch)).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the handlers' Secret (see [`HandlerCertSettings::secret`]) when it differs.
+    pub async fn write_handler_secret(&self, set: &CertSet) -> Result<(), CertError> {
+        let Some(settings) = &self.settings.handler else {
+            return Ok(());
+        };
+        let Some(data) = set.handler_secret_data(OffsetDateTime::now_utc()) else {
+            return Ok(());
+        };
+        let namespace = &self.settings.identity.namespace;
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        match api.get_opt(&settings.secret).await? {
+            Some(existing) if existing.data.as_ref() == Some(&data) => Ok(()),
+            Some(mut existing) => {
+                existing.data = Some(data);
+                existing.string_data = None;
+                match api
+                    .replace(&settings.secret, &post_params(), &existing)
+                    .await
+                {
+                    // Another replica wrote it first; the next round compares again.
+                    Err(kube::Error::Api(status)) if status.is_conflict() => Ok(()),
+                    other => other.map(|_| ()).map_err(CertError::from),
+                }
+            }
+            None => {
+                let secret = Secret {
+                    metadata: ObjectMeta {
+                        name: Some(settings.secret.clone()),
+                        namespace: Some(namespace.clone()),
+                        labels: Some(BTreeMap::from([(
+                            "app.kubernetes.io/managed-by".to_owned(),
+                            FIELD_MANAGER.to_owned(),
+                        )])),
+                        ..ObjectMeta::default()
+                    },
+                    type_: Some("kubernetes.io/tls".to_owned()),
+                    data: Some(data),
+                    ..Secret::default()
+                };
+                match api.create(&post_params(), &secret).await {
+                    Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
+                    other => other.map(|_| ()).map_err(CertError::from),
+                }
+            }
+        }
+    }
+
+    /// One round: the Secret made current, the bundle injected (webhooks, APIServices), the
+    /// handlers' Secret written; the set to serve. The bundle goes in before the caller serves
+    /// a certificate from a new CA.
     pub async fn refresh(&self) -> Result<CertSet, CertError> {
         let set = self.ensure_secret().await?;
-        self.inject_ca_bundle(set.ca_bundle(OffsetDateTime::now_utc()).as_bytes())
-            .await?;
+        let bundle = set.ca_bundle(OffsetDateTime::now_utc());
+        self.inject_ca_bundle(bundle.as_bytes()).await?;
+        self.inject_api_service_bundle(bundle.as_bytes()).await?;
+        self.write_handler_secret(&set).await?;
         Ok(set)
     }
 
-    /// The first round, at startup: a resolver serving the current certificate.
-    pub async fn bootstrap(&self) -> Result<Arc<CertResolver>, CertError> {
+    /// The first round, at startup: a resolver serving the current certificate, and the set.
+    pub async fn bootstrap(&self) -> Result<(Arc<CertResolver>, CertSet), CertError> {
         let set = self.refresh().await?;
-        CertResolver::new(&set)
+        Ok((CertResolver::new(&set)?, set))
     }
 
     /// Keeps `resolver` serving the Secret's current certificate, renewing as needed; runs until
     /// dropped. Failures are logged and retried sooner: the served certificate stays valid for
     /// a third of its life after renewal was due.
-    pub async fn keep_fresh(&self, resolver: Arc<CertResolver>) {
+    /// Every set that gets served is also published on `published`, for the parts that use
+    /// the controller's client certificate.
+    pub async fn keep_fresh(
+        &self,
+        resolver: Arc<CertResolver>,
+        published: tokio::sync::watch::Sender<CertSet>,
+    ) {
         let mut serving = None;
         loop {
             let wait = match self.refresh().await {
                 Ok(set) => {
                     if serving.as_ref() != Some(&set) {
                         match resolver.install(&set) {
-                            Ok(()) => serving = Some(set),
+                            Ok(()) => {
+                                published.send_replace(set.clone());
+                                serving = Some(set);
+                            }
                             Err(e) => {
                                 tracing::warn!(error = %e, "cannot serve the stored certificate")
                             }
@@ -898,6 +1211,160 @@ mod tests {
             .collect();
         assert!(hooks.iter().all(|(_, b)| b.as_deref() == Some(&bundle[..])));
         assert!(ca_bundle_patch(&hooks, &bundle).is_none());
+    }
+
+    #[test]
+    fn admission_certs_handler_leaves() {
+        let leaves = LeafNames::for_namespace("virtshim-system");
+        assert_eq!(leaves.client, "virtshim-controller.virtshim-system.svc");
+        assert_eq!(leaves.handler, "virtshim-handler.virtshim-system.svc");
+        let set = CertSet::generate(&names(), t0()).expect("generate");
+        let (set, changed) = renew_leaves(set, &leaves, t0()).expect("leaves");
+        assert!(changed);
+        let client = set.client.clone().expect("client");
+        let handler = set.handler.clone().expect("handler");
+        let client_info = cert_info(&client.cert).expect("client cert");
+        assert!(client_info.client_auth && !client_info.server_auth);
+        assert_eq!(client_info.dns_names, vec![leaves.client.clone()]);
+        let handler_info = cert_info(&handler.cert).expect("handler cert");
+        assert!(handler_info.server_auth && !handler_info.client_auth);
+        assert_eq!(handler_info.dns_names, vec![leaves.handler.clone()]);
+        // The webhook serving certificate stays a server certificate.
+        let serving = cert_info(&set.cert).expect("serving");
+        assert!(serving.server_auth && !serving.client_auth);
+
+        // (what, set, now, client ok, handler ok)
+        let other = renew_leaves(
+            CertSet::generate(&names(), t0()).expect("generate"),
+            &leaves,
+            t0(),
+        )
+        .expect("other")
+        .0;
+        let swapped = CertSet {
+            client: set.handler.clone(),
+            handler: set.client.clone(),
+            ..set.clone()
+        };
+        let foreign = CertSet {
+            client: other.client.clone(),
+            ..set.clone()
+        };
+        let wrong_key = CertSet {
+            handler: Some(Leaf {
+                cert: handler.cert.clone(),
+                key: client.key.clone(),
+            }),
+            ..set.clone()
+        };
+        let missing = CertSet {
+            client: None,
+            ..set.clone()
+        };
+        let cases: Vec<(&str, &CertSet, OffsetDateTime, bool, bool)> = vec![
+            ("fresh", &set, t0(), true, true),
+            ("day 19", &set, t0() + day(19), true, true),
+            ("day 20", &set, t0() + day(20), false, false),
+            ("usages swapped", &swapped, t0(), false, false),
+            ("client from another CA", &foreign, t0(), false, true),
+            ("handler key mismatch", &wrong_key, t0(), true, false),
+            ("client missing", &missing, t0(), false, true),
+        ];
+        for (what, set, now, client_ok, handler_ok) in cases {
+            assert_eq!(
+                leaf_ok(
+                    &set.ca_cert,
+                    set.client.as_ref(),
+                    &leaves.client,
+                    Usage::Client,
+                    now
+                ),
+                client_ok,
+                "{what}: client"
+            );
+            assert_eq!(
+                leaf_ok(
+                    &set.ca_cert,
+                    set.handler.as_ref(),
+                    &leaves.handler,
+                    Usage::Server,
+                    now
+                ),
+                handler_ok,
+                "{what}: handler"
+            );
+            // Renewing leaves them all usable, and touches only what was not.
+            let (renewed, changed) = renew_leaves(set.clone(), &leaves, now).expect(what);
+            assert_eq!(changed, !(client_ok && handler_ok), "{what}");
+            assert!(
+                !renew_leaves(renewed.clone(), &leaves, now).expect(what).1,
+                "{what}"
+            );
+            if client_ok {
+                assert_eq!(renewed.client, set.client, "{what}");
+            }
+            if handler_ok {
+                assert_eq!(renewed.handler, set.handler, "{what}");
+            }
+        }
+
+        // A new CA drops the leaves of the old one; the serving-only renewal keeps them.
+        let serving_only =
+            renew(Some(&set), Renewal::Serving, &names(), t0() + day(21)).expect("renew");
+        assert_eq!(serving_only.client, set.client);
+        let new_ca = renew(Some(&set), Renewal::All, &names(), t0() + day(250)).expect("renew");
+        assert!(new_ca.client.is_none() && new_ca.handler.is_none());
+
+        // Round trip through the Secret, and the handlers' Secret.
+        assert_eq!(
+            CertSet::from_secret(&Secret {
+                data: Some(set.to_secret_data()),
+                ..Secret::default()
+            }),
+            Some(set.clone())
+        );
+        let data = set.handler_secret_data(t0()).expect("handler data");
+        let text = |k: &str| String::from_utf8(data[k].0.clone()).expect("utf-8");
+        assert_eq!(
+            data.keys().map(String::as_str).collect::<Vec<_>>(),
+            vec!["ca.crt", "tls.crt", "tls.key"]
+        );
+        assert_eq!(text("tls.crt"), handler.cert);
+        assert_eq!(text("tls.key"), handler.key);
+        assert_eq!(text("ca.crt"), set.ca_bundle(t0()));
+        assert!(missing.handler_secret_data(t0()).is_some());
+        assert!(CertSet::generate(&names(), t0())
+            .expect("generate")
+            .handler_secret_data(t0())
+            .is_none());
+    }
+
+    #[test]
+    fn admission_certs_settings_names() {
+        let settings = CertSettings {
+            identity: ServiceIdentity {
+                service: "virtshim-controller".into(),
+                namespace: "ns".into(),
+            },
+            secret: "s".into(),
+            mutating_configuration: "m".into(),
+            validating_configuration: "v".into(),
+            also_serves: vec![ServiceIdentity {
+                service: "virtshim-api".into(),
+                namespace: "ns".into(),
+            }],
+            api_services: Vec::new(),
+            handler: None,
+        };
+        assert_eq!(
+            settings.dns_names(),
+            vec![
+                "virtshim-controller.ns.svc.cluster.local".to_owned(),
+                "virtshim-controller.ns.svc".to_owned(),
+                "virtshim-api.ns.svc.cluster.local".to_owned(),
+                "virtshim-api.ns.svc".to_owned(),
+            ]
+        );
     }
 
     #[test]

@@ -75,6 +75,9 @@ impl Settings {
             secret: self.secret.clone(),
             mutating_configuration: self.mutating_configuration.clone(),
             validating_configuration: self.validating_configuration.clone(),
+            also_serves: Vec::new(),
+            api_services: Vec::new(),
+            handler: None,
         }
     }
 
@@ -100,19 +103,29 @@ impl Settings {
 ///
 /// Every replica may run this; they share the Secret. Needs RBAC for `secrets` get/create/update
 /// in the namespace and `mutatingwebhookconfigurations` / `validatingwebhookconfigurations`
-/// get/patch.
+/// get/patch. The controller binary runs one [`certs::CertManager`] for all its servers
+/// instead, and calls [`serve`].
 pub async fn run(
     client: kube::Client,
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AdmissionError> {
     let manager = certs::CertManager::new(client, settings.cert_settings());
-    let resolver = manager.bootstrap().await?;
-    let server = server::Server::bind(settings.addr).await?;
-    tracing::info!(addr = %settings.addr, "admission webhooks serving");
-    let serve = server.run(resolver.clone(), shutdown);
+    let (resolver, set) = manager.bootstrap().await?;
+    let (published, _) = tokio::sync::watch::channel(set);
     tokio::select! {
-        result = serve => Ok(result?),
-        () = manager.keep_fresh(resolver) => Ok(()),
+        result = serve(settings.addr, resolver.clone(), shutdown) => result,
+        () = manager.keep_fresh(resolver, published) => Ok(()),
     }
+}
+
+/// Serves the webhooks on `addr` with the certificate `resolver` holds until `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    resolver: std::sync::Arc<certs::CertResolver>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AdmissionError> {
+    let server = server::Server::bind(addr).await?;
+    tracing::info!(%addr, "admission webhooks serving");
+    Ok(server.run(resolver, shutdown).await?)
 }

@@ -1,0 +1,200 @@
+//! The WebSocket half of console and VNC: checking the upgrade request (pure), and relaying
+//! frames between `virtctl` (through the apiserver) and the handler, byte for byte.
+
+use super::handler::PLAIN_PROTOCOL;
+use super::status::ApiError;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// Checks an upgrade request (version 13, offering `plain.kubevirt.io`) and computes its
+/// `Sec-WebSocket-Accept`.
+pub fn accept_key(headers: &hyper::HeaderMap) -> Result<String, ApiError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    if !header("upgrade").eq_ignore_ascii_case("websocket") {
+        return Err(ApiError::bad_request(
+            "this subresource is a WebSocket: an Upgrade: websocket request is required",
+        ));
+    }
+    if header("sec-websocket-version") != "13" {
+        return Err(ApiError::bad_request(
+            "unsupported WebSocket version (13 expected)",
+        ));
+    }
+    let offered = headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|p| p == PLAIN_PROTOCOL);
+    if !offered {
+        return Err(ApiError::bad_request(format!(
+            "the WebSocket subprotocol must be {PLAIN_PROTOCOL}"
+        )));
+    }
+    let key = header("sec-websocket-key");
+    if key.is_empty() {
+        return Err(ApiError::bad_request("Sec-WebSocket-Key is missing"));
+    }
+    Ok(derive_accept_key(key.as_bytes()))
+}
+
+/// How a relay ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// `virtctl`'s side closed.
+    ClientClosed,
+    /// The handler's side closed (the VM's console closed, or another session took over).
+    HandlerClosed,
+    Failed(String),
+}
+
+/// Relays frames between `client` and `handler` until either side closes; a close frame from
+/// one side is passed on to the other.
+pub async fn relay<C, H>(client: WebSocketStream<C>, handler: WebSocketStream<H>) -> Ended
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    H: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut client_tx, mut client_rx) = client.split();
+    let (mut handler_tx, mut handler_rx) = handler.split();
+    let ended = loop {
+        tokio::select! {
+            from_client = client_rx.next() => match from_client {
+                Some(Ok(message @ (Message::Binary(_) | Message::Text(_)))) => {
+                    if let Err(e) = handler_tx.send(message).await {
+                        break Ended::Failed(format!("writing to the handler: {e}"));
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let _ = handler_tx.send(Message::Close(frame)).await;
+                    break Ended::ClientClosed;
+                }
+                None => {
+                    let _ = handler_tx.send(Message::Close(None)).await;
+                    break Ended::ClientClosed;
+                }
+                // Pings are answered by the WebSocket layer.
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break Ended::Failed(format!("reading from the client: {e}")),
+            },
+            from_handler = handler_rx.next() => match from_handler {
+                Some(Ok(message @ (Message::Binary(_) | Message::Text(_)))) => {
+                    if let Err(e) = client_tx.send(message).await {
+                        break Ended::Failed(format!("writing to the client: {e}"));
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let _ = client_tx.send(Message::Close(frame)).await;
+                    break Ended::HandlerClosed;
+                }
+                None => {
+                    let _ = client_tx.send(Message::Close(None)).await;
+                    break Ended::HandlerClosed;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break Ended::Failed(format!("reading from the handler: {e}")),
+            },
+        }
+    };
+    let _ = client_tx.close().await;
+    let _ = handler_tx.close().await;
+    ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::{HeaderName, HeaderValue};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    fn headers(pairs: &[(&str, &str)]) -> hyper::HeaderMap {
+        let mut map = hyper::HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn upgrade_table() {
+        let good = [
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            (
+                "Sec-WebSocket-Protocol",
+                "base64.binary.k8s.io, plain.kubevirt.io",
+            ),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        // RFC 6455's example key and answer.
+        assert_eq!(
+            accept_key(&headers(&good)),
+            Ok("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".to_owned())
+        );
+        for drop in 0..good.len() {
+            let partial: Vec<_> = good
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != drop)
+                .map(|(_, h)| *h)
+                .collect();
+            assert_eq!(
+                accept_key(&headers(&partial)).map_err(|e| e.code),
+                Err(400),
+                "without {}",
+                good[drop].0
+            );
+        }
+        let wrong_protocol = [
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Protocol", "v4.channel.k8s.io"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        assert!(accept_key(&headers(&wrong_protocol)).is_err());
+    }
+
+    #[tokio::test]
+    async fn relay_passes_bytes_both_ways_and_closes() {
+        let (client_near, client_far) = tokio::io::duplex(1024);
+        let (handler_near, handler_far) = tokio::io::duplex(1024);
+        let client_side = WebSocketStream::from_raw_socket(client_near, Role::Server, None).await;
+        let handler_side = WebSocketStream::from_raw_socket(handler_near, Role::Client, None).await;
+        let relay = tokio::spawn(relay(client_side, handler_side));
+        let mut virtctl = WebSocketStream::from_raw_socket(client_far, Role::Client, None).await;
+        let mut vm = WebSocketStream::from_raw_socket(handler_far, Role::Server, None).await;
+        virtctl
+            .send(Message::Binary(b"ls\r".to_vec().into()))
+            .await
+            .expect("send");
+        assert_eq!(
+            vm.next().await.and_then(Result::ok),
+            Some(Message::Binary(b"ls\r".to_vec().into()))
+        );
+        vm.send(Message::Binary(b"bin etc\r\n".to_vec().into()))
+            .await
+            .expect("send");
+        assert_eq!(
+            virtctl.next().await.and_then(Result::ok),
+            Some(Message::Binary(b"bin etc\r\n".to_vec().into()))
+        );
+        vm.close(None).await.expect("close");
+        assert!(matches!(
+            virtctl.next().await,
+            Some(Ok(Message::Close(_))) | None
+        ));
+        assert_eq!(relay.await.expect("relay"), Ended::HandlerClosed);
+    }
+}
