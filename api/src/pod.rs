@@ -55,6 +55,24 @@ pub const LABEL_CREATED_BY: &str = "kubevirt.io/created-by";
 pub const LABEL_APP: &str = "kubevirt.io";
 pub const LABEL_DOMAIN: &str = "kubevirt.io/domain";
 pub const LABEL_VM_NAME: &str = "vm.kubevirt.io/name";
+/// The VMI's name as a label value (what `virtctl expose` selects, as in KubeVirt).
+pub const LABEL_VMI_ID: &str = "vmi.kubevirt.io/id";
+
+/// The value of [`LABEL_VMI_ID`]: the name itself when it fits a label (63 characters), else its
+/// first 54 characters, `-` and the first 8 hex digits of the name's SHA-1, as KubeVirt makes it.
+pub fn vmi_id_label(name: &str) -> String {
+    const MAX: usize = 63;
+    const HASH: usize = 8;
+    if name.len() <= MAX {
+        return name.to_owned();
+    }
+    use sha1::Digest;
+    let digest = sha1::Sha1::digest(name.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    // Names are DNS subdomains (ASCII), so byte slicing is safe; stay on a char boundary anyway.
+    let prefix = &name[..name.floor_char_boundary(MAX - HASH - 1)];
+    format!("{prefix}-{}", &hex[..HASH])
+}
 
 /// The container that carries a further containerDisk volume.
 pub fn volume_container(volume: &str) -> String {
@@ -135,6 +153,7 @@ pub fn pod_for_vmi(
     let mut labels = vmi.metadata.labels.clone().unwrap_or_default();
     labels.insert(LABEL_APP.to_owned(), "virt-launcher".to_owned());
     labels.insert(LABEL_DOMAIN.to_owned(), name.clone());
+    labels.insert(LABEL_VMI_ID.to_owned(), vmi_id_label(&name));
     if let Some(uid) = &vmi.metadata.uid {
         labels.insert(LABEL_CREATED_BY.to_owned(), uid.clone());
     }
@@ -427,6 +446,17 @@ spec:
             .map(|c| c.claim_name.as_str())
             .collect();
         assert_eq!(claims, ["fast-block", "on-disk"]);
+    }
+
+    #[test]
+    fn vmi_id_labels_fit_in_a_label() {
+        assert_eq!(vmi_id_label("testvmi"), "testvmi");
+        let long = "a".repeat(70);
+        let id = vmi_id_label(&long);
+        assert_eq!(id.len(), 63);
+        assert!(id.starts_with(&"a".repeat(54)));
+        // `printf 'a%.0s' $(seq 70) | sha1sum`, first 8 hex digits
+        assert_eq!(&id[54..], "-ed6c69d9");
     }
 
     #[test]
