@@ -52,15 +52,18 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let tls = tls::server_config(
-        &TlsFiles {
-            cert: args.tls_cert.clone(),
-            key: args.tls_key.clone(),
-            client_ca: args.client_ca.clone(),
-        },
-        &args.client_name,
-    )
-    .context("loading the TLS configuration")?;
+    // The controller renews these in their Secret; new connections pick them up.
+    let tls = Arc::new(
+        tls::ReloadingConfig::new(
+            TlsFiles {
+                cert: args.tls_cert.clone(),
+                key: args.tls_key.clone(),
+                client_ca: args.client_ca.clone(),
+            },
+            &args.client_name,
+        )
+        .context("loading the TLS configuration")?,
+    );
     let handler = Arc::new(Handler::new(
         &args.run_dir,
         Tasks::new(&args.containerd, &args.containerd_namespace),

@@ -314,15 +314,44 @@ fn query_value(query: Option<&str>, key: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// Where each connection's TLS configuration comes from.
+#[derive(Clone, Debug)]
+pub enum TlsSource {
+    Fixed(Arc<rustls::ServerConfig>),
+    /// Reloaded from its files when they change.
+    Files(Arc<crate::tls::ReloadingConfig>),
+}
+
+impl TlsSource {
+    fn acceptor(&self) -> TlsAcceptor {
+        match self {
+            TlsSource::Fixed(config) => TlsAcceptor::from(config.clone()),
+            TlsSource::Files(reloading) => TlsAcceptor::from(reloading.config()),
+        }
+    }
+}
+
+impl From<Arc<rustls::ServerConfig>> for TlsSource {
+    fn from(config: Arc<rustls::ServerConfig>) -> Self {
+        TlsSource::Fixed(config)
+    }
+}
+
+impl From<Arc<crate::tls::ReloadingConfig>> for TlsSource {
+    fn from(reloading: Arc<crate::tls::ReloadingConfig>) -> Self {
+        TlsSource::Files(reloading)
+    }
+}
+
 /// Serves `handler` on `listener` with `tls` until `shutdown` completes; then every open
 /// connection (and session) is closed too.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: impl Into<TlsSource>,
     handler: Arc<Handler>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
+    let tls: TlsSource = tls.into();
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -335,7 +364,7 @@ pub async fn serve(
         // Keystrokes are tiny writes: without this, Nagle's algorithm and delayed ACKs add
         // ~40 ms to a console echo or a handshake.
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let acceptor = tls.acceptor();
         let handler = handler.clone();
         connections.spawn(async move {
             let tls = match acceptor.accept(tcp).await {

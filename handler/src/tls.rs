@@ -15,7 +15,8 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// The PEM files the server needs.
 #[derive(Clone, Debug)]
@@ -144,5 +145,121 @@ impl ClientCertVerifier for NamedClientVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.chain.supported_verify_schemes()
+    }
+}
+
+/// A server configuration that follows its files: the controller renews the handler's serving
+/// certificate (and, with a new CA, the client CA) in a Secret, and the kubelet updates the
+/// mounted files in place. Each new connection gets the configuration of the files as they are
+/// now; one that fails to load (a half-updated Secret) leaves the previous one in use.
+#[derive(Debug)]
+pub struct ReloadingConfig {
+    files: TlsFiles,
+    client_name: String,
+    current: Mutex<(Vec<Option<SystemTime>>, Arc<ServerConfig>)>,
+}
+
+impl ReloadingConfig {
+    /// Loads the files once; an error here is an error (the handler cannot serve without them).
+    pub fn new(files: TlsFiles, client_name: &str) -> Result<Self, TlsError> {
+        let stamps = stamps(&files);
+        let config = server_config(&files, client_name)?;
+        Ok(Self {
+            files,
+            client_name: client_name.to_owned(),
+            current: Mutex::new((stamps, config)),
+        })
+    }
+
+    /// The configuration for a new connection, reloaded when a file changed.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        let Ok(mut current) = self.current.lock() else {
+            // A poisoned lock only means another connection panicked mid-reload.
+            return self.fallback();
+        };
+        let now = stamps(&self.files);
+        if now != current.0 {
+            match server_config(&self.files, &self.client_name) {
+                Ok(config) => {
+                    tracing::info!("TLS files changed: new certificates in use");
+                    *current = (now, config);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS files changed but do not load; keeping the previous ones");
+                }
+            }
+        }
+        current.1.clone()
+    }
+
+    fn fallback(&self) -> Arc<ServerConfig> {
+        match self.current.lock() {
+            Ok(c) => c.1.clone(),
+            Err(poisoned) => poisoned.into_inner().1.clone(),
+        }
+    }
+}
+
+/// When each file last changed (following symlinks: Secret volumes swap a `..data` link).
+fn stamps(files: &TlsFiles) -> Vec<Option<SystemTime>> {
+    [&files.cert, &files.key, &files.client_ca]
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::Duration;
+
+    fn write_pki(dir: &Path, when: SystemTime) -> TlsFiles {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let files = TlsFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+            client_ca: dir.join("ca.crt"),
+        };
+        for (path, text) in [
+            (&files.cert, cert.pem()),
+            (&files.key, key.serialize_pem()),
+            (&files.client_ca, ca_pem),
+        ] {
+            std::fs::write(path, text).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        }
+        files
+    }
+
+    #[test]
+    fn new_files_are_used_and_broken_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let files = write_pki(dir.path(), t0);
+        let reloading = ReloadingConfig::new(files.clone(), "controller.example").unwrap();
+        let first = reloading.config();
+        assert!(Arc::ptr_eq(&first, &reloading.config()), "unchanged files: same config");
+        write_pki(dir.path(), t0 + Duration::from_secs(60));
+        let second = reloading.config();
+        assert!(!Arc::ptr_eq(&first, &second), "renewed files: a new config");
+        std::fs::write(&files.cert, "not a certificate").unwrap();
+        assert!(
+            Arc::ptr_eq(&second, &reloading.config()),
+            "a broken file keeps the last good config"
+        );
     }
 }
