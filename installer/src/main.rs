@@ -60,6 +60,10 @@ enum Command {
         /// How long to wait for running VMs to stop.
         #[arg(long, default_value_t = 300)]
         wait_for_vms: u64,
+        /// Do nothing while this DaemonSet (in $POD_NAMESPACE) exists and is not being
+        /// deleted: the pod is being replaced (an upgrade), not virtshim removed.
+        #[arg(long)]
+        keep_if_daemonset: Option<String>,
     },
     /// Check QEMU, libvirt and KVM and print what VMs would get.
     Check,
@@ -140,7 +144,22 @@ fn run() -> anyhow::Result<ExitCode> {
                 wait_for_term()?;
             }
         }
-        Command::Uninstall { wait_for_vms } => {
+        Command::Uninstall {
+            wait_for_vms,
+            keep_if_daemonset,
+        } => {
+            if let (Some(name), Some(config)) = (keep_if_daemonset, cluster.clone()) {
+                let namespace =
+                    std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "virtshim-system".to_owned());
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the async runtime")?;
+                if runtime.block_on(node::daemonset_remains(config, &namespace, name))? {
+                    println!("uninstall: daemonset {namespace}/{name} remains: this pod is being replaced, virtshim stays on the node");
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
             label(cluster, args.node_name.as_deref(), None)?;
             let left = host::wait_for_shims(Duration::from_secs(*wait_for_vms));
             if left > 0 {

@@ -26,6 +26,12 @@ pub enum NodeError {
     },
     #[error("Kubernetes client: {0}")]
     Client(String),
+    #[error("reading {what}: {source}")]
+    Lookup {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("patching node {node}: {source}")]
     Patch {
         node: String,
@@ -169,6 +175,26 @@ pub async fn report(config: Config, node: &str, accel: Option<&str>) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Whether DaemonSet `namespace/name` exists and is not being deleted: then this pod is only
+/// being replaced (an upgrade, a restart), and uninstalling would take virtshim away from the
+/// node's running VMs.
+pub async fn daemonset_remains(
+    config: Config,
+    namespace: &str,
+    name: &str,
+) -> Result<bool, NodeError> {
+    let client = kube::Client::try_from(config).map_err(|e| NodeError::Client(e.to_string()))?;
+    let sets: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::namespaced(client, namespace);
+    match sets.get_opt(name).await {
+        Ok(Some(set)) => Ok(set.metadata.deletion_timestamp.is_none()),
+        Ok(None) => Ok(false),
+        Err(source) => Err(NodeError::Lookup {
+            what: format!("daemonset {namespace}/{name}"),
+            source,
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -494,6 +494,7 @@ fn manifests_rbac_is_least_privilege() {
             "cluster /nodes get",
             "cluster /nodes patch",
             "default /events create",
+            "virtshim-system apps/daemonsets get [\"virtshim-installer\"]",
         ])
     );
 
