@@ -252,7 +252,10 @@ mod tests {
         let files = write_pki(dir.path(), t0);
         let reloading = ReloadingConfig::new(files.clone(), "controller.example").unwrap();
         let first = reloading.config();
-        assert!(Arc::ptr_eq(&first, &reloading.config()), "unchanged files: same config");
+        assert!(
+            Arc::ptr_eq(&first, &reloading.config()),
+            "unchanged files: same config"
+        );
         write_pki(dir.path(), t0 + Duration::from_secs(60));
         let second = reloading.config();
         assert!(!Arc::ptr_eq(&first, &second), "renewed files: a new config");
