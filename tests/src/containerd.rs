@@ -867,8 +867,32 @@ fn kill_leftovers(layout: &Layout) -> Vec<String> {
     let mut problems = Vec::new();
     for pid in shims_of(&layout.socket()) {
         problems.push(format!("shim {pid} was still running: killed"));
+        // A virtshim shim serves a pod whose run folder is `<run>/p/<sandbox id prefix>/`,
+        // named on its QEMU's command line: with the shim killed and no containerd left to run
+        // the shim's cleanup, the test harness stops that QEMU itself.
+        let sandbox = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .and_then(|c| {
+                let args: Vec<String> = c
+                    .split(|&b| b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                args.windows(2)
+                    .find(|w| w[0] == "-id")
+                    .map(|w| w[1].clone())
+            });
         if let Some(pid) = Pid::from_raw(pid) {
             let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+        if let Some(id) = sandbox.filter(|id| id.len() >= 16) {
+            for qemu in qemus_naming(&format!("/p/{}/", &id[..16])) {
+                problems.push(format!(
+                    "QEMU {qemu} of that shim was still running: killed"
+                ));
+                if let Some(qemu) = Pid::from_raw(qemu) {
+                    let _ = rustix::process::kill_process(qemu, Signal::KILL);
+                }
+            }
         }
     }
     let runc_root = layout.runc_root().join(K8S_NAMESPACE);
@@ -894,6 +918,22 @@ fn kill_leftovers(layout: &Layout) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The pids of QEMU processes whose command line contains `text`.
+fn qemus_naming(text: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.starts_with("/usr/bin/qemu-system") && cmdline.contains(text)).then_some(pid)
+        })
+        .collect()
 }
 
 /// The pids of `containerd-shim-*` processes started by the containerd listening on `socket`
