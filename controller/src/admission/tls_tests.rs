@@ -123,6 +123,12 @@ async fn send(
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .expect("request");
+    // hyper's connection may still be finishing the previous exchange: wait until it takes
+    // the next request (without this, a fast client sees "connection was not ready").
+    sender
+        .ready()
+        .await
+        .expect("connection ready for the next request");
     let response = sender.send_request(request).await.expect("response");
     let status = response.status();
     let body = response

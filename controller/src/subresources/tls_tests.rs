@@ -283,6 +283,8 @@ async fn send(
     let request = builder
         .body(Full::new(Bytes::from(body.to_owned())))
         .map_err(|e| e.to_string())?;
+    // Wait until the connection takes the next request (it may still be finishing the last).
+    sender.ready().await.map_err(|e| e.to_string())?;
     let response = sender
         .send_request(request)
         .await
