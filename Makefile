@@ -3,7 +3,8 @@
 #   make test          every test; installs what it needs first
 #   make deps          Debian packages (scripts/deps.sh)
 #   make crds          regenerate manifests/crds/ from api/src/types
-#   make images        build the test guests and component images, import them into containerd
+#   make images        build the test guests, the Debian cloud image and the component images,
+#                      import them into containerd (guest-images: the test guests only)
 #   make install-node  install the shim on this node's containerd (uninstall-node removes it)
 #   make bench         measurements recorded in BENCHMARKS.md
 
@@ -11,7 +12,7 @@ CARGO ?= cargo
 EXAMPLES ?= $(abspath ../shared/examples/kubevirt)
 export VIRTSHIM_EXAMPLES := $(EXAMPLES)
 
-.PHONY: all build deps test demo crds lint images install-node uninstall-node node bench
+.PHONY: all build deps test demo crds lint images guest-images install-node uninstall-node node bench
 
 all: build
 
@@ -36,7 +37,11 @@ node: deps
 	@bash scripts/node-containerd.sh
 
 images: node
-	@bash scripts/images.sh
+	@bash scripts/images.sh all
+
+# What the demo boots: the small test guests and the placeholder image.
+guest-images: node
+	@bash scripts/images.sh guests
 
 install-node: node
 	$(CARGO) build -q --release -p virtshim-shim
@@ -45,7 +50,7 @@ install-node: node
 uninstall-node:
 	@bash runtimeclass/install-node.sh --uninstall
 
-demo: install-node images
+demo: install-node guest-images
 	$(CARGO) build -q --release -p virtctl
 	@bash scripts/demo.sh
 
