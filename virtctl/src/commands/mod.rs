@@ -48,6 +48,30 @@ impl ClusterArgs {
     }
 }
 
+/// `PUT …/virtualmachines/{name}/{action}` with `body`: what start, stop and restart do.
+/// `doing` and `done` word the error and the success line ("starting", "start").
+pub fn put_vm_action(
+    cluster_args: &ClusterArgs,
+    name: &str,
+    action: &str,
+    doing: &str,
+    body: serde_json::Value,
+    dry_run: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    block_on(async {
+        let (client, ns) = cluster_args.connect().await?;
+        if dry_run {
+            println!("Dry run: the VM is not changed");
+        }
+        let path = cluster::subresource_path(&ns, "virtualmachines", name, action);
+        cluster::put(&client, &path, body)
+            .await
+            .map_err(|e| anyhow::anyhow!("{doing} VirtualMachine {name}: {e}"))?;
+        println!("VM {name} was scheduled to {action}");
+        Ok(std::process::ExitCode::SUCCESS)
+    })
+}
+
 /// Runs a cluster verb on a fresh runtime.
 pub fn block_on<T>(
     future: impl std::future::Future<Output = anyhow::Result<T>>,

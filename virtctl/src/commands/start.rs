@@ -1,6 +1,6 @@
 //! `virtctl start VM`: `PUT …/virtualmachines/{name}/start` with `StartOptions`.
 
-use super::{block_on, ClusterArgs};
+use super::{put_vm_action, ClusterArgs};
 use anyhow::Result;
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -31,18 +31,14 @@ pub fn body(paused: bool, dry_run: bool) -> Value {
 }
 
 pub fn run(args: &Args, cluster_args: &ClusterArgs) -> Result<ExitCode> {
-    block_on(async {
-        let (client, ns) = cluster_args.connect().await?;
-        if args.dry_run {
-            println!("Dry run: the VM is not changed");
-        }
-        let path = cluster::subresource_path(&ns, "virtualmachines", &args.name, "start");
-        cluster::put(&client, &path, body(args.paused, args.dry_run))
-            .await
-            .map_err(|e| anyhow::anyhow!("starting VirtualMachine {}: {e}", args.name))?;
-        println!("VM {} was scheduled to start", args.name);
-        Ok(ExitCode::SUCCESS)
-    })
+    put_vm_action(
+        cluster_args,
+        &args.name,
+        "start",
+        "starting",
+        body(args.paused, args.dry_run),
+        args.dry_run,
+    )
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! `virtctl stop VM`: `PUT …/virtualmachines/{name}/stop` with `StopOptions`.
 
-use super::{block_on, ClusterArgs};
+use super::{put_vm_action, ClusterArgs};
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -44,18 +44,14 @@ pub fn body(grace_period: Option<i64>, dry_run: bool) -> Value {
 
 pub fn run(args: &Args, cluster_args: &ClusterArgs) -> Result<ExitCode> {
     let grace = forced_grace_period(args.force, args.grace_period)?;
-    block_on(async {
-        let (client, ns) = cluster_args.connect().await?;
-        if args.dry_run {
-            println!("Dry run: the VM is not changed");
-        }
-        let path = cluster::subresource_path(&ns, "virtualmachines", &args.name, "stop");
-        cluster::put(&client, &path, body(grace, args.dry_run))
-            .await
-            .map_err(|e| anyhow::anyhow!("stopping VirtualMachine {}: {e}", args.name))?;
-        println!("VM {} was scheduled to stop", args.name);
-        Ok(ExitCode::SUCCESS)
-    })
+    put_vm_action(
+        cluster_args,
+        &args.name,
+        "stop",
+        "stopping",
+        body(grace, args.dry_run),
+        args.dry_run,
+    )
 }
 
 #[cfg(test)]
