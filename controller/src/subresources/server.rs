@@ -30,16 +30,12 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-/// A TLS handshake must finish within this.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Request headers must arrive within this.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::https::HEADER_TIMEOUT;
 
 type Body = Full<Bytes>;
 
@@ -150,28 +146,12 @@ impl Server {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                accepted = self.listener.accept() => {
-                    let (tcp, peer) = match accepted {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accepting a subresource API connection");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    };
+                (tcp, peer) = crate::https::accept(&self.listener, "subresource API") => {
                     let acceptor = shared.acceptor();
                     let shared = shared.clone();
                     tokio::spawn(async move {
-                        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "subresource API TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "subresource API TLS handshake timed out");
-                                return;
-                            }
+                        let Some(tls) = crate::https::handshake(&acceptor, tcp, peer, "subresource API").await else {
+                            return;
                         };
                         let client_chain: Option<Arc<Vec<CertificateDer<'static>>>> = tls
                             .get_ref()
