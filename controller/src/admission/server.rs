@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-pub use crate::https::{HANDSHAKE_TIMEOUT, HEADER_TIMEOUT};
+use crate::https::HEADER_TIMEOUT;
 /// On shutdown, requests in flight get this long to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
