@@ -226,3 +226,26 @@ pub fn setup(dir: &Path) -> (Pki, TlsFiles, Identity) {
     std::fs::write(&files.client_ca, &pki.ca).expect("handler harness");
     (pki, files, controller)
 }
+
+/// One read from a WebSocket whose socket has a read timeout: `Some(bytes)` for a binary frame,
+/// `None` when nothing came in time (or a control frame came), `Err` when the peer closed the
+/// session or the read failed.
+pub fn read_frame<S: Read + Write>(
+    ws: &mut tungstenite::WebSocket<S>,
+) -> Result<Option<Vec<u8>>, String> {
+    use tungstenite::Message;
+    match ws.read() {
+        Ok(Message::Binary(data)) => Ok(Some(data.to_vec())),
+        Ok(Message::Close(frame)) => Err(format!("closed: {frame:?}")),
+        Ok(_) => Ok(None),
+        Err(tungstenite::Error::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -14,7 +14,7 @@ use tungstenite::Message;
 use virtctl::local;
 use virtshim_api::manifest::parse_documents;
 use virtshim_tests::handler::{
-    connect, http, setup, websocket, Pki, RunningHandler, Ws, CONTROLLER,
+    connect, http, read_frame, setup, websocket, Pki, RunningHandler, Ws, CONTROLLER,
 };
 use virtshim_tests::vm;
 
@@ -23,21 +23,11 @@ fn read_until(ws: &mut Ws, text: &str, timeout: Duration) -> Result<(), String> 
     let started = Instant::now();
     let mut seen = String::new();
     while started.elapsed() < timeout {
-        match ws.read() {
-            Ok(Message::Binary(data)) => {
-                seen.push_str(&String::from_utf8_lossy(&data));
-                if seen.contains(text) {
-                    return Ok(());
-                }
+        if let Some(data) = read_frame(ws)? {
+            seen.push_str(&String::from_utf8_lossy(&data));
+            if seen.contains(text) {
+                return Ok(());
             }
-            Ok(Message::Close(frame)) => return Err(format!("closed: {frame:?}")),
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(format!("{e}")),
         }
     }
     Err(format!("no {text:?} in: {seen}"))
@@ -59,14 +49,9 @@ impl Rfb {
         let started = Instant::now();
         while self.buf.len() < n {
             assert!(started.elapsed() < Duration::from_secs(30), "VNC stalled");
-            match self.ws.read() {
-                Ok(Message::Binary(data)) => self.buf.extend(data.iter()),
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+            match read_frame(&mut self.ws) {
+                Ok(Some(data)) => self.buf.extend(data),
+                Ok(None) => {}
                 Err(e) => panic!("VNC: {e} (wanted {n} bytes, have {})", self.buf.len()),
             }
         }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use virtctl::local;
 use virtshim_api::manifest::parse_documents;
+use virtshim_tests::handler::read_frame;
 use virtshim_tests::vm;
 
 /// Reads from `stream` until `text` shows up.
@@ -83,21 +84,16 @@ fn attach_echo(url: &str, line: &str, text: &str) -> Result<(), String> {
     let started = Instant::now();
     let mut seen = String::new();
     while started.elapsed() < Duration::from_secs(30) {
-        match socket.read() {
-            Ok(Message::Binary(data)) if data.first() == Some(&1) => {
+        match read_frame(&mut socket) {
+            // Channel 1: stdout.
+            Ok(Some(data)) if data.first() == Some(&1) => {
                 seen.push_str(&String::from_utf8_lossy(&data[1..]));
                 if seen.contains(text) {
                     let _ = socket.close(None);
                     return Ok(());
                 }
             }
-            Ok(Message::Close(_)) => break,
             Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
             Err(e) => return Err(format!("reading the attach stream: {e}; got: {seen}")),
         }
     }

@@ -714,7 +714,7 @@ fn console_latency(cri: &BlockingCri) -> Result<Vec<String>, String> {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
     use tungstenite::Message;
-    use virtshim_tests::handler::{connect, setup, websocket, RunningHandler};
+    use virtshim_tests::handler::{connect, read_frame, setup, websocket, RunningHandler};
     const KEYS: usize = 200;
     let plan = local::plan(
         parse_documents(&Guest::KernelBoot.vmi("console"))
@@ -776,19 +776,7 @@ fn console_latency(cri: &BlockingCri) -> Result<Vec<String>, String> {
                     .send(Message::Binary(vec![k].into()))
                     .map_err(|e| e.to_string())
             },
-            || match ws.borrow_mut().read() {
-                Ok(Message::Binary(data)) => Ok(data.to_vec()),
-                Ok(_) => Ok(Vec::new()),
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    Ok(Vec::new())
-                }
-                Err(e) => Err(e.to_string()),
-            },
+            || read_frame(&mut ws.borrow_mut()).map(Option::unwrap_or_default),
         )?;
         drop(ws);
         // VNC: from connecting to the RFB greeting.
@@ -807,15 +795,8 @@ fn console_latency(cri: &BlockingCri) -> Result<Vec<String>, String> {
                 &format!("/v1/namespaces/default/virtualmachineinstances/console/vnc?uid={uid}"),
             )?;
             loop {
-                match ws.read() {
-                    Ok(Message::Binary(data)) if data.starts_with(b"RFB ") => break,
-                    Ok(_) => {}
-                    Err(tungstenite::Error::Io(e))
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) => {}
-                    Err(e) => return Err(e.to_string()),
+                if read_frame(&mut ws)?.is_some_and(|data| data.starts_with(b"RFB ")) {
+                    break;
                 }
                 if t.elapsed() > Duration::from_secs(10) {
                     return Err("no RFB greeting through the handler".into());
