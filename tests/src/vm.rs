@@ -208,6 +208,39 @@ pub fn wait_exited(cri: &BlockingCri, id: &str, timeout: Duration) -> Option<i32
     None
 }
 
+/// Stops the VM through the CRI (the ACPI power button, `grace` to power off, as the kubelet
+/// stops a container) and asserts that the guest powered off by itself (exit code 0).
+pub fn stop_cleanly(cri: &BlockingCri, started: &virtctl::local::Started, grace: Duration) {
+    cri.stop_container(started.compute_id(), grace)
+        .expect("StopContainer");
+    assert_eq!(
+        wait_exited(cri, started.compute_id(), Duration::from_secs(30)),
+        Some(0),
+        "the guest did not power off by itself"
+    );
+}
+
+/// Removes the VM's pod through the CRI (StopPodSandbox, RemovePodSandbox, as the kubelet does
+/// for a deleted pod) and asserts that nothing of it is left.
+pub fn remove_pod(cri: &BlockingCri, sandbox_id: &str) {
+    cri.stop_pod_sandbox(sandbox_id).expect("StopPodSandbox");
+    cri.remove_pod_sandbox(sandbox_id)
+        .expect("RemovePodSandbox");
+    assert_nothing_left(sandbox_id);
+}
+
+/// Imports compute's image for VMs with no containerDisk or kernel (a busybox that runs nothing).
+pub fn import_placeholder(containerd: &PrivateContainerd) {
+    let image = crate::oci::busybox_image(
+        virtshim_api::pod::PLACEHOLDER_IMAGE,
+        &["/bin/busybox", "true"],
+    )
+    .expect("placeholder image");
+    containerd
+        .import_image(&image)
+        .expect("importing the placeholder");
+}
+
 /// Asserts that a removed pod left no QEMU, no pod folder and no embedded libvirt root (within
 /// ten seconds: containerd cleans up after a dead shim in the background).
 pub fn assert_nothing_left(sandbox_id: &str) {

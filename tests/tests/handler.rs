@@ -259,8 +259,6 @@ fn console_vnc_and_pause_through_the_handler() {
     drop(third);
     drop(handler);
 
-    cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
-    cri.remove_pod_sandbox(&started.sandbox_id).unwrap();
-    vm::assert_nothing_left(&started.sandbox_id);
+    vm::remove_pod(&cri, &started.sandbox_id);
     containerd.stop().unwrap();
 }

@@ -189,15 +189,8 @@ fn reinstalling_a_newer_shim_leaves_running_vms_running() {
     );
     // Both are still managed through the CRI: stopped with their grace period, removed.
     for started in [&first, &second] {
-        cri.stop_container(started.compute_id(), Duration::from_secs(30))
-            .unwrap();
-        assert_eq!(
-            vm::wait_exited(&cri, started.compute_id(), Duration::from_secs(30)),
-            Some(0)
-        );
-        cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
-        cri.remove_pod_sandbox(&started.sandbox_id).unwrap();
-        vm::assert_nothing_left(&started.sandbox_id);
+        vm::stop_cleanly(&cri, started, Duration::from_secs(30));
+        vm::remove_pod(&cri, &started.sandbox_id);
     }
     // Uninstall once no VM runs: only the runtime leaves the config, and the binary goes.
     installer(&["uninstall", "--wait-for-vms", "30"], bin.path(), &config);

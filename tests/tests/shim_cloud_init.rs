@@ -122,9 +122,7 @@ fn cloud_init_configures_the_guest(test: &str, source: &str) {
         Some(0),
         "systemd powered the guest off on the ACPI button"
     );
-    cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
-    cri.remove_pod_sandbox(&started.sandbox_id).unwrap();
-    vm::assert_nothing_left(&started.sandbox_id);
+    vm::remove_pod(&cri, &started.sandbox_id);
     containerd.stop().unwrap();
 }
 

@@ -152,8 +152,6 @@ fn console_socket_clients_and_stdin_reach_the_guest() {
     vm::wait_for_console(&started.console_log(), "attach-42", Duration::from_secs(10)).unwrap();
     read_until(&mut watcher, "attach-42").unwrap();
 
-    cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
-    cri.remove_pod_sandbox(&started.sandbox_id).unwrap();
-    vm::assert_nothing_left(&started.sandbox_id);
+    vm::remove_pod(&cri, &started.sandbox_id);
     containerd.stop().unwrap();
 }

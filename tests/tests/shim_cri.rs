@@ -95,9 +95,7 @@ fn boot_stop_remove(test: &str, yaml: &str, extra_marker: Option<&str>) {
     )
     .unwrap();
 
-    cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
-    cri.remove_pod_sandbox(&started.sandbox_id).unwrap();
-    vm::assert_nothing_left(&started.sandbox_id);
+    vm::remove_pod(&cri, &started.sandbox_id);
     containerd.stop().unwrap();
 }
 
@@ -143,8 +141,6 @@ fn killing_qemu_makes_the_container_exit_non_zero() {
         .status
         .unwrap();
     assert_eq!(status.reason, "Error", "the CRI reports the failure");
-    cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
-    cri.remove_pod_sandbox(&started.sandbox_id).unwrap();
-    vm::assert_nothing_left(&started.sandbox_id);
+    vm::remove_pod(&cri, &started.sandbox_id);
     containerd.stop().unwrap();
 }

@@ -59,9 +59,7 @@ fn several_container_disks_an_empty_disk_and_a_config_drive() {
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["virtual-size"], 64 << 20);
     assert_eq!(info["format"], "qcow2");
-    cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
-    cri.remove_pod_sandbox(&started.sandbox_id).unwrap();
-    vm::assert_nothing_left(&started.sandbox_id);
+    vm::remove_pod(&cri, &started.sandbox_id);
     let _ = std::fs::remove_dir_all(std::path::Path::new(local::LOCAL_VOLUMES).join(&plan.uid));
     containerd.stop().unwrap();
 }
@@ -161,9 +159,7 @@ fn vnc_pause_resume_and_stats() {
 
     cri.stop_container(&id, Duration::from_secs(30)).unwrap();
     assert_eq!(vm::wait_exited(&cri, &id, Duration::from_secs(30)), Some(0));
-    cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
-    cri.remove_pod_sandbox(&started.sandbox_id).unwrap();
-    vm::assert_nothing_left(&started.sandbox_id);
+    vm::remove_pod(&cri, &started.sandbox_id);
     containerd.stop().unwrap();
 }
 

@@ -114,9 +114,7 @@ fn five_vms_survive_two_containerd_restarts_and_stop_cleanly() {
             .unwrap();
         let exit = vm::wait_exited(&cri, started.compute_id(), Duration::from_secs(30));
         assert_eq!(exit, Some(0), "a clean power-off after the restarts");
-        cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
-        cri.remove_pod_sandbox(&started.sandbox_id).unwrap();
-        vm::assert_nothing_left(&started.sandbox_id);
+        vm::remove_pod(&cri, &started.sandbox_id);
     }
     containerd.stop().unwrap();
 }

@@ -72,9 +72,7 @@ fn refused(
     );
     let status = cri.container_status(&id, false).unwrap().status.unwrap();
     assert_ne!(status.state, api::ContainerState::ContainerRunning as i32);
-    cri.stop_pod_sandbox(&sandbox_id).unwrap();
-    cri.remove_pod_sandbox(&sandbox_id).unwrap();
-    vm::assert_nothing_left(&sandbox_id);
+    vm::remove_pod(&cri, &sandbox_id);
     error
 }
 

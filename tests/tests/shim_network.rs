@@ -45,9 +45,7 @@ fn guest_serves_http_at_the_pod_ip(test: &str, interfaces: &str, expected_guest_
         "{test}: another pod fetched http://{ip}/healthz in {:?}",
         started_fetch.elapsed()
     );
-    cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
-    cri.remove_pod_sandbox(&started.sandbox_id).unwrap();
-    vm::assert_nothing_left(&started.sandbox_id);
+    vm::remove_pod(&cri, &started.sandbox_id);
     containerd.stop().unwrap();
 }
 

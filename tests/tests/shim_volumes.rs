@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use virtctl::local;
 use virtshim_api::manifest::parse_documents;
-use virtshim_tests::{oci, vm};
+use virtshim_tests::vm;
 
 #[test]
 fn cloud_init_from_secrets() {
@@ -61,9 +61,7 @@ fn cloud_init_from_secrets() {
             "{file} missing from the NoCloud disk: {listing}"
         );
     }
-    cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
-    cri.remove_pod_sandbox(&started.sandbox_id).unwrap();
-    vm::assert_nothing_left(&started.sandbox_id);
+    vm::remove_pod(&cri, &started.sandbox_id);
     containerd.stop().unwrap();
 }
 
@@ -74,12 +72,7 @@ fn boots_from_a_filesystem_pvc() {
         return;
     };
     // A VM without a containerDisk or kernel runs compute on the placeholder image.
-    let placeholder = oci::busybox_image(
-        virtshim_api::pod::PLACEHOLDER_IMAGE,
-        &["/bin/busybox", "true"],
-    )
-    .unwrap();
-    containerd.import_image(&placeholder).unwrap();
+    vm::import_placeholder(&containerd);
     let cri = containerd.cri().unwrap();
     let claim = tempfile::tempdir().unwrap();
     let status = std::process::Command::new("qemu-img")
@@ -112,15 +105,8 @@ fn boots_from_a_filesystem_pvc() {
         xml.contains(&format!("{}/disk.img", claim.path().display())),
         "the VM does not use the PVC's disk.img:\n{xml}"
     );
-    cri.stop_container(started.compute_id(), Duration::from_secs(30))
-        .unwrap();
-    assert_eq!(
-        vm::wait_exited(&cri, started.compute_id(), Duration::from_secs(30)),
-        Some(0)
-    );
-    cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
-    cri.remove_pod_sandbox(&started.sandbox_id).unwrap();
-    vm::assert_nothing_left(&started.sandbox_id);
+    vm::stop_cleanly(&cri, &started, Duration::from_secs(30));
+    vm::remove_pod(&cri, &started.sandbox_id);
     // The PVC's disk outlives the pod.
     assert!(claim.path().join("disk.img").exists());
     containerd.stop().unwrap();
@@ -159,12 +145,7 @@ fn boots_from_a_block_pvc_with_a_cdrom() {
     let Some(containerd) = vm::containerd(test) else {
         return;
     };
-    let placeholder = oci::busybox_image(
-        virtshim_api::pod::PLACEHOLDER_IMAGE,
-        &["/bin/busybox", "true"],
-    )
-    .unwrap();
-    containerd.import_image(&placeholder).unwrap();
+    vm::import_placeholder(&containerd);
     let cri = containerd.cri().unwrap();
     // The block PVC: a loop device over a raw copy of the guest disk, as a CSI driver would
     // hand the kubelet a device.
@@ -214,16 +195,9 @@ fn boots_from_a_block_pvc_with_a_cdrom() {
         xml.contains("<disk type='file' device='cdrom'>"),
         "no CD-ROM:\n{xml}"
     );
-    cri.stop_container(started.compute_id(), Duration::from_secs(30))
-        .unwrap();
-    assert_eq!(
-        vm::wait_exited(&cri, started.compute_id(), Duration::from_secs(30)),
-        Some(0)
-    );
-    cri.stop_pod_sandbox(&started.sandbox_id).unwrap();
-    cri.remove_pod_sandbox(&started.sandbox_id).unwrap();
+    vm::stop_cleanly(&cri, &started, Duration::from_secs(30));
     // The node the shim made for QEMU went with the pod; the device itself stays.
-    vm::assert_nothing_left(&started.sandbox_id);
+    vm::remove_pod(&cri, &started.sandbox_id);
     assert!(std::path::Path::new(&device.0).exists());
     drop(device);
     containerd.stop().unwrap();
