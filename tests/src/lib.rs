@@ -51,6 +51,27 @@ pub fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
 }
 
+/// Polls `probe` every half second until it returns `Some` (saying how long it took), or panics
+/// after `timeout` naming `what`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            println!("{what}: after {:.1} s", start.elapsed().as_secs_f64());
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// kubectl against the given cluster.
 #[derive(Debug, Clone)]
 pub struct Kubectl {
@@ -58,6 +79,14 @@ pub struct Kubectl {
 }
 
 impl Kubectl {
+    /// The object `kind/name` in `namespace` as JSON; `None` when it does not exist (or kubectl
+    /// fails).
+    pub fn get_json(&self, namespace: &str, kind: &str, name: &str) -> Option<serde_json::Value> {
+        self.run(&["get", "-n", namespace, kind, name, "-o", "json"])
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+    }
+
     /// Runs kubectl; `Ok(stdout)` on success, `Err(stderr)` otherwise.
     pub fn run(&self, args: &[&str]) -> Result<String, String> {
         self.run_stdin(args, None)

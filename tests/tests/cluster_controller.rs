@@ -12,8 +12,8 @@
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use virtshim_tests::{cluster, examples_dir, repo_root, skip, Kubectl};
+use std::time::Duration;
+use virtshim_tests::{cluster, examples_dir, repo_root, skip, wait_for, Kubectl};
 
 const TEST: &str = "vm_cirros_follows_kubevirt_run_strategies";
 const VM: &str = "vm-cirros";
@@ -59,28 +59,6 @@ fn start_controller() -> Controller {
     Controller(Some(child))
 }
 
-/// Polls `probe` every half second until it returns `Some`, or panics after `timeout`.
-fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe() {
-            println!("{what}: after {:.1} s", start.elapsed().as_secs_f64());
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn get(k: &Kubectl, ns: &str, kind: &str, name: &str) -> Option<Value> {
-    k.run(&["get", "-n", ns, kind, name, "-o", "json"])
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-}
-
 fn list(k: &Kubectl, ns: &str, kind: &str, selector: &str) -> Vec<Value> {
     k.run(&["get", "-n", ns, kind, "-l", selector, "-o", "json"])
         .ok()
@@ -105,7 +83,7 @@ fn wait_running(
     timeout: Duration,
 ) -> String {
     let (uid, vmi) = wait_for(&format!("VMI {name} Running"), timeout, || {
-        let vmi = get(k, ns, "vmi", name)?;
+        let vmi = k.get_json(ns, "vmi", name)?;
         let uid = vmi["metadata"]["uid"].as_str()?.to_owned();
         (Some(uid.as_str()) != not_uid && vmi["status"]["phase"] == "Running").then_some((uid, vmi))
     });
@@ -122,14 +100,16 @@ fn wait_running(
         "the VMI reports the pod's IP",
         Duration::from_secs(30),
         || {
-            let vmi = get(k, ns, "vmi", name)?;
+            let vmi = k.get_json(ns, "vmi", name)?;
             let ip = vmi["status"]["interfaces"][0]["ipAddress"]
                 .as_str()?
                 .to_owned();
             (!ip.is_empty()).then_some(ip)
         },
     );
-    let pod = get(k, ns, "pod", pod["metadata"]["name"].as_str().unwrap()).unwrap();
+    let pod = k
+        .get_json(ns, "pod", pod["metadata"]["name"].as_str().unwrap())
+        .unwrap();
     assert_eq!(
         Some(ip.as_str()),
         pod["status"]["podIP"].as_str(),
@@ -148,8 +128,9 @@ fn wait_stopped(k: &Kubectl, ns: &str, name: &str, uid: &str) {
         &format!("VMI {name} and its pod gone"),
         Duration::from_secs(90),
         || {
-            let gone =
-                get(k, ns, "vmi", name).is_none_or(|v| v["metadata"]["uid"].as_str() != Some(uid));
+            let gone = k
+                .get_json(ns, "vmi", name)
+                .is_none_or(|v| v["metadata"]["uid"].as_str() != Some(uid));
             (gone && list(k, ns, "pods", &format!("kubevirt.io/created-by={uid}")).is_empty())
                 .then_some(())
         },
@@ -157,7 +138,7 @@ fn wait_stopped(k: &Kubectl, ns: &str, name: &str, uid: &str) {
 }
 
 fn printable(k: &Kubectl, ns: &str, name: &str) -> Option<String> {
-    get(k, ns, "vm", name)?["status"]["printableStatus"]
+    k.get_json(ns, "vm", name)?["status"]["printableStatus"]
         .as_str()
         .map(str::to_owned)
 }
@@ -216,8 +197,11 @@ fn vm_cirros_follows_kubevirt_run_strategies() {
         wait_for("VM Stopped", Duration::from_secs(30), || {
             (printable(&k, &ns, VM)? == "Stopped").then_some(())
         });
-        assert!(get(&k, &ns, "vmi", VM).is_none(), "a Halted VM has no VMI");
-        let vm = get(&k, &ns, "vm", VM).unwrap();
+        assert!(
+            k.get_json(&ns, "vmi", VM).is_none(),
+            "a Halted VM has no VMI"
+        );
+        let vm = k.get_json(&ns, "vm", VM).unwrap();
         assert!(
             vm["metadata"]["finalizers"].as_array().is_some_and(|f| f
                 .iter()
@@ -233,7 +217,7 @@ fn vm_cirros_follows_kubevirt_run_strategies() {
             Duration::from_secs(30),
             || (get_vm_columns(&k, &ns, VM) == ("Running".into(), "True".into())).then_some(()),
         );
-        let vmi = get(&k, &ns, "vmi", VM).unwrap();
+        let vmi = k.get_json(&ns, "vmi", VM).unwrap();
         let owner = &vmi["metadata"]["ownerReferences"][0];
         assert_eq!(owner["kind"], "VirtualMachine");
         assert_eq!(owner["controller"], true);
@@ -273,19 +257,21 @@ fn vm_cirros_follows_kubevirt_run_strategies() {
         k.run(&["delete", "-n", &ns, "vm", VM, "--cascade=orphan"])
             .expect("orphan delete");
         wait_for("VM gone", Duration::from_secs(60), || {
-            get(&k, &ns, "vm", VM).is_none().then_some(())
+            k.get_json(&ns, "vm", VM).is_none().then_some(())
         });
-        let orphan = get(&k, &ns, "vmi", VM).expect("the VMI survives an orphan delete");
+        let orphan = k
+            .get_json(&ns, "vmi", VM)
+            .expect("the VMI survives an orphan delete");
         assert_eq!(orphan["metadata"]["uid"].as_str(), Some(fourth.as_str()));
         k.run(&["apply", "-n", &ns, "-f", example])
             .expect("vm-cirros applies again");
         patch_vm(&k, &ns, VM, r#"{"spec":{"runStrategy":"Always"}}"#);
-        let vm_uid = get(&k, &ns, "vm", VM).unwrap()["metadata"]["uid"]
+        let vm_uid = k.get_json(&ns, "vm", VM).unwrap()["metadata"]["uid"]
             .as_str()
             .unwrap()
             .to_owned();
         wait_for("the new VM adopts the VMI", Duration::from_secs(60), || {
-            let vmi = get(&k, &ns, "vmi", VM)?;
+            let vmi = k.get_json(&ns, "vmi", VM)?;
             (vmi["metadata"]["uid"].as_str() == Some(fourth.as_str())
                 && vmi["metadata"]["ownerReferences"]
                     .as_array()?
@@ -324,7 +310,7 @@ fn vm_cirros_follows_kubevirt_run_strategies() {
                     ])
                     .ok()?;
                 let succeeded = events.contains(&before) && events.contains("succeeded");
-                let vmi = get(&k, &ns, "vmi", "vm-poweroff")?;
+                let vmi = k.get_json(&ns, "vmi", "vm-poweroff")?;
                 (succeeded && vmi["metadata"]["uid"].as_str() != Some(before.as_str()))
                     .then_some(())
             },

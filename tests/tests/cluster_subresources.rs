@@ -29,7 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use virtshim_tests::vm::KERNEL_BOOT_IMAGE;
-use virtshim_tests::{cluster, repo_root, skip, Kubectl};
+use virtshim_tests::{cluster, repo_root, skip, wait_for, Kubectl};
 
 /// Ctrl+].
 const ESCAPE: u8 = 0x1d;
@@ -106,27 +106,6 @@ fn virtctl(bin: &Path, kubeconfig: &Path, ns: &str, args: &[&str]) -> Result<Str
     }
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe() {
-            println!("{what}: after {:.1} s", start.elapsed().as_secs_f64());
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn get(k: &Kubectl, ns: &str, kind: &str, name: &str) -> Option<Value> {
-    k.run(&["get", "-n", ns, kind, name, "-o", "json"])
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-}
-
 /// A namespace of the test's own, deleted when dropped.
 struct Namespace<'a> {
     k: &'a Kubectl,
@@ -177,7 +156,7 @@ fn wait_running(k: &Kubectl, ns: &str, name: &str, not_uid: Option<&str>) -> Str
         &format!("VMI {name} Running"),
         Duration::from_secs(240),
         || {
-            let vmi = get(k, ns, "vmi", name)?;
+            let vmi = k.get_json(ns, "vmi", name)?;
             let uid = vmi["metadata"]["uid"].as_str()?.to_owned();
             (Some(uid.as_str()) != not_uid && vmi["status"]["phase"] == "Running").then_some(uid)
         },
@@ -412,7 +391,7 @@ fn cluster_console_waits_for_a_starting_vmi() {
 }
 
 fn paused(k: &Kubectl, ns: &str, name: &str) -> bool {
-    get(k, ns, "vmi", name).is_some_and(|v| {
+    k.get_json(ns, "vmi", name).is_some_and(|v| {
         v["status"]["conditions"].as_array().is_some_and(|c| {
             c.iter()
                 .any(|c| c["type"] == "Paused" && c["status"] == "True")
@@ -433,11 +412,11 @@ fn cluster_lifecycle_subresources() {
         run(&["start", "life", "--dry-run"]).unwrap();
         std::thread::sleep(Duration::from_secs(3));
         assert!(
-            get(&k, n, "vmi", "life").is_none(),
+            k.get_json(n, "vmi", "life").is_none(),
             "{which}: dry run started the VM"
         );
         assert_eq!(
-            get(&k, n, "vm", "life").unwrap()["spec"]["runStrategy"],
+            k.get_json(n, "vm", "life").unwrap()["spec"]["runStrategy"],
             "Halted"
         );
 
@@ -445,7 +424,7 @@ fn cluster_lifecycle_subresources() {
         assert!(out.contains("was scheduled to start"), "{which}: {out}");
         let first = wait_running(&k, n, "life", None);
         assert_eq!(
-            get(&k, n, "vm", "life").unwrap()["spec"]["runStrategy"],
+            k.get_json(n, "vm", "life").unwrap()["spec"]["runStrategy"],
             "Always"
         );
         let again = run(&["start", "life"]).unwrap_err();
@@ -471,10 +450,10 @@ fn cluster_lifecycle_subresources() {
 
         run(&["stop", "life"]).unwrap();
         wait_for("VMI gone", Duration::from_secs(120), || {
-            get(&k, n, "vmi", "life").is_none().then_some(())
+            k.get_json(n, "vmi", "life").is_none().then_some(())
         });
         assert_eq!(
-            get(&k, n, "vm", "life").unwrap()["spec"]["runStrategy"],
+            k.get_json(n, "vm", "life").unwrap()["spec"]["runStrategy"],
             "Halted"
         );
         let stopped = run(&["stop", "life"]).unwrap_err();
@@ -536,7 +515,7 @@ fn cluster_view_is_forbidden_edit_is_allowed() {
             denied.contains("forbidden") || denied.contains("403"),
             "{which}: {denied}"
         );
-        assert!(get(&k, n, "vmi", "guarded").is_none());
+        assert!(k.get_json(n, "vmi", "guarded").is_none());
         virtctl(&bin, &editor, n, &["start", "guarded"]).unwrap();
         wait_running(&k, n, "guarded", None);
         let denied =
@@ -548,7 +527,7 @@ fn cluster_view_is_forbidden_edit_is_allowed() {
         console_round_trip(&bin, &editor, n, "guarded").unwrap();
         virtctl(&bin, &editor, n, &["stop", "guarded"]).unwrap();
         wait_for("VMI gone", Duration::from_secs(120), || {
-            get(&k, n, "vmi", "guarded").is_none().then_some(())
+            k.get_json(n, "vmi", "guarded").is_none().then_some(())
         });
     }
 }
