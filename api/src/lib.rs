@@ -18,6 +18,7 @@ pub mod pod;
 pub mod quantity;
 pub mod types;
 pub mod validate;
+pub mod websocket;
 
 /// The API group KubeVirt's resources live in.
 pub const GROUP: &str = "kubevirt.io";

@@ -28,12 +28,10 @@ use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, UnixStream};
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-/// The only WebSocket subprotocol KubeVirt's console and VNC speak.
-pub const PLAIN_PROTOCOL: &str = "plain.kubevirt.io";
+pub use virtshim_api::websocket::PLAIN_PROTOCOL;
 
 type Body = Full<Bytes>;
 
@@ -267,42 +265,16 @@ impl Handler {
 }
 
 /// Checks a WebSocket upgrade request (version 13, asking for `plain.kubevirt.io`) and computes
-/// its `Sec-WebSocket-Accept`.
+/// its `Sec-WebSocket-Accept` (the same check the controller makes: `virtshim_api::websocket`).
 fn websocket_accept(req: &Request<Incoming>) -> Result<String, HandlerError> {
-    let header = |name: &str| {
+    virtshim_api::websocket::accept_plain_upgrade(|name| {
         req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    };
-    if !header("upgrade").eq_ignore_ascii_case("websocket") {
-        return Err(HandlerError::BadRequest(
-            "expected a WebSocket upgrade".into(),
-        ));
-    }
-    if header("sec-websocket-version") != "13" {
-        return Err(HandlerError::BadRequest(
-            "unsupported WebSocket version (13 expected)".into(),
-        ));
-    }
-    let offered: Vec<&str> = req
-        .headers()
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    if !offered.contains(&PLAIN_PROTOCOL) {
-        return Err(HandlerError::BadRequest(format!(
-            "the WebSocket subprotocol must be {PLAIN_PROTOCOL} (offered: {offered:?})"
-        )));
-    }
-    let key = header("sec-websocket-key");
-    if key.is_empty() {
-        return Err(HandlerError::BadRequest("no Sec-WebSocket-Key".into()));
-    }
-    Ok(derive_accept_key(key.as_bytes()))
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    })
+    .map_err(|e| HandlerError::BadRequest(e.to_string()))
 }
 
 fn query_value(query: Option<&str>, key: &str) -> Option<String> {

@@ -17,8 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 /// The API group and the version virtctl calls.
 pub const GROUP: &str = "subresources.kubevirt.io";
 pub const VERSION: &str = "v1";
-/// The only WebSocket subprotocol of console and VNC.
-pub const PLAIN_PROTOCOL: &str = "plain.kubevirt.io";
+pub use virtshim_api::websocket::PLAIN_PROTOCOL;
 /// How often a stream is retried while the VMI is not running.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -21,8 +21,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::WebSocketStream;
 
-/// The only WebSocket subprotocol of KubeVirt's console and VNC.
-pub const PLAIN_PROTOCOL: &str = "plain.kubevirt.io";
+pub use virtshim_api::websocket::PLAIN_PROTOCOL;
 /// The handlers' port.
 pub const DEFAULT_PORT: u16 = 8186;
 /// The label selecting handler pods.

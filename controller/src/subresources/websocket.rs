@@ -1,50 +1,23 @@
 //! The WebSocket half of console and VNC: checking the upgrade request (pure), and relaying
 //! frames between `virtctl` (through the apiserver) and the handler, byte for byte.
 
-use super::handler::PLAIN_PROTOCOL;
 use super::status::ApiError;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 /// Checks an upgrade request (version 13, offering `plain.kubevirt.io`) and computes its
-/// `Sec-WebSocket-Accept`.
+/// `Sec-WebSocket-Accept` (the same check the handler makes: `virtshim_api::websocket`).
 pub fn accept_key(headers: &hyper::HeaderMap) -> Result<String, ApiError> {
-    let header = |name: &str| {
+    virtshim_api::websocket::accept_plain_upgrade(|name| {
         headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    };
-    if !header("upgrade").eq_ignore_ascii_case("websocket") {
-        return Err(ApiError::bad_request(
-            "this subresource is a WebSocket: an Upgrade: websocket request is required",
-        ));
-    }
-    if header("sec-websocket-version") != "13" {
-        return Err(ApiError::bad_request(
-            "unsupported WebSocket version (13 expected)",
-        ));
-    }
-    let offered = headers
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .any(|p| p == PLAIN_PROTOCOL);
-    if !offered {
-        return Err(ApiError::bad_request(format!(
-            "the WebSocket subprotocol must be {PLAIN_PROTOCOL}"
-        )));
-    }
-    let key = header("sec-websocket-key");
-    if key.is_empty() {
-        return Err(ApiError::bad_request("Sec-WebSocket-Key is missing"));
-    }
-    Ok(derive_accept_key(key.as_bytes()))
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    })
+    .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// How a relay ended.
