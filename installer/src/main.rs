@@ -151,11 +151,7 @@ fn run() -> anyhow::Result<ExitCode> {
             if let (Some(name), Some(config)) = (keep_if_daemonset, cluster.clone()) {
                 let namespace =
                     std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "virtshim-system".to_owned());
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("starting the async runtime")?;
-                if runtime.block_on(node::daemonset_remains(config, &namespace, name))? {
+                if block_on(node::daemonset_remains(config, &namespace, name))? {
                     println!("uninstall: daemonset {namespace}/{name} remains: this pod is being replaced, virtshim stays on the node");
                     return Ok(ExitCode::SUCCESS);
                 }
@@ -239,11 +235,7 @@ fn label(
         println!("node: not in a cluster (no service account or NODE_NAME): no labels");
         return Ok(());
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(node::report(config, node, accel))?;
+    block_on(node::report(config, node, accel))?;
     match accel {
         Some(accel) => println!(
             "node: {node} labelled {}=true {}={accel}",
@@ -255,12 +247,21 @@ fn label(
     Ok(())
 }
 
-fn wait_for_term() -> anyhow::Result<()> {
+/// Runs `future` on a one-thread runtime, made only when needed: the installer's file work is
+/// synchronous, and the host's mount namespace is entered before any thread exists.
+fn block_on<T, E>(future: impl std::future::Future<Output = Result<T, E>>) -> anyhow::Result<T>
+where
+    anyhow::Error: From<E>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async {
+    Ok(runtime.block_on(future)?)
+}
+
+fn wait_for_term() -> anyhow::Result<()> {
+    block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("listening for SIGTERM")?;
         tokio::select! {
