@@ -281,6 +281,26 @@ impl PrivateContainerd {
     }
 
     /// containerd's gRPC socket, where the CRI is.
+    /// The containerd task state of container `id` (`ctr tasks ls`: RUNNING, PAUSED, STOPPED),
+    /// empty when there is no task.
+    pub fn task_status(&self, id: &str) -> String {
+        let out = Command::new("ctr")
+            .env("PATH", search_path(None))
+            .arg("--address")
+            .arg(self.socket())
+            .args(["-n", K8S_NAMESPACE, "tasks", "ls"])
+            .output();
+        let Ok(out) = out else {
+            return String::new();
+        };
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with(id))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or("")
+            .to_owned()
+    }
+
     /// Its config.toml (what a node installer edits).
     pub fn config_file(&self) -> PathBuf {
         self.layout.config()

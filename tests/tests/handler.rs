@@ -119,21 +119,6 @@ fn vnc_screen_has_content(ws: Ws) -> bool {
     }
 }
 
-fn task_status(socket: &Path, id: &str) -> String {
-    let out = std::process::Command::new("ctr")
-        .arg("--address")
-        .arg(socket)
-        .args(["-n", "k8s.io", "task", "ls"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.starts_with(id))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("")
-        .to_owned()
-}
-
 #[test]
 fn console_vnc_and_pause_through_the_handler() {
     let test = "console_vnc_and_pause_through_the_handler";
@@ -221,12 +206,12 @@ fn console_vnc_and_pause_through_the_handler() {
         http(tls(), "PUT", &format!("{base}/pause?uid={uid}")).0,
         200
     );
-    assert_eq!(task_status(&containerd.socket(), &id), "PAUSED");
+    assert_eq!(containerd.task_status(&id), "PAUSED");
     assert_eq!(
         http(tls(), "PUT", &format!("{base}/unpause?uid={uid}")).0,
         200
     );
-    assert_eq!(task_status(&containerd.socket(), &id), "RUNNING");
+    assert_eq!(containerd.task_status(&id), "RUNNING");
     type_line(&mut second, "echo resumed-$((6*7))\n");
     read_until(&mut second, "resumed-42", Duration::from_secs(30)).unwrap();
 
@@ -247,7 +232,7 @@ fn console_vnc_and_pause_through_the_handler() {
     // a new handler serves a new console.
     handler.stop();
     assert!(read_until(&mut second, "never printed", Duration::from_secs(10)).is_err());
-    assert_eq!(task_status(&containerd.socket(), &id), "RUNNING");
+    assert_eq!(containerd.task_status(&id), "RUNNING");
     let handler = RunningHandler::start(&files, &run_dir, &containerd.socket());
     let mut third = websocket(
         connect(handler.addr, &pki.ca, Some(&controller)).unwrap(),

@@ -72,21 +72,6 @@ fn cpu_ns(cri: &virtctl::cri::blocking::BlockingCri, id: &str) -> u64 {
         .map_or(0, |v| v.value)
 }
 
-fn task_status(socket: &std::path::Path, id: &str) -> String {
-    let out = std::process::Command::new("ctr")
-        .arg("--address")
-        .arg(socket)
-        .args(["-n", "k8s.io", "tasks", "ls"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.starts_with(id))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("")
-        .to_owned()
-}
-
 fn ctr_task(socket: &std::path::Path, verb: &str, id: &str) {
     let status = std::process::Command::new("ctr")
         .arg("--address")
@@ -140,12 +125,12 @@ fn vnc_pause_resume_and_stats() {
 
     let socket = containerd.socket();
     ctr_task(&socket, "pause", &id);
-    assert_eq!(task_status(&socket, &id), "PAUSED");
+    assert_eq!(containerd.task_status(&id), "PAUSED");
     let before = cpu_ns(&cri, &id);
     std::thread::sleep(Duration::from_secs(2));
     let paused_use = cpu_ns(&cri, &id) - before;
     ctr_task(&socket, "resume", &id);
-    assert_eq!(task_status(&socket, &id), "RUNNING");
+    assert_eq!(containerd.task_status(&id), "RUNNING");
     println!(
         "{test}: CPU used in 2 s while paused: {} ms",
         paused_use / 1_000_000
