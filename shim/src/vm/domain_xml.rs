@@ -195,11 +195,19 @@ impl DomainPlan {
             Some("hvm"),
         );
         if let Bootloader::Efi { secure_boot } = &self.bootloader {
+            // libvirt picks the OVMF build from QEMU's firmware descriptors by these features
+            // (a `<loader secure=…>` beside autoselection is refused). Secure boot takes the
+            // build with Microsoft's keys enrolled, as KubeVirt's OVMF_VARS.secboot.fd has:
+            // Windows and shim-signed distributions boot unchanged.
+            let on = if *secure_boot { "yes" } else { "no" };
+            w.start("firmware", &[]);
+            w.leaf("feature", &[("enabled", on), ("name", "secure-boot")], None);
             w.leaf(
-                "loader",
-                &[("secure", if *secure_boot { "yes" } else { "no" })],
+                "feature",
+                &[("enabled", on), ("name", "enrolled-keys")],
                 None,
             );
+            w.end();
         }
         if let Bootloader::Bios { use_serial: true } = &self.bootloader {
             w.leaf("bios", &[("useserial", "yes")], None);
@@ -413,6 +421,36 @@ mod tests {
             panic!()
         };
         virtshim_api::validate::vmi(&vmi).expect("valid").cpu
+    }
+
+    #[test]
+    fn efi_firmware_is_chosen_by_features() {
+        let mut p = plan();
+        p.bootloader = Bootloader::Efi { secure_boot: true };
+        p.smm = true;
+        let xml = p.to_xml();
+        assert!(xml.contains("<os firmware=\"efi\">"), "{xml}");
+        let firmware: String = xml
+            .split("<firmware>")
+            .nth(1)
+            .and_then(|rest| rest.split("</firmware>").next())
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            firmware,
+            "<featureenabled=\"yes\"name=\"secure-boot\"/><featureenabled=\"yes\"name=\"enrolled-keys\"/>",
+            "{xml}"
+        );
+        assert!(!xml.contains("<loader"), "{xml}");
+        assert!(xml.contains("<smm state=\"on\"/>"), "{xml}");
+
+        p.bootloader = Bootloader::Efi { secure_boot: false };
+        let xml = p.to_xml();
+        assert!(
+            xml.contains("<feature enabled=\"no\" name=\"secure-boot\"/>"),
+            "{xml}"
+        );
     }
 
     #[test]
