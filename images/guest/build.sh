@@ -1,17 +1,22 @@
 #!/bin/bash
 # Builds the virtshim test guest images into OUT_DIR (see README.md next to this script):
 #   vmlinuz, initrd.img                 Debian kernel + busybox initramfs (the whole guest OS)
-#   guest.qcow2                         MBR + FAT16 partition with syslinux, same kernel/initramfs
+#   guest.qcow2                         MBR + FAT16 partition, same kernel/initramfs; boots under
+#                                       BIOS (syslinux) and UEFI (Debian's signed shim + GRUB,
+#                                       so also with Secure Boot and Microsoft's keys enrolled)
 #   guest-kernel-boot.oci.tar           localhost/virtshim/guest-kernel-boot:v1 (/boot/vmlinuz, /boot/initrd.img)
 #   guest-container-disk.oci.tar        localhost/virtshim/guest-container-disk:v1 (/disk/guest.qcow2)
 #
-# Cached: a hash of every input (these scripts, the rootfs files, kernel, busybox, syslinux) is
+# Cached: a hash of every input (these scripts, the rootfs files, kernel, busybox, syslinux,
+# the shim-signed and grub-efi-amd64-signed packages) is
 # kept in OUT_DIR/.inputs; when it matches and all outputs exist, nothing is rebuilt.
 # Set FORCE=1 to rebuild anyway, GUEST_KVER to pick a kernel other than the newest installed.
 #
 # Debian packages needed (make deps):
 #   build.sh: linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools fdisk
-#             qemu-utils python3 coreutils util-linux
+#             qemu-utils python3 coreutils util-linux; shim-signed and grub-efi-amd64-signed are
+#             fetched with `apt-get download` and unpacked here, never installed: their install
+#             scripts would write to the build machine's own EFI system partition.
 #   test.sh:  qemu-system-x86 genisoimage curl python3 (and containerd for the optional ctr check)
 # Nothing here needs root, loop devices or mounts.
 set -euo pipefail
@@ -47,7 +52,7 @@ KERNEL=/boot/vmlinuz-$KVER
 [ -r "$KERNEL" ] || die "$KERNEL missing"
 [ -f "/lib/modules/$KVER/modules.dep" ] || die "/lib/modules/$KVER/modules.dep missing"
 [ -x "$BUSYBOX" ] || die "$BUSYBOX missing (apt-get install busybox-static)"
-for tool in python3 sha256sum mkfs.vfat mcopy syslinux sfdisk qemu-img flock; do
+for tool in python3 sha256sum mkfs.vfat mcopy syslinux sfdisk qemu-img flock apt-get dpkg-deb; do
 	command -v $tool >/dev/null || die "$tool missing (see the package list at the top of $0)"
 done
 [ -r "$MBR_BIN" ] || die "$MBR_BIN missing (apt-get install syslinux-common)"
@@ -57,6 +62,28 @@ OUT=$(cd "$OUT" && pwd)
 exec 9>"$OUT/.lock"
 flock 9
 
+# Debian's Secure Boot chain for the UEFI path: shim (signed by Microsoft's UEFI CA, trusting
+# Debian's CA), GRUB's CD image (signed by Debian; finds its config through /.disk/info), and the
+# kernel above (linux-image-*-amd64 is signed by Debian). Kept in OUT_DIR/.debs, by version.
+EFI_PACKAGES="shim-signed grub-efi-amd64-signed"
+EFI_DEBS=()
+mkdir -p "$OUT/.debs"
+for pkg in $EFI_PACKAGES; do
+	version=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n 1)
+	deb=""
+	if [ -n "$version" ]; then
+		# apt-get download names the file with the version's ':' written as '%3a'.
+		deb="$OUT/.debs/${pkg}_${version//:/%3a}_amd64.deb"
+		[ -s "$deb" ] || (cd "$OUT/.debs" && apt-get download -q "$pkg=$version" >/dev/null 2>&1) ||
+			die "cannot download $pkg $version (apt-get update?)"
+	else
+		# No apt lists (offline): whatever version was fetched before.
+		deb=$(ls "$OUT/.debs/${pkg}_"*_amd64.deb 2>/dev/null | sort -V | tail -n 1)
+	fi
+	[ -s "$deb" ] || die "$pkg: no package found in apt's lists or in $OUT/.debs (apt-get update)"
+	EFI_DEBS+=("$deb")
+done
+
 inputs_hash() {
 	{
 		echo "kver $KVER"
@@ -65,7 +92,7 @@ inputs_hash() {
 		"$BUSYBOX" 2>&1 | head -n 1 || true
 		syslinux --version 2>&1 | head -n 1 || true
 		qemu-img --version | head -n 1
-		sha256sum "$KERNEL" "$BUSYBOX" "$MBR_BIN" "/lib/modules/$KVER/modules.dep" \
+		sha256sum "$KERNEL" "$BUSYBOX" "$MBR_BIN" "/lib/modules/$KVER/modules.dep" "${EFI_DEBS[@]}" \
 			"$HERE/build.sh" "$HERE/mkinitramfs.py" "$IMAGES/oci_image.py"
 		(cd "$HERE/rootfs" && find . -type f -printf '%p %m\n' | LC_ALL=C sort &&
 			find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
@@ -100,8 +127,26 @@ chmod 0644 "$TMP/vmlinuz" "$TMP/initrd.img"
 
 # 2. bootable disk: MBR (syslinux mbr.bin) + one bootable FAT16 partition at 1 MiB holding
 #    ldlinux.sys/ldlinux.c32 (syslinux, installed through mtools: no mount), syslinux.cfg,
-#    vmlinuz and initrd.img.
-need_mb=$(( ($(stat -c %s "$TMP/vmlinuz") + $(stat -c %s "$TMP/initrd.img")) / 1048576 + 8 ))
+#    vmlinuz and initrd.img; and for UEFI firmware (which boots \EFI\BOOT\BOOTX64.EFI from any
+#    FAT partition) shim as BOOTX64.EFI, GRUB beside it as grubx64.efi (the name shim loads),
+#    /.disk/info (how GRUB's CD image finds its partition) and /boot/grub/grub.cfg.
+mkdir "$TMP/debs"
+for deb in "${EFI_DEBS[@]}"; do dpkg-deb -x "$deb" "$TMP/debs"; done
+mkdir -p "$TMP/efi/EFI/BOOT" "$TMP/efi/boot/grub" "$TMP/efi/.disk"
+cp "$TMP/debs/usr/lib/shim/shimx64.efi.signed" "$TMP/efi/EFI/BOOT/BOOTX64.EFI"
+cp "$TMP/debs/usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed" "$TMP/efi/EFI/BOOT/grubx64.efi"
+echo "virtshim test guest" > "$TMP/efi/.disk/info"
+cat > "$TMP/efi/boot/grub/grub.cfg" <<EOF
+set timeout=0
+set default=0
+menuentry guest {
+  linux /vmlinuz $CMDLINE
+  initrd /initrd.img
+}
+EOF
+find "$TMP/efi" -exec touch -h -d '2000-01-01 00:00:00 UTC' {} +
+need_mb=$(( ($(stat -c %s "$TMP/vmlinuz") + $(stat -c %s "$TMP/initrd.img") +
+	$(du -sb "$TMP/efi" | cut -f1)) / 1048576 + 8 ))
 [ "$DISK_MB" -ge "$need_mb" ] || DISK_MB=$need_mb
 RAW=$TMP/disk.raw
 PART_START=2048                                  # sectors (1 MiB)
@@ -126,6 +171,7 @@ touch -d '2000-01-01 00:00:00 UTC' "$TMP/fat/"*
 export MTOOLSRC=/dev/null MTOOLS_SKIP_CHECK=1
 mcopy -m -i "$RAW@@$(( PART_START * 512 ))" "$TMP/fat/syslinux.cfg" "$TMP/fat/vmlinuz" \
 	"$TMP/fat/initrd.img" ::/
+mcopy -s -m -i "$RAW@@$(( PART_START * 512 ))" "$TMP/efi/EFI" "$TMP/efi/boot" "$TMP/efi/.disk" ::/
 syslinux --offset $(( PART_START * 512 )) --install "$RAW"
 dd if="$MBR_BIN" of="$RAW" bs=440 count=1 conv=notrunc status=none
 # syslinux stamps ldlinux.* with the current time: pin every root directory entry's
