@@ -80,10 +80,39 @@ pub enum Bootloader {
     Efi { secure_boot: bool },
 }
 
+/// How the kubelet pulls an image (`imagePullPolicy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// An image a pod container runs, with how to pull it: KubeVirt puts a containerDisk's or
+/// kernelBoot's `imagePullPolicy` on its container and its `imagePullSecret` on the pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRef {
+    pub reference: String,
+    /// None: the kubelet's default (`Always` for `:latest`, else `IfNotPresent`).
+    pub pull_policy: Option<PullPolicy>,
+    /// A Secret in the VMI's namespace.
+    pub pull_secret: Option<String>,
+}
+
 /// `firmware.kernelBoot`, validated: paths are absolute, normalized and free of `..`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelBoot {
-    pub image: String,
+    pub image: ImageRef,
     pub kernel_path: Option<String>,
     pub initrd_path: Option<String>,
     pub kernel_args: Option<String>,
@@ -94,7 +123,7 @@ pub struct KernelBoot {
 pub enum VolumeSource {
     /// A disk image inside a container image; `path` is absolute, without `..`.
     ContainerDisk {
-        image: String,
+        image: ImageRef,
         path: Option<String>,
     },
     CloudInit(CloudInit),

@@ -14,11 +14,11 @@
 //!   compute under [`VOLUME_MOUNT_ROOT`]`/<volume>`; a block PVC is a device at
 //!   [`VOLUME_DEVICE_ROOT`]`/<volume>`.
 
-use crate::config::{CloudInitData, VmiConfig, VolumeSource};
+use crate::config::{CloudInitData, ImageRef, VmiConfig, VolumeSource};
 use crate::types::VirtualMachineInstance;
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource, Pod, PodSpec,
-    ResourceRequirements, SecretVolumeSource, Volume, VolumeDevice, VolumeMount,
+    Container, EmptyDirVolumeSource, LocalObjectReference, PersistentVolumeClaimVolumeSource, Pod,
+    PodSpec, ResourceRequirements, SecretVolumeSource, Volume, VolumeDevice, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -74,6 +74,24 @@ pub fn vmi_id_label(name: &str) -> String {
     format!("{prefix}-{}", &hex[..HASH])
 }
 
+/// The guest's (and the pod's) hostname: `spec.hostname`, else the VMI's name up to its first dot,
+/// cut to a DNS label's 63 characters, as KubeVirt's launcher pods have it. (VMI names are DNS
+/// subdomains; a pod hostname must be a label.)
+pub fn guest_hostname(vmi_name: &str, spec_hostname: Option<&str>) -> String {
+    if let Some(hostname) = spec_hostname {
+        return hostname.to_owned();
+    }
+    let first = vmi_name.split('.').next().unwrap_or(vmi_name);
+    // Names are ASCII; a cut must not leave a trailing '-', which no label may end with.
+    first[..first.floor_char_boundary(63)]
+        .trim_end_matches('-')
+        .to_owned()
+}
+
+/// KubeVirt's default CPU request per vCPU when a VMI asks for none: one tenth of a CPU
+/// (`cpuAllocationRatio: 10`), so that VMs get a scheduling weight by their size.
+const MILLICPU_PER_VCPU: u32 = 100;
+
 /// The container that carries a further containerDisk volume.
 pub fn volume_container(volume: &str) -> String {
     format!("{VOLUME_CONTAINER_PREFIX}{volume}")
@@ -83,13 +101,13 @@ pub fn volume_container(volume: &str) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerImages {
     /// The compute container's image.
-    pub compute: String,
+    pub compute: ImageRef,
     /// The volume whose containerDisk compute carries, if any.
     pub compute_volume: Option<String>,
     /// Whether compute's image is the kernelBoot image.
     pub compute_has_kernel: bool,
     /// `(container name, image)` for every other container, in pod order.
-    pub others: Vec<(String, String)>,
+    pub others: Vec<(String, ImageRef)>,
 }
 
 /// Decides the containers of a VMI's pod.
@@ -109,7 +127,15 @@ pub fn container_images(config: &VmiConfig) -> ContainerImages {
     let (compute, compute_volume, compute_has_kernel) = match (&boot, &kernel) {
         (Some((name, image)), _) => (image.clone(), Some(name.clone()), false),
         (None, Some(image)) => (image.clone(), None, true),
-        (None, None) => (PLACEHOLDER_IMAGE.to_owned(), None, false),
+        (None, None) => (
+            ImageRef {
+                reference: PLACEHOLDER_IMAGE.to_owned(),
+                pull_policy: None,
+                pull_secret: None,
+            },
+            None,
+            false,
+        ),
     };
     let mut others = Vec::new();
     for (name, image) in disks.by_ref() {
@@ -193,13 +219,23 @@ pub fn pod_for_vmi(
     });
 
     let images = container_images(config);
+    // Every image's pull Secret goes on the pod (the kubelet tries each for every image).
+    let mut pull_secrets = BTreeSet::new();
+    for image in std::iter::once(&images.compute).chain(images.others.iter().map(|(_, i)| i)) {
+        pull_secrets.extend(image.pull_secret.clone());
+    }
+    let image_pull_secrets: Vec<LocalObjectReference> = pull_secrets
+        .into_iter()
+        .map(|name| LocalObjectReference { name })
+        .collect();
     let (volumes, mounts, devices) = pod_volumes(config, block_claims);
     let mut containers: Vec<Container> = images
         .others
         .iter()
         .map(|(container, image)| Container {
             name: container.clone(),
-            image: Some(image.clone()),
+            image: Some(image.reference.clone()),
+            image_pull_policy: image.pull_policy.map(|p| p.as_str().to_owned()),
             command: Some(vec![CONTAINER_COMMAND.to_owned()]),
             // Runs nothing: the shim only needs its root filesystem. A tiny request keeps it
             // from being BestEffort next to compute.
@@ -215,7 +251,8 @@ pub fn pod_for_vmi(
         .collect();
     containers.push(Container {
         name: COMPUTE_CONTAINER.to_owned(),
-        image: Some(images.compute.clone()),
+        image: Some(images.compute.reference.clone()),
+        image_pull_policy: images.compute.pull_policy.map(|p| p.as_str().to_owned()),
         command: Some(vec![CONTAINER_COMMAND.to_owned()]),
         resources: Some(compute_resources(vmi, config)),
         volume_mounts: (!mounts.is_empty()).then_some(mounts),
@@ -249,7 +286,8 @@ pub fn pod_for_vmi(
             topology_spread_constraints: spec.topology_spread_constraints.clone(),
             priority_class_name: spec.priority_class_name.clone(),
             scheduler_name: spec.scheduler_name.clone(),
-            hostname: spec.hostname.clone().or_else(|| Some(name.clone())),
+            hostname: Some(guest_hostname(&name, spec.hostname.as_deref())),
+            image_pull_secrets: (!image_pull_secrets.is_empty()).then_some(image_pull_secrets),
             subdomain: spec.subdomain.clone(),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
@@ -259,18 +297,26 @@ pub fn pod_for_vmi(
     })
 }
 
-/// Compute's resources: memory is the guest's (the VM's fixed overhead is the RuntimeClass's
-/// `overhead.podFixed`), CPU as the VMI asks.
+/// Compute's resources, as KubeVirt sizes its launcher's compute container less the VM's fixed
+/// overhead (that is the RuntimeClass's `overhead.podFixed` here): the VMI's requests and
+/// limits; memory requested is the guest's unless the VMI requests another amount (a request
+/// below the guest's memory overcommits, as in KubeVirt); with no CPU asked for at all, 100m
+/// per vCPU.
 fn compute_resources(vmi: &VirtualMachineInstance, config: &VmiConfig) -> ResourceRequirements {
     let resources = vmi.spec.domain.as_ref().and_then(|d| d.resources.as_ref());
     let mut requests: BTreeMap<String, Quantity> = resources
         .and_then(|r| r.requests.clone())
         .unwrap_or_default();
-    requests.insert(
-        "memory".to_owned(),
-        Quantity(config.memory.bytes().to_string()),
-    );
     let limits = resources.and_then(|r| r.limits.clone());
+    requests
+        .entry("memory".to_owned())
+        .or_insert_with(|| Quantity(config.memory.bytes().to_string()));
+    let cpu_limited = limits.as_ref().is_some_and(|l| l.contains_key("cpu"));
+    if !cpu_limited {
+        requests
+            .entry("cpu".to_owned())
+            .or_insert_with(|| Quantity(format!("{}m", config.cpu.vcpus() * MILLICPU_PER_VCPU)));
+    }
     ResourceRequirements {
         requests: Some(requests),
         limits,
@@ -388,15 +434,14 @@ spec:
     fn the_boot_disk_rides_in_compute_and_the_rest_come_first() {
         let (_, config) = config(TWO_DISKS_AND_KERNEL);
         let images = container_images(&config);
-        assert_eq!(images.compute, "root:1");
+        assert_eq!(images.compute.reference, "root:1");
         assert_eq!(images.compute_volume.as_deref(), Some("root"));
-        assert_eq!(
-            images.others,
-            [
-                ("volumedata".to_owned(), "data:1".to_owned()),
-                ("kernel-boot".to_owned(), "k:1".to_owned())
-            ]
-        );
+        let others: Vec<(&str, &str)> = images
+            .others
+            .iter()
+            .map(|(c, i)| (c.as_str(), i.reference.as_str()))
+            .collect();
+        assert_eq!(others, [("volumedata", "data:1"), ("kernel-boot", "k:1")]);
     }
 
     #[test]
@@ -406,7 +451,7 @@ spec:
         );
         let images = container_images(&config);
         assert_eq!(
-            (images.compute.as_str(), images.compute_has_kernel),
+            (images.compute.reference.as_str(), images.compute_has_kernel),
             ("k:1", true)
         );
         assert!(images.others.is_empty());
@@ -499,5 +544,105 @@ spec:
             panic!("vmi")
         };
         assert_eq!(crate::validate::vmi(&back).expect("valid"), config);
+    }
+
+    fn compute_resources_of(yaml: &str) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        let (vmi, config) = config(yaml);
+        let pod = pod_for_vmi(&vmi, &config, &BTreeSet::new()).expect("pod");
+        let compute = pod.spec.expect("spec").containers.pop().expect("compute");
+        let resources = compute.resources.unwrap_or_default();
+        let flat = |m: Option<BTreeMap<String, Quantity>>| {
+            m.unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect::<BTreeMap<_, _>>()
+        };
+        (flat(resources.requests), flat(resources.limits))
+    }
+
+    fn vmi_with_domain(domain: &str) -> String {
+        format!("apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: r}}\nspec:\n  domain: {{devices: {{}}, {domain}}}\n")
+    }
+
+    #[test]
+    fn compute_is_sized_as_kubevirt_sizes_its_launcher() {
+        let pairs = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        // Nothing asked for CPU: a tenth of a CPU per vCPU; memory is the guest's.
+        let (requests, limits) =
+            compute_resources_of(&vmi_with_domain("cpu: {cores: 3}, memory: {guest: 64Mi}"));
+        assert_eq!(requests, pairs(&[("cpu", "300m"), ("memory", "67108864")]));
+        assert!(limits.is_empty());
+        // A memory request below the guest's memory overcommits; it is kept, not replaced.
+        let (requests, _) = compute_resources_of(&vmi_with_domain(
+            "memory: {guest: 1Gi}, resources: {requests: {memory: 512Mi, cpu: 250m}}",
+        ));
+        assert_eq!(requests, pairs(&[("cpu", "250m"), ("memory", "512Mi")]));
+        // A CPU limit becomes the request (KubeVirt's defaults copy it), so requests equal
+        // limits and the pod is Guaranteed; no 100m per vCPU beside it.
+        let (requests, limits) = compute_resources_of(&vmi_with_domain(
+            "resources: {requests: {memory: 128Mi}, limits: {cpu: '2', memory: 128Mi}}",
+        ));
+        assert_eq!(requests, pairs(&[("cpu", "2"), ("memory", "128Mi")]));
+        assert_eq!(limits, pairs(&[("cpu", "2"), ("memory", "128Mi")]));
+    }
+
+    #[test]
+    fn pull_policies_go_on_containers_and_pull_secrets_on_the_pod() {
+        let (vmi, config) = config(
+            r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: p}
+spec:
+  domain:
+    memory: {guest: 64Mi}
+    firmware: {kernelBoot: {container: {image: 'reg.example/k:1', kernelPath: /vmlinuz, imagePullSecret: kernel-creds, imagePullPolicy: Always}}}
+    devices: {disks: [{name: root, disk: {}}, {name: data, disk: {}}]}
+  volumes:
+  - {name: root, containerDisk: {image: 'reg.example/root:1', imagePullSecret: creds, imagePullPolicy: Never}}
+  - {name: data, containerDisk: {image: 'reg.example/data:latest', imagePullSecret: creds}}
+"#,
+        );
+        let pod = pod_for_vmi(&vmi, &config, &BTreeSet::new()).expect("pod");
+        let spec = pod.spec.expect("spec");
+        let policies: Vec<(&str, Option<&str>)> = spec
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c.image_pull_policy.as_deref()))
+            .collect();
+        // data's policy is KubeVirt's default for `:latest`.
+        assert_eq!(
+            policies,
+            [
+                ("volumedata", Some("Always")),
+                ("kernel-boot", Some("Always")),
+                ("compute", Some("Never"))
+            ]
+        );
+        let secrets: Vec<&str> = spec
+            .image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(secrets, ["creds", "kernel-creds"]);
+    }
+
+    #[test]
+    fn hostnames_are_labels_made_from_the_name_as_kubevirt_makes_them() {
+        assert_eq!(guest_hostname("web", None), "web");
+        assert_eq!(guest_hostname("web.example.com", None), "web");
+        assert_eq!(guest_hostname("web.example.com", Some("db")), "db");
+        let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
+        assert_eq!(guest_hostname(&long, None), "a".repeat(62));
+        let (vmi, config) = config(
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: web.example.com}\nspec: {domain: {devices: {}, memory: {guest: 64Mi}}}\n",
+        );
+        let pod = pod_for_vmi(&vmi, &config, &BTreeSet::new()).expect("pod");
+        assert_eq!(pod.spec.expect("spec").hostname.as_deref(), Some("web"));
     }
 }

@@ -5,7 +5,9 @@
 
 mod common;
 
-use virtshim_api::config::{Binding, Bootloader, DiskBus, DiskDevice, VolumeSource};
+use virtshim_api::config::{
+    Binding, Bootloader, DiskBus, DiskDevice, ImageRef, PullPolicy, VolumeSource,
+};
 use virtshim_api::defaults;
 use virtshim_api::manifest::Object;
 use virtshim_api::validate;
@@ -217,7 +219,12 @@ fn volume_without_disk_gets_a_disk() {
     assert_eq!(
         config.disks[0].source,
         VolumeSource::ContainerDisk {
-            image: "x:1".into(),
+            // KubeVirt's default pull policy for a tagged image.
+            image: ImageRef {
+                reference: "x:1".into(),
+                pull_policy: Some(PullPolicy::IfNotPresent),
+                pull_secret: None,
+            },
             path: None
         }
     );

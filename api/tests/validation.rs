@@ -94,6 +94,12 @@ fn each_bad_field_is_named_with_its_path() {
          r#"spec.architecture: unsupported value "arm64" (supported: "amd64")"#),
         ("  volumes:", "  readinessProbe: {tcpSocket: {port: 22}}\n  volumes:",
          "spec.readinessProbe: not supported by virtshim: field is not implemented"),
+        ("image: 'localhost/guest:v1'", "image: 'localhost/guest:v1', imagePullSecret: 'Bad/Secret'",
+         r#"spec.volumes[0].containerDisk.imagePullSecret: invalid value "Bad/Secret": must be a Secret name (a DNS subdomain)"#),
+        ("image: 'localhost/guest:v1'", "image: 'localhost/guest:v1', imagePullPolicy: Sometimes",
+         r#"spec.volumes[0].containerDisk.imagePullPolicy: unsupported value "Sometimes" (supported: "Always", "IfNotPresent", "Never")"#),
+        ("memory: {guest: 64Mi}", "memory: {guest: 64Mi}\n    firmware: {kernelBoot: {kernelArgs: console=ttyS0, container: {image: 'k:1', initrdPath: /initrd}}}",
+         "spec.domain.firmware.kernelBoot.kernelArgs: forbidden: kernel arguments cannot be provided without an external kernel: set kernelBoot.container.kernelPath"),
     ];
     for (from, to, expected) in cases {
         assert!(VMI.contains(from), "fixture lacks {from:?}");

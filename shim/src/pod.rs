@@ -25,6 +25,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 use virtshim_api::manifest::{parse_json, Object};
 use virtshim_api::pod as contract;
+use virtshim_api::validate::{is_dns_label, is_dns_subdomain};
 
 /// The FIFOs containerd gave a task.
 #[derive(Clone, Debug, Default)]
@@ -316,10 +317,13 @@ impl Pod {
             name: vmi.metadata.name.clone().unwrap_or_default(),
             uid: vmi.metadata.uid.clone().unwrap_or_default(),
         };
-        if !is_dns_label(&identity.name) || !is_dns_label(&identity.namespace) {
+        // The apiserver's own rules for these names; they end up in the libvirt domain's name
+        // and in log fields, so a hostile annotation must not get anything else through.
+        if !is_dns_subdomain(&identity.name) || !is_dns_label(&identity.namespace) {
             return Err(Error::Vmi {
                 annotation: contract::VMI_ANNOTATION,
-                message: "metadata.name and metadata.namespace must be DNS labels".into(),
+                message: "metadata.name must be a DNS subdomain and metadata.namespace a DNS label"
+                    .into(),
             });
         }
         let paths = inner
@@ -785,13 +789,6 @@ fn keep_pressing(libvirt: Arc<Libvirt>, domain: String, exit: Arc<ExitCell>) {
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the power-button thread");
     }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The container's exit code: 0 for a guest that powered off, 137 when the shim destroyed it

@@ -7,6 +7,7 @@
 //! [`vmi_spec`] also turns the checked spec into a [`VmiConfig`], the only way to obtain one.
 
 mod names;
+pub use names::{is_dns_label, is_dns_subdomain};
 mod owners;
 mod spec;
 

@@ -2,7 +2,7 @@
 
 /// An RFC 1123 label: what Kubernetes requires of container names and what a disk or volume
 /// name must be, since each may become a container `volume<name>` and a file name in the shim.
-pub(crate) fn is_dns_label(s: &str) -> bool {
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -12,7 +12,7 @@ pub(crate) fn is_dns_label(s: &str) -> bool {
 }
 
 /// An RFC 1123 subdomain: what Kubernetes requires of object names (Secrets, PVCs).
-pub(crate) fn is_dns_subdomain(s: &str) -> bool {
+pub fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 

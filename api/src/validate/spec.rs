@@ -7,8 +7,8 @@ use super::names::{image_path_problem, is_dns_label, is_dns_subdomain, is_printa
 use super::{Checker, FieldPath};
 use crate::config::{
     Binding, Bootloader, CloudInit, CloudInitData, CloudInitFormat, CpuModel, CpuTopology, DiskBus,
-    DiskConfig, DiskDevice, InterfaceConfig, KernelBoot, MacAddress, MemoryBytes, NicModel,
-    PortConfig, Protocol, VmiConfig, VolumeSource,
+    DiskConfig, DiskDevice, ImageRef, InterfaceConfig, KernelBoot, MacAddress, MemoryBytes,
+    NicModel, PortConfig, Protocol, PullPolicy, VmiConfig, VolumeSource,
 };
 use crate::quantity::Quantity;
 use crate::types::{
@@ -481,11 +481,12 @@ fn check_firmware(
         };
         let cp = kp.child("container");
         c.unknown(&cp, &container.unknown);
-        let image = check_image(c, container.image.as_deref(), &cp.child("image"));
-        check_pull_policy(
+        let image = check_image_ref(
             c,
+            container.image.as_deref(),
             container.image_pull_policy.as_deref(),
-            &cp.child("imagePullPolicy"),
+            container.image_pull_secret.as_deref(),
+            &cp,
         );
         for (field, path) in [
             ("kernelPath", &container.kernel_path),
@@ -497,6 +498,12 @@ fn check_firmware(
         }
         if container.kernel_path.is_none() && container.initrd_path.is_none() {
             c.required(&cp, "at least one of kernelPath and initrdPath");
+        } else if container.kernel_path.is_none() && kb.kernel_args.is_some() {
+            // As KubeVirt: QEMU takes no command line without a kernel to pass it to.
+            c.forbidden(
+                &kp.child("kernelArgs"),
+                "kernel arguments cannot be provided without an external kernel: set kernelBoot.container.kernelPath",
+            );
         }
         Some(KernelBoot {
             image: image?,
@@ -526,12 +533,47 @@ fn check_image(c: &mut Checker, image: Option<&str>, p: &FieldPath) -> Option<St
     }
 }
 
-fn check_pull_policy(c: &mut Checker, policy: Option<&str>, p: &FieldPath) {
-    if let Some(policy) = policy {
-        if !["Always", "IfNotPresent", "Never"].contains(&policy) {
-            c.unsupported_value(p, policy, &["Always", "IfNotPresent", "Never"]);
+/// An image with its pull settings; `p` is the object holding `image`, `imagePullPolicy` and
+/// `imagePullSecret`.
+fn check_image_ref(
+    c: &mut Checker,
+    image: Option<&str>,
+    policy: Option<&str>,
+    secret: Option<&str>,
+    p: &FieldPath,
+) -> Option<ImageRef> {
+    let reference = check_image(c, image, &p.child("image"));
+    let pull_policy = match policy {
+        None => Some(None),
+        Some("Always") => Some(Some(PullPolicy::Always)),
+        Some("IfNotPresent") => Some(Some(PullPolicy::IfNotPresent)),
+        Some("Never") => Some(Some(PullPolicy::Never)),
+        Some(other) => {
+            c.unsupported_value(
+                &p.child("imagePullPolicy"),
+                other,
+                &["Always", "IfNotPresent", "Never"],
+            );
+            None
         }
-    }
+    };
+    let pull_secret = match secret {
+        None => Some(None),
+        Some(name) if is_dns_subdomain(name) => Some(Some(name.to_owned())),
+        Some(name) => {
+            c.invalid(
+                &p.child("imagePullSecret"),
+                name,
+                "must be a Secret name (a DNS subdomain)",
+            );
+            None
+        }
+    };
+    Some(ImageRef {
+        reference: reference?,
+        pull_policy: pull_policy?,
+        pull_secret: pull_secret?,
+    })
 }
 
 /// The validated sources of the named volumes; a volume with errors maps to `None`.
@@ -679,11 +721,12 @@ fn check_container_disk(
     p: &FieldPath,
 ) -> Option<VolumeSource> {
     c.unknown(p, &cd.unknown);
-    let image = check_image(c, cd.image.as_deref(), &p.child("image"));
-    check_pull_policy(
+    let image = check_image_ref(
         c,
+        cd.image.as_deref(),
         cd.image_pull_policy.as_deref(),
-        &p.child("imagePullPolicy"),
+        cd.image_pull_secret.as_deref(),
+        p,
     );
     if let Some(path) = &cd.path {
         if let Some(problem) = image_path_problem(path) {

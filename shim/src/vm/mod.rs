@@ -66,10 +66,7 @@ pub fn plan_nic(
     let Some(iface) = config.interfaces.first() else {
         return Ok(None);
     };
-    let hostname = config
-        .hostname
-        .clone()
-        .unwrap_or_else(|| identity.name.clone());
+    let hostname = pod::guest_hostname(&identity.name, config.hostname.as_deref());
     let resolv = sources
         .compute_mounts
         .get("/etc/resolv.conf")
@@ -129,10 +126,7 @@ pub fn plan(
                 let iso = disks_dir.join(format!("{}.iso", d.name));
                 let identity = cloudinit::Identity {
                     instance_id: format!("{}.{}", identity.name, identity.namespace),
-                    hostname: config
-                        .hostname
-                        .clone()
-                        .unwrap_or_else(|| identity.name.clone()),
+                    hostname: pod::guest_hostname(&identity.name, config.hostname.as_deref()),
                 };
                 let secret_dir = |volume: &str| sources.volume_dir(volume);
                 cloudinit::build_iso(
