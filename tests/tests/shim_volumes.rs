@@ -82,10 +82,16 @@ fn boots_from_a_filesystem_pvc() {
         .status()
         .unwrap();
     assert!(status.success());
-    let yaml = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: persistent}\nspec:\n  domain:\n    memory: {guest: 192Mi}\n    devices: {autoattachPodInterface: false, disks: [{name: root, disk: {bus: virtio}}]}\n  volumes:\n  - {name: root, persistentVolumeClaim: {claimName: boot-disk}}\n";
+    // A blank claim (its own 64 MiB file system) becomes a data disk: the shim makes its
+    // disk.img, as KubeVirt does.
+    let blank = Tmpfs::mount(64);
+    let yaml = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: persistent}\nspec:\n  domain:\n    memory: {guest: 192Mi}\n    devices: {autoattachPodInterface: false, disks: [{name: root, disk: {bus: virtio}}, {name: data, disk: {bus: virtio}}]}\n  volumes:\n  - {name: root, persistentVolumeClaim: {claimName: boot-disk}}\n  - {name: data, persistentVolumeClaim: {claimName: blank}}\n";
     let mut plan = local::plan(parse_documents(yaml).remove(0).unwrap()).unwrap();
     plan.set_host_volumes(local::HostVolumes {
-        claims: HashMap::from([("boot-disk".to_owned(), claim.path().to_path_buf())]),
+        claims: HashMap::from([
+            ("boot-disk".to_owned(), claim.path().to_path_buf()),
+            ("blank".to_owned(), blank.path().to_path_buf()),
+        ]),
         ..Default::default()
     })
     .unwrap();
@@ -101,15 +107,48 @@ fn boots_from_a_filesystem_pvc() {
         vm::pod_dirs(&started.sandbox_id)[0].join("libvirt/etc/qemu/default_persistent.xml"),
     )
     .unwrap();
-    assert!(
-        xml.contains(&format!("{}/disk.img", claim.path().display())),
-        "the VM does not use the PVC's disk.img:\n{xml}"
-    );
+    for dir in [claim.path(), blank.path()] {
+        assert!(
+            xml.contains(&format!("{}/disk.img", dir.display())),
+            "the VM does not use the PVC's disk.img:\n{xml}"
+        );
+    }
+    // 94.5% of the claim (KubeVirt's file system overhead), in whole MiB; sparse.
+    let made = std::fs::metadata(blank.path().join("disk.img")).unwrap();
+    assert_eq!(made.len(), 60 << 20);
     vm::stop_cleanly(&cri, &started, Duration::from_secs(30));
     vm::remove_pod(&cri, &started.sandbox_id);
     // The PVC's disk outlives the pod.
     assert!(claim.path().join("disk.img").exists());
     containerd.stop().unwrap();
+}
+
+/// A tmpfs of a given size standing in for a blank PVC's file system; unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(mib: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "blank-claim"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs");
+        Tmpfs(dir)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
 }
 
 /// A loop device holding the guest disk; detached when dropped.

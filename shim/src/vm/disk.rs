@@ -207,6 +207,74 @@ pub fn create_blank(file: &Path, bytes: u64) -> Result<()> {
     std::fs::rename(&tmp, file).map_err(|e| Error::path("creating the empty disk", file, e))
 }
 
+/// KubeVirt's default share of a volume that its file system takes for itself
+/// (`filesystemOverhead` of CDI's config, 5.5%).
+const FILESYSTEM_OVERHEAD_PERMILLE: u64 = 55;
+/// How much smaller than wanted a new PVC disk may be before creating it fails (KubeVirt's
+/// `lessPVCSpaceToleration`, 10%).
+const LESS_SPACE_TOLERATION_PERCENT: u64 = 10;
+const MIB: u64 = 1 << 20;
+
+/// The size of a new `disk.img` on a file system of `total` bytes with `available` free, as
+/// KubeVirt sizes one on a blank filesystem-mode PVC: the volume less the file system's overhead,
+/// shrunk to what is free when that is within the toleration, in whole MiB.
+pub fn pvc_disk_size(total: u64, available: u64) -> std::result::Result<u64, String> {
+    let wanted = total / 1000 * (1000 - FILESYSTEM_OVERHEAD_PERMILLE);
+    let size = if available >= wanted {
+        wanted
+    } else if (wanted - available) * 100 <= wanted * LESS_SPACE_TOLERATION_PERCENT {
+        available
+    } else {
+        return Err(format!(
+            "not enough space on the PersistentVolumeClaim for a new {}: {} MiB free of the {} MiB wanted",
+            PVC_DISK,
+            available / MIB,
+            wanted / MIB
+        ));
+    };
+    let size = size / MIB * MIB;
+    if size == 0 {
+        return Err("the PersistentVolumeClaim is too small for a disk".to_owned());
+    }
+    Ok(size)
+}
+
+const PVC_DISK: &str = virtshim_api::pod::PVC_DISK_FILE;
+
+/// Creates a sparse raw `disk.img` in a blank filesystem-mode PVC mounted at `dir`, as KubeVirt
+/// does, so that a fresh claim can be a VM's data disk. Never replaces a file: `create_new`
+/// refuses an existing name, a symlink planted there included.
+pub fn create_pvc_disk(dir: &Path, disk: &str) -> Result<PathBuf> {
+    let fail = |message: String| Error::Disk {
+        disk: disk.to_owned(),
+        message,
+    };
+    let stat =
+        nix::sys::statvfs::statvfs(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    let frsize = stat.fragment_size();
+    let size = pvc_disk_size(
+        stat.blocks().saturating_mul(frsize),
+        stat.blocks_available().saturating_mul(frsize),
+    )
+    .map_err(fail)?;
+    let file = dir.join(PVC_DISK);
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&file)
+        .and_then(|f| f.set_len(size));
+    if let Err(e) = created {
+        let _ = std::fs::remove_file(&file);
+        return Err(fail(format!("creating {}: {e}", file.display())));
+    }
+    tracing::info!(
+        disk,
+        size_mib = size / MIB,
+        "created disk.img on a blank PersistentVolumeClaim"
+    );
+    Ok(file)
+}
+
 /// Makes a block device node for `device` at `node`, for QEMU to open.
 ///
 /// The kubelet gives a block PVC to the container as a device in its OCI spec (type, major,
@@ -229,4 +297,25 @@ pub fn device_node(node: &Path, device: BlockDevice, disk: &str) -> Result<()> {
             node.display()
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pvc_disks_are_sized_as_kubevirt_sizes_them() {
+        const GIB: u64 = 1 << 30;
+        // A 10 GiB claim, empty: 94.5% of it, in whole MiB.
+        assert_eq!(pvc_disk_size(10 * GIB, 10 * GIB), Ok(9676 * MIB));
+        // A little short of that (within 10%): what is free.
+        assert_eq!(pvc_disk_size(10 * GIB, 9 * GIB), Ok(9 * GIB));
+        // Far short: refused, saying how much.
+        let err = pvc_disk_size(10 * GIB, 5 * GIB).unwrap_err();
+        assert!(
+            err.contains("5120 MiB free of the 9676 MiB wanted"),
+            "{err}"
+        );
+        assert!(pvc_disk_size(MIB / 2, MIB / 2).is_err());
+    }
 }

@@ -157,6 +157,11 @@ pub fn plan(
                 // Filesystem mode: a mounted folder holding disk.img. Block mode: a device the
                 // kubelet gave compute at VOLUME_DEVICE_ROOT/<volume>.
                 if let Some(dir) = sources.volume_dir(&d.name) {
+                    // A blank claim gets its disk.img made, as in KubeVirt; not a read-only one.
+                    let existing = dir.join(pod::PVC_DISK_FILE).symlink_metadata().is_ok();
+                    if !existing && !read_only {
+                        disk::create_pvc_disk(&dir, &d.name)?;
+                    }
                     let (file, _) =
                         disk::resolve_in_root(&dir, &format!("/{}", pod::PVC_DISK_FILE), &d.name)?;
                     (file, "raw", read_only)
