@@ -369,6 +369,18 @@ impl Cri {
         Ok(response.map_err(rpc_error("Attach"))?.into_inner().url)
     }
 
+    /// A streaming URL for forwarding `ports` of the pod's network namespace (`PortForward`),
+    /// what `kubectl port-forward` follows: the Kubernetes port-forward protocol (SPDY or
+    /// WebSocket channels, a data and an error channel per port).
+    pub async fn port_forward(&self, pod_sandbox_id: &str, ports: &[i32]) -> Result<String> {
+        let request = self.request(api::PortForwardRequest {
+            pod_sandbox_id: pod_sandbox_id.to_string(),
+            port: ports.to_vec(),
+        });
+        let response = self.runtime.clone().port_forward(request).await;
+        Ok(response.map_err(rpc_error("PortForward"))?.into_inner().url)
+    }
+
     /// The containers the runtime knows (`ListContainers`), optionally filtered (by pod, state,
     /// labels).
     pub async fn list_containers(

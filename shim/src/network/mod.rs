@@ -269,9 +269,62 @@ pub fn apply(nic: &NicPlan) -> Result<()> {
                 args.extend(["-j", "DNAT", "--to-destination", guest.as_str()]);
                 run("iptables", &args)?;
             }
+            forward_localhost(ports, &guest, &gateway.to_string())?;
         }
     }
     dhcp::serve(BRIDGE, nic.lease.clone()).map_err(|e| Error::io("starting the DHCP server", e))
+}
+
+/// Sends the forwarded ports of the pod's localhost to the guest, as KubeVirt's masquerade does:
+/// the CRI's PortForward (`kubectl port-forward`) dials `localhost:<port>` inside the pod's
+/// network namespace, and the VM is what listens there. The connection leaves from the gateway's
+/// address (a 127.0.0.1 source may not go out on the bridge); `route_localnet` lets the kernel
+/// route the rewritten packets and their replies between the loopback and the bridge.
+fn forward_localhost(ports: &[PortConfig], guest: &str, gateway: &str) -> Result<()> {
+    std::fs::write(
+        format!("/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet"),
+        "1",
+    )
+    .map_err(|e| Error::io("letting localhost be routed to the guest", e))?;
+    for (protocol, port) in forwarded(ports) {
+        let mut args = vec![
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-d",
+            "127.0.0.1/32",
+            "-p",
+            protocol,
+        ];
+        let port_text = port.map(|p| p.to_string());
+        if let Some(p) = &port_text {
+            args.extend(["--dport", p.as_str()]);
+        }
+        args.extend(["-j", "DNAT", "--to-destination", guest]);
+        run("iptables", &args)?;
+    }
+    let guest_net = format!("{guest}/32");
+    run(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-s",
+            "127.0.0.1/32",
+            "-d",
+            &guest_net,
+            "-o",
+            BRIDGE,
+            "-j",
+            "SNAT",
+            "--to-source",
+            gateway,
+        ],
+    )
+    .map(|_| ())
 }
 
 /// The (protocol, port) pairs to forward: each listed port, or every TCP and UDP port.

@@ -127,6 +127,11 @@ impl BlockingCri {
         self.runtime.block_on(self.cri.attach(container_id, tty))
     }
 
+    pub fn port_forward(&self, pod_sandbox_id: &str, ports: &[i32]) -> Result<String> {
+        self.runtime
+            .block_on(self.cri.port_forward(pod_sandbox_id, ports))
+    }
+
     pub fn list_containers(
         &self,
         filter: Option<api::ContainerFilter>,
