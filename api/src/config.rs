@@ -325,4 +325,7 @@ pub struct VmiConfig {
     pub start_paused: bool,
     pub termination_grace_period_seconds: u32,
     pub hostname: Option<String>,
+    /// `spec.subdomain`: with a headless Service of that name, the guest's FQDN is
+    /// `<hostname>.<subdomain>.<namespace>.svc.<cluster domain>`.
+    pub subdomain: Option<String>,
 }

@@ -152,6 +152,7 @@ pub(crate) fn check(
         start_paused,
         termination_grace_period_seconds: grace,
         hostname: spec.hostname.clone(),
+        subdomain: spec.subdomain.clone(),
     })
 }
 

@@ -136,16 +136,43 @@ fn masquerade_addresses(cidr: Option<&str>) -> (Ipv4Addr, Ipv4Addr, u8) {
     (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2), prefix)
 }
 
+/// What DHCP tells the guest about its name.
+pub struct GuestName<'a> {
+    pub hostname: &'a str,
+    pub subdomain: Option<&'a str>,
+    pub namespace: &'a str,
+}
+
+/// The pod's DNS search list as the guest gets it: with a subdomain, KubeVirt puts
+/// `<subdomain>.<namespace>.svc.<cluster domain>` first (it is also the DHCP domain name), so
+/// that `hostname -f` in the guest gives the name a headless Service resolves.
+fn guest_search(search: Vec<String>, name: &GuestName<'_>) -> Vec<String> {
+    let Some(subdomain) = name.subdomain else {
+        return search;
+    };
+    let service_domain = format!("{}.svc.", name.namespace);
+    match search.iter().find(|d| d.starts_with(&service_domain)) {
+        Some(domain) => {
+            let mut out = vec![format!("{subdomain}.{domain}")];
+            out.extend(search);
+            out
+        }
+        None => search,
+    }
+}
+
 /// Plans the NIC for the VM's one pod-network interface (validation allows no more).
 pub fn plan(
     iface: &InterfaceConfig,
     vm_network_cidr: Option<&str>,
-    hostname: &str,
+    name: &GuestName<'_>,
     resolv_conf: Option<&Path>,
     seed: &str,
 ) -> Result<NicPlan> {
     let pod = read_pod_interface()?;
     let (dns, search) = read_resolv_conf(resolv_conf);
+    let search = guest_search(search, name);
+    let hostname = name.hostname;
     let (guest_mac, lease_address, prefix, router, server) = match &iface.binding {
         Binding::Bridge => (
             iface.mac.map(|m| m.0).unwrap_or(pod.mac),
@@ -350,6 +377,26 @@ fn forwarded(ports: &[PortConfig]) -> Vec<(&'static str, Option<u16>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subdomain_leads_the_search_list() {
+        let search: Vec<String> = ["ns.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+            .map(String::from)
+            .to_vec();
+        let name = |subdomain| GuestName {
+            hostname: "vm",
+            subdomain,
+            namespace: "ns",
+        };
+        assert_eq!(guest_search(search.clone(), &name(None)), search);
+        assert_eq!(
+            guest_search(search.clone(), &name(Some("db")))[..2],
+            ["db.ns.svc.cluster.local", "ns.svc.cluster.local"]
+        );
+        // Outside a cluster's DNS (no `<namespace>.svc.` domain) nothing is made up.
+        let plain = vec!["example.com".to_owned()];
+        assert_eq!(guest_search(plain.clone(), &name(Some("db"))), plain);
+    }
 
     #[test]
     fn masquerade_addresses_follow_the_cidr() {

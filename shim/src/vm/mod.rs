@@ -75,7 +75,11 @@ pub fn plan_nic(
     network::plan(
         iface,
         iface.vm_network_cidr.as_deref(),
-        &hostname,
+        &network::GuestName {
+            hostname: &hostname,
+            subdomain: config.subdomain.as_deref(),
+            namespace: &identity.namespace,
+        },
         resolv,
         &seed,
     )
