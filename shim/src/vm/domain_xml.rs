@@ -16,6 +16,10 @@ pub enum Accel {
 pub struct ResolvedDisk {
     pub name: String,
     pub cdrom: bool,
+    /// `cdrom.tray: open`, written as KubeVirt writes it (`<target tray='open'/>`). Seen here:
+    /// libvirt 9.0 keeps it in the definition but starts QEMU with the medium in, as it does
+    /// under KubeVirt; the guest still reads the disc.
+    pub tray_open: bool,
     pub bus: DiskBus,
     pub read_only: bool,
     /// A regular file, or a block device (a block-mode PVC).
@@ -323,7 +327,11 @@ impl DomainPlan {
             );
             let source = if disk.block_device { "dev" } else { "file" };
             w.leaf("source", &[(source, &disk.file)], None);
-            w.leaf("target", &[("dev", &dev), ("bus", disk.bus.as_str())], None);
+            let mut target = vec![("dev", dev.as_str()), ("bus", disk.bus.as_str())];
+            if disk.tray_open {
+                target.push(("tray", "open"));
+            }
+            w.leaf("target", &target, None);
             if disk.read_only {
                 w.leaf("readonly", &[], None);
             }
@@ -459,6 +467,7 @@ mod tests {
         p.disks.push(ResolvedDisk {
             name: "pvc".into(),
             cdrom: false,
+            tray_open: false,
             block_device: true,
             bus: DiskBus::Virtio,
             read_only: true,
@@ -487,6 +496,7 @@ mod tests {
         p.disks.push(ResolvedDisk {
             name: "d'><x".into(),
             cdrom: false,
+            tray_open: false,
             block_device: false,
             bus: DiskBus::Virtio,
             read_only: false,
@@ -527,7 +537,9 @@ mod tests {
         ] {
             p.disks.push(ResolvedDisk {
                 name: name.into(),
-                cdrom: false,
+                // d: a CD-ROM with its tray open.
+                cdrom: name == "d",
+                tray_open: name == "d",
                 block_device: false,
                 bus,
                 read_only: false,
@@ -542,7 +554,7 @@ mod tests {
             "<target dev=\"vda\" bus=\"virtio\"/>",
             "<target dev=\"sda\" bus=\"sata\"/>",
             "<target dev=\"vdb\" bus=\"virtio\"/>",
-            "<target dev=\"sdb\" bus=\"scsi\"/>",
+            "<target dev=\"sdb\" bus=\"scsi\" tray=\"open\"/>",
             "<controller type=\"scsi\" index=\"0\" model=\"virtio-scsi\"/>",
         ] {
             assert!(xml.contains(expected), "missing {expected} in {xml}");

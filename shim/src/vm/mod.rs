@@ -102,9 +102,13 @@ pub fn plan(
     let mut disks = Vec::new();
     let mut block_devices = std::collections::HashSet::new();
     for d in &config.disks {
-        let (cdrom, bus, read_only) = match &d.device {
-            DiskDevice::Disk { bus, read_only } => (false, *bus, *read_only),
-            DiskDevice::Cdrom { bus, read_only, .. } => (true, *bus, *read_only),
+        let (cdrom, bus, read_only, tray_open) = match &d.device {
+            DiskDevice::Disk { bus, read_only } => (false, *bus, *read_only, false),
+            DiskDevice::Cdrom {
+                bus,
+                read_only,
+                tray_open,
+            } => (true, *bus, *read_only, *tray_open),
         };
         let (file, format, read_only) = match &d.source {
             VolumeSource::ContainerDisk { path, .. } => {
@@ -192,6 +196,7 @@ pub fn plan(
         disks.push(ResolvedDisk {
             name: d.name.clone(),
             cdrom,
+            tray_open,
             bus,
             read_only,
             file: file.to_string_lossy().into_owned(),
