@@ -229,6 +229,18 @@ pub fn pod_for_vmi(
         .map(|name| LocalObjectReference { name })
         .collect();
     let (volumes, mounts, devices) = pod_volumes(config, block_claims);
+    let compute_resources = compute_resources(vmi, config);
+    // Runs nothing: the shim only needs its root filesystem. A tiny request keeps it from being
+    // BestEffort next to compute; when compute is Guaranteed, equal limits keep the pod so.
+    let carrier_requests = BTreeMap::from([
+        ("cpu".to_owned(), Quantity("1m".to_owned())),
+        ("memory".to_owned(), Quantity("1Mi".to_owned())),
+    ]);
+    let carrier_resources = ResourceRequirements {
+        limits: is_guaranteed(&compute_resources).then(|| carrier_requests.clone()),
+        requests: Some(carrier_requests),
+        ..Default::default()
+    };
     let mut containers: Vec<Container> = images
         .others
         .iter()
@@ -237,15 +249,7 @@ pub fn pod_for_vmi(
             image: Some(image.reference.clone()),
             image_pull_policy: image.pull_policy.map(|p| p.as_str().to_owned()),
             command: Some(vec![CONTAINER_COMMAND.to_owned()]),
-            // Runs nothing: the shim only needs its root filesystem. A tiny request keeps it
-            // from being BestEffort next to compute.
-            resources: Some(ResourceRequirements {
-                requests: Some(BTreeMap::from([
-                    ("cpu".to_owned(), Quantity("1m".to_owned())),
-                    ("memory".to_owned(), Quantity("1Mi".to_owned())),
-                ])),
-                ..Default::default()
-            }),
+            resources: Some(carrier_resources.clone()),
             ..Default::default()
         })
         .collect();
@@ -254,7 +258,7 @@ pub fn pod_for_vmi(
         image: Some(images.compute.reference.clone()),
         image_pull_policy: images.compute.pull_policy.map(|p| p.as_str().to_owned()),
         command: Some(vec![CONTAINER_COMMAND.to_owned()]),
-        resources: Some(compute_resources(vmi, config)),
+        resources: Some(compute_resources),
         volume_mounts: (!mounts.is_empty()).then_some(mounts),
         volume_devices: (!devices.is_empty()).then_some(devices),
         stdin: Some(true),
@@ -322,6 +326,22 @@ fn compute_resources(vmi: &VirtualMachineInstance, config: &VmiConfig) -> Resour
         limits,
         ..Default::default()
     }
+}
+
+/// Whether a container's resources make it Guaranteed: CPU and memory limits, each equal to
+/// its request (by value: `128Mi` equals `134217728`).
+fn is_guaranteed(resources: &ResourceRequirements) -> bool {
+    let (Some(requests), Some(limits)) = (&resources.requests, &resources.limits) else {
+        return false;
+    };
+    let millis = |q: Option<&Quantity>| {
+        q.and_then(|q| crate::quantity::Quantity::parse(&q.0).ok())
+            .and_then(|q| q.to_millis())
+    };
+    ["cpu", "memory"].iter().all(|k| {
+        let limit = millis(limits.get(*k));
+        limit.is_some() && limit == millis(requests.get(*k))
+    })
 }
 
 /// The pod volumes that back disks, and their mounts and devices in compute.
@@ -588,6 +608,27 @@ spec:
         ));
         assert_eq!(requests, pairs(&[("cpu", "2"), ("memory", "128Mi")]));
         assert_eq!(limits, pairs(&[("cpu", "2"), ("memory", "128Mi")]));
+    }
+
+    #[test]
+    fn a_guaranteed_compute_keeps_the_pod_guaranteed() {
+        let yaml = |resources: &str| {
+            format!("apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: g}}\nspec:\n  domain:\n    resources: {resources}\n    devices: {{disks: [{{name: a, disk: {{}}}}, {{name: b, disk: {{}}}}]}}\n  volumes:\n  - {{name: a, containerDisk: {{image: 'a:1'}}}}\n  - {{name: b, containerDisk: {{image: 'b:1'}}}}\n")
+        };
+        let carrier_limits = |yaml: &str| {
+            let (vmi, config) = config(yaml);
+            let pod = pod_for_vmi(&vmi, &config, &BTreeSet::new()).expect("pod");
+            let spec = pod.spec.expect("spec");
+            assert_eq!(spec.containers[0].name, "volumeb");
+            spec.containers[0]
+                .resources
+                .as_ref()
+                .and_then(|r| r.limits.clone())
+        };
+        let limits = carrier_limits(&yaml("{limits: {cpu: '1', memory: 128Mi}}")).expect("limits");
+        assert_eq!(limits["cpu"].0, "1m");
+        assert_eq!(limits["memory"].0, "1Mi");
+        assert_eq!(carrier_limits(&yaml("{requests: {memory: 128Mi}}")), None);
     }
 
     #[test]
