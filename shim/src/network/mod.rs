@@ -278,28 +278,29 @@ pub fn apply(nic: &NicPlan) -> Result<()> {
                     "MASQUERADE",
                 ],
             )?;
-            for (protocol, port) in forwarded(ports) {
-                let mut args = vec![
-                    "-t",
-                    "nat",
-                    "-A",
-                    "PREROUTING",
-                    "-i",
-                    POD_INTERFACE,
-                    "-p",
-                    protocol,
-                ];
-                let port_text = port.map(|p| p.to_string());
-                if let Some(p) = &port_text {
-                    args.extend(["--dport", p.as_str()]);
-                }
-                args.extend(["-j", "DNAT", "--to-destination", guest.as_str()]);
-                run("iptables", &args)?;
-            }
+            // What arrives at the pod's IP on a forwarded port goes to the guest.
+            dnat_to_guest(ports, &["PREROUTING", "-i", POD_INTERFACE], &guest)?;
             forward_localhost(ports, &guest, &gateway.to_string())?;
         }
     }
     dhcp::serve(BRIDGE, nic.lease.clone()).map_err(|e| Error::io("starting the DHCP server", e))
+}
+
+/// Appends to the nat table one DNAT rule to `guest` per forwarded (protocol, port), in the
+/// chain and with the match that `chain_and_match` starts with.
+fn dnat_to_guest(ports: &[PortConfig], chain_and_match: &[&str], guest: &str) -> Result<()> {
+    for (protocol, port) in forwarded(ports) {
+        let mut args = vec!["-t", "nat", "-A"];
+        args.extend_from_slice(chain_and_match);
+        args.extend(["-p", protocol]);
+        let port_text = port.map(|p| p.to_string());
+        if let Some(p) = &port_text {
+            args.extend(["--dport", p.as_str()]);
+        }
+        args.extend(["-j", "DNAT", "--to-destination", guest]);
+        run("iptables", &args)?;
+    }
+    Ok(())
 }
 
 /// Sends the forwarded ports of the pod's localhost to the guest, as KubeVirt's masquerade does:
@@ -313,24 +314,7 @@ fn forward_localhost(ports: &[PortConfig], guest: &str, gateway: &str) -> Result
         "1",
     )
     .map_err(|e| Error::io("letting localhost be routed to the guest", e))?;
-    for (protocol, port) in forwarded(ports) {
-        let mut args = vec![
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-d",
-            "127.0.0.1/32",
-            "-p",
-            protocol,
-        ];
-        let port_text = port.map(|p| p.to_string());
-        if let Some(p) = &port_text {
-            args.extend(["--dport", p.as_str()]);
-        }
-        args.extend(["-j", "DNAT", "--to-destination", guest]);
-        run("iptables", &args)?;
-    }
+    dnat_to_guest(ports, &["OUTPUT", "-d", "127.0.0.1/32"], guest)?;
     let guest_net = format!("{guest}/32");
     run(
         "iptables",
