@@ -44,6 +44,11 @@ pub struct PodState {
     /// The compute container (the containerd task that is the VM).
     #[serde(default)]
     pub container_id: String,
+    /// The pod's IP, where the guest answers (its own address with bridge binding, forwarded
+    /// ports with masquerade): what the handler's port forwarding dials. None without a pod
+    /// network interface.
+    #[serde(default)]
+    pub pod_ip: Option<std::net::IpAddr>,
 }
 
 /// Who the VM is, as the pod's VMI annotation says.

@@ -1,10 +1,10 @@
-//! One WebSocket ↔ one unix socket, byte for byte: what `plain.kubevirt.io` means. Binary (and,
-//! leniently, text) frames from the client are written to the socket; what the socket says goes
-//! back as binary frames. A session ends when either side closes, or when it is replaced.
+//! One WebSocket ↔ one byte stream (a VM's unix socket, or a TCP connection to the guest), byte
+//! for byte: what `plain.kubevirt.io` means. Binary (and, leniently, text) frames from the client
+//! are written to the stream; what the stream says goes back as binary frames. A session ends
+//! when either side closes, or when it is replaced.
 
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -22,16 +22,17 @@ pub enum Ended {
 }
 
 /// Pipes `ws` and `socket` into each other until one ends or `replaced` fires.
-pub async fn bridge<S>(
+pub async fn bridge<S, T>(
     ws: WebSocketStream<S>,
-    socket: UnixStream,
+    socket: T,
     mut replaced: oneshot::Receiver<()>,
 ) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut ws_tx, mut ws_rx) = ws.split();
-    let (mut from_vm, mut to_vm) = socket.into_split();
+    let (mut from_vm, mut to_vm) = tokio::io::split(socket);
     let mut buf = vec![0u8; 32 * 1024];
     let ended = loop {
         tokio::select! {
@@ -70,7 +71,7 @@ where
         }),
         Ended::SocketClosed => Some(CloseFrame {
             code: CloseCode::Normal,
-            reason: "the VM's console closed".into(),
+            reason: "the VM closed the connection".into(),
         }),
         _ => None,
     };

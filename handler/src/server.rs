@@ -6,6 +6,7 @@
 //! | GET (WebSocket) | `/v1/namespaces/{ns}/virtualmachineinstances/{name}/vnc?uid=` | VNC (RFB) |
 //! | PUT | `/v1/namespaces/{ns}/virtualmachineinstances/{name}/pause?uid=` | pause the task |
 //! | PUT | `/v1/namespaces/{ns}/virtualmachineinstances/{name}/unpause?uid=` | resume it |
+//! | GET (WebSocket) | `/v1/namespaces/{ns}/virtualmachineinstances/{name}/portforward/{port}/tcp?uid=` | a TCP connection to the guest's port |
 //!
 //! WebSockets speak exactly one subprotocol, `plain.kubevirt.io` (raw bytes, no channel byte),
 //! which the controller relays unchanged to `virtctl`. A console has one user at a time: a new
@@ -25,7 +26,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::net::{TcpListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -83,6 +84,33 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 enum Stream {
     Console,
     Vnc,
+    /// A TCP port of the guest (`virtctl port-forward`, `virtctl ssh`).
+    Port(u16),
+}
+
+/// How long dialling the guest's port may take.
+const PORT_DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a session pipes the WebSocket to.
+enum Connected {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+/// `{port}/{protocol}` of a port-forward path: KubeVirt's virtctl sends `tcp` or `udp`.
+fn port_forward_target(port: &str, protocol: &str) -> Result<u16, HandlerError> {
+    let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
+        HandlerError::BadRequest(format!("invalid port {port:?}: must be 1 to 65535"))
+    })?;
+    match protocol {
+        "tcp" => Ok(port),
+        "udp" => Err(HandlerError::BadRequest(
+            "UDP port forwarding is not supported by virtshim; use tcp".into(),
+        )),
+        other => Err(HandlerError::BadRequest(format!(
+            "unsupported protocol {other:?}: use tcp"
+        ))),
+    }
 }
 
 /// The handler's state: where VMs are, containerd, and the open console per VMI.
@@ -151,6 +179,18 @@ impl Handler {
                     _ => Err(HandlerError::NoRoute(format!("{method} {path}"))),
                 }
             }
+            (
+                &Method::GET,
+                ["v1", "namespaces", ns, "virtualmachineinstances", name, "portforward", port, protocol],
+            ) => match port_forward_target(port, protocol) {
+                Ok(port) => {
+                    let (ns, name) = ((*ns).to_owned(), (*name).to_owned());
+                    self.clone()
+                        .websocket(req, Stream::Port(port), &ns, &name, uid.as_deref())
+                        .await
+                }
+                Err(e) => Err(e),
+            },
             _ => Err(HandlerError::NoRoute(format!("{method} {path}"))),
         };
         result.unwrap_or_else(|e| {
@@ -191,20 +231,43 @@ impl Handler {
     ) -> Result<Response<Body>, HandlerError> {
         let vm = self.find(namespace, name, uid).await?;
         let accept = websocket_accept(&req)?;
-        let (socket_path, what) = match stream {
-            Stream::Console => (vm.console_socket(), "serial console"),
-            Stream::Vnc => (vm.vnc_socket(), "VNC display"),
-        };
         let vmi = format!("{namespace}/{name}");
+        let unavailable = |what: &'static str, message: String| HandlerError::SocketUnavailable {
+            what,
+            vmi: vmi.clone(),
+            message,
+        };
         // Connect before answering 101, so an unavailable socket is an HTTP error, not a
         // WebSocket that closes at once.
-        let socket = UnixStream::connect(&socket_path).await.map_err(|e| {
-            HandlerError::SocketUnavailable {
-                what,
-                vmi: vmi.clone(),
-                message: e.to_string(),
+        let (socket, what) = match stream {
+            Stream::Console | Stream::Vnc => {
+                let (path, what) = if stream == Stream::Console {
+                    (vm.console_socket(), "serial console")
+                } else {
+                    (vm.vnc_socket(), "VNC display")
+                };
+                let socket = UnixStream::connect(&path)
+                    .await
+                    .map_err(|e| unavailable(what, e.to_string()))?;
+                (Connected::Unix(socket), what)
             }
-        })?;
+            Stream::Port(port) => {
+                let what = "forwarded port";
+                let ip = vm.pod_ip.ok_or_else(|| {
+                    unavailable(what, "the VM has no pod network interface".into())
+                })?;
+                let socket =
+                    tokio::time::timeout(PORT_DIAL_TIMEOUT, TcpStream::connect((ip, port)))
+                        .await
+                        .map_err(|_| {
+                            unavailable(what, format!("{ip}:{port} did not answer in time"))
+                        })?
+                        .map_err(|e| unavailable(what, format!("{ip}:{port}: {e}")))?;
+                // Interactive sessions (ssh) want each keystroke sent at once.
+                let _ = socket.set_nodelay(true);
+                (Connected::Tcp(socket), what)
+            }
+        };
         let on_upgrade = hyper::upgrade::on(&mut req);
         let session = self.sessions.fetch_add(1, Ordering::Relaxed);
         let (replace_tx, replaced) = oneshot::channel();
@@ -236,7 +299,10 @@ impl Handler {
             let ws =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
             tracing::info!(%vmi, vmi_uid = %uid, stream = what, session, "session opened");
-            let ended = crate::bridge::bridge(ws, socket, replaced).await;
+            let ended = match socket {
+                Connected::Unix(s) => crate::bridge::bridge(ws, s, replaced).await,
+                Connected::Tcp(s) => crate::bridge::bridge(ws, s, replaced).await,
+            };
             drop(keep_open);
             tracing::info!(%vmi, vmi_uid = %uid, stream = what, session, ?ended, "session closed");
             if stream == Stream::Console {
@@ -376,6 +442,25 @@ mod tests {
         assert_eq!(query_value(Some("x=1"), "uid"), None);
         assert_eq!(query_value(Some("uid="), "uid"), None);
         assert_eq!(query_value(None, "uid"), None);
+    }
+
+    #[test]
+    fn port_forward_targets() {
+        assert_eq!(port_forward_target("22", "tcp").unwrap(), 22);
+        for (port, protocol) in [
+            ("0", "tcp"),
+            ("65536", "tcp"),
+            ("ssh", "tcp"),
+            ("53", "udp"),
+            ("1", "sctp"),
+        ] {
+            let e = port_forward_target(port, protocol).unwrap_err();
+            assert_eq!(
+                e.status(),
+                StatusCode::BAD_REQUEST,
+                "{port}/{protocol}: {e}"
+            );
+        }
     }
 
     #[test]

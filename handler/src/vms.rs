@@ -15,6 +15,8 @@ pub struct LocalVm {
     pub sandbox_id: String,
     /// The compute container: the containerd task that is the VM.
     pub container_id: String,
+    /// Where the guest answers on the pod network (see `PodState::pod_ip`).
+    pub pod_ip: Option<std::net::IpAddr>,
     dir: PathBuf,
 }
 
@@ -103,6 +105,7 @@ fn read_vm(dir: &Path) -> Option<LocalVm> {
         vmi: state.vmi?,
         sandbox_id: state.sandbox_id,
         container_id: state.container_id,
+        pod_ip: state.pod_ip,
         dir: dir.to_path_buf(),
     })
 }

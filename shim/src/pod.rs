@@ -454,6 +454,7 @@ impl Pod {
                 }),
                 sandbox_id: sandbox_id.clone(),
                 container_id: id.to_owned(),
+                pod_ip: slot.nic.as_ref().map(|n| n.pod.address.into()),
             }
             .write(&paths.state_file())?;
             if !slot.start_paused {

@@ -3,7 +3,7 @@
 //! and VNC over WebSocket (`plain.kubevirt.io`); one console session at a time; pause and unpause
 //! through containerd's task API; clients without the controller's certificate refused at the
 //! handshake; a handler restarted during an open console leaves the VM running and serves a new
-//! console.
+//! console; a forwarded TCP port of the guest (`virtctl port-forward`, `virtctl ssh`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -242,6 +242,77 @@ fn console_vnc_and_pause_through_the_handler() {
     type_line(&mut third, "echo again-$((6*7))\n");
     read_until(&mut third, "again-42", Duration::from_secs(30)).unwrap();
     drop(third);
+    drop(handler);
+
+    vm::remove_pod(&cri, &started.sandbox_id);
+    containerd.stop().unwrap();
+}
+
+#[test]
+fn port_forward_through_the_handler() {
+    let test = "port_forward_through_the_handler";
+    let Some(containerd) = vm::containerd(test) else {
+        return;
+    };
+    let cri = containerd.cri().unwrap();
+    // Masquerade with one forwarded port: what the pod's IP passes on to the guest.
+    let yaml = format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: web, namespace: tenant}}\nspec:\n  domain:\n    memory: {{guest: 192Mi}}\n    devices: {{interfaces: [{{name: default, masquerade: {{}}, ports: [{{port: 80}}]}}]}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n  networks: [{{name: default, pod: {{}}}}]\n",
+        vm::KERNEL_BOOT_IMAGE
+    );
+    let plan = local::plan(parse_documents(&yaml).remove(0).unwrap()).unwrap();
+    let uid = plan.uid.clone();
+    let started =
+        local::run(&cri, &plan).unwrap_or_else(|e| panic!("{e}\n{}", containerd.log_tail()));
+    vm::wait_for_console(
+        &started.console_log(),
+        "VIRTSHIM-GUEST-UP",
+        Duration::from_secs(90),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", containerd.log_tail()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, files, controller) = setup(dir.path());
+    let run_dir = Path::new(vm::STATE_ROOT).join("run");
+    let handler = RunningHandler::start(&files, &run_dir, &containerd.socket());
+    let tls = || connect(handler.addr, &pki.ca, Some(&controller)).unwrap();
+    let base = "/v1/namespaces/tenant/virtualmachineinstances/web/portforward";
+
+    // `virtctl port-forward` / `virtctl ssh`: raw bytes both ways over plain.kubevirt.io.
+    let mut ws = websocket(tls(), &format!("{base}/80/tcp?uid={uid}")).unwrap();
+    ws.send(Message::Binary(
+        b"GET /healthz HTTP/1.0\r\n\r\n".to_vec().into(),
+    ))
+    .unwrap();
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match read_frame(&mut ws) {
+            Ok(Some(bytes)) => answer.extend_from_slice(&bytes),
+            Ok(None) => {}
+            // The guest's HTTP/1.0 server closes after answering; so does the session.
+            Err(_) => break,
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.") && answer.ends_with("ok\n"),
+        "{answer}"
+    );
+
+    // A port the pod does not forward, UDP, and nonsense are refused with HTTP codes.
+    let Err(refused) = websocket(tls(), &format!("{base}/81/tcp?uid={uid}")) else {
+        panic!("port 81 is not forwarded, yet a session opened");
+    };
+    assert!(refused.contains("503"), "{refused}");
+    let (code, body) = http(tls(), "GET", &format!("{base}/53/udp?uid={uid}"));
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("UDP port forwarding is not supported"),
+        "{body}"
+    );
+    let (code, body) = http(tls(), "GET", &format!("{base}/0/tcp?uid={uid}"));
+    assert_eq!(code, 400, "{body}");
     drop(handler);
 
     vm::remove_pod(&cri, &started.sandbox_id);
