@@ -77,6 +77,7 @@ mod tests {
             namespace: "default".into(),
             name: "vm1".into(),
             action,
+            forward: None,
         }
     }
 
@@ -95,6 +96,18 @@ mod tests {
             (Action::Start, "virtualmachines", "start", "update"),
             (Action::Stop, "virtualmachines", "stop", "update"),
             (Action::Restart, "virtualmachines", "restart", "update"),
+            (
+                Action::PortForward,
+                "virtualmachineinstances",
+                "portforward",
+                "get",
+            ),
+            (
+                Action::VmPortForward,
+                "virtualmachines",
+                "portforward",
+                "get",
+            ),
         ];
         for (action, resource, subresource, verb) in cases {
             let review = access_review(&alice(), &target(action));

@@ -92,7 +92,7 @@ fn go_arch(arch: &str) -> &str {
 }
 
 fn operation(version: Version, action: Action) -> (String, Value) {
-    let path = format!(
+    let mut path = format!(
         "/apis/{GROUP}/{}/namespaces/{{namespace}}/{}/{{name}}/{}",
         version.as_str(),
         action.resource(),
@@ -100,10 +100,21 @@ fn operation(version: Version, action: Action) -> (String, Value) {
     );
     let method = action.method().as_str().to_ascii_lowercase();
     let param = |name: &str, description: &str| json!({"name": name, "in": "path", "required": true, "type": "string", "description": description});
+    let mut parameters = vec![
+        param("namespace", "Object name and auth scope"),
+        param("name", "Name of the resource"),
+    ];
+    if action.is_port_forward() {
+        path.push_str("/{port}");
+        parameters.push(param(
+            "port",
+            "The target port for portforward on the VirtualMachineInstance.",
+        ));
+    }
     let op = json!({
         "operationId": format!("{}{}{}", version.as_str(), action.subresource(), action.resource()),
         "description": format!("{} a {}", action.subresource(), action.resource()),
-        "parameters": [param("namespace", "Object name and auth scope"), param("name", "Name of the resource")],
+        "parameters": parameters,
         "responses": {"200": {"description": "OK"}, "202": {"description": "Accepted"}},
     });
     (path, json!({ method: op }))
@@ -190,6 +201,8 @@ mod tests {
                 "virtualmachineinstances/unpause",
                 "virtualmachineinstances/console",
                 "virtualmachineinstances/vnc",
+                "virtualmachineinstances/portforward",
+                "virtualmachines/portforward",
             ]
         );
         assert!(list.resources.iter().all(|r| r.namespaced));
@@ -219,7 +232,10 @@ mod tests {
         assert!(start["put"].is_object());
         let v3 = openapi_v3_group(Version::V1);
         assert_eq!(v3["openapi"], "3.0.0");
-        assert_eq!(v3["paths"].as_object().map(|p| p.len()), Some(7));
+        assert_eq!(v3["paths"].as_object().map(|p| p.len()), Some(9));
+        let forward = &v3["paths"]
+            ["/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{name}/portforward/{port}"];
+        assert!(forward["get"].is_object(), "{forward}");
         let discovery = openapi_v3_discovery();
         let url = discovery["paths"]["apis/subresources.kubevirt.io/v1"]["serverRelativeURL"]
             .as_str()

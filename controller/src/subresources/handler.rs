@@ -51,15 +51,18 @@ pub enum Endpoint {
     Vnc,
     Pause,
     Unpause,
+    PortForward(crate::subresources::routes::Forward),
 }
 
 impl Endpoint {
-    fn as_str(self) -> &'static str {
+    /// The path after the VMI's.
+    fn path(self) -> String {
         match self {
-            Self::Console => "console",
-            Self::Vnc => "vnc",
-            Self::Pause => "pause",
-            Self::Unpause => "unpause",
+            Self::Console => "console".to_owned(),
+            Self::Vnc => "vnc".to_owned(),
+            Self::Pause => "pause".to_owned(),
+            Self::Unpause => "unpause".to_owned(),
+            Self::PortForward(f) => format!("portforward/{}/{}", f.port, f.protocol()),
         }
     }
 }
@@ -79,7 +82,7 @@ pub fn handler_path(endpoint: Endpoint, namespace: &str, name: &str, uid: &str) 
         .collect();
     format!(
         "/v1/namespaces/{namespace}/virtualmachineinstances/{name}/{}?uid={uid}",
-        endpoint.as_str()
+        endpoint.path()
     )
 }
 
@@ -267,6 +270,14 @@ mod tests {
                 Endpoint::Unpause,
                 "u",
                 "/v1/namespaces/default/virtualmachineinstances/vm1/unpause?uid=u",
+            ),
+            (
+                Endpoint::PortForward(crate::subresources::routes::Forward {
+                    port: 22,
+                    udp: false,
+                }),
+                "u",
+                "/v1/namespaces/default/virtualmachineinstances/vm1/portforward/22/tcp?uid=u",
             ),
         ];
         for (endpoint, uid, expected) in cases {

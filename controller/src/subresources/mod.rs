@@ -1,7 +1,8 @@
 //! The aggregated API `subresources.kubevirt.io` (v1 and v1alpha3) that the upstream `virtctl`
 //! and ours call through the kube-apiserver: discovery, version, health and OpenAPI; start, stop
-//! and restart of VMs; pause, unpause, console and VNC of VMIs, the last four through the
-//! `virtshim-handler` on the VMI's node (see `kubevirt-compat.md`, "Subresource API").
+//! and restart of VMs; pause, unpause, console and VNC of VMIs, and port forwarding to a VMI (or
+//! a VM's VMI: `virtctl port-forward`, `virtctl ssh`), these through the `virtshim-handler` on
+//! the VMI's node (see `kubevirt-compat.md`, "Subresource API").
 //!
 //! Pure parts, each table-tested:
 //! - [`routes`]: method and path → what is asked.

@@ -43,13 +43,18 @@ pub enum Action {
     Unpause,
     Console,
     Vnc,
+    /// `virtualmachineinstances/{name}/portforward/{port}[/{protocol}]` (`virtctl port-forward`,
+    /// `virtctl ssh`, `virtctl scp`).
+    PortForward,
+    /// The same on `virtualmachines/{name}`: the VM's VMI.
+    VmPortForward,
 }
 
 impl Action {
     /// The resource the action is a subresource of.
     pub fn resource(self) -> &'static str {
         match self {
-            Self::Start | Self::Stop | Self::Restart => "virtualmachines",
+            Self::Start | Self::Stop | Self::Restart | Self::VmPortForward => "virtualmachines",
             _ => "virtualmachineinstances",
         }
     }
@@ -64,13 +69,14 @@ impl Action {
             Self::Unpause => "unpause",
             Self::Console => "console",
             Self::Vnc => "vnc",
+            Self::PortForward | Self::VmPortForward => "portforward",
         }
     }
 
     /// The one HTTP method it answers.
     pub fn method(self) -> Method {
         match self {
-            Self::Console | Self::Vnc => Method::GET,
+            Self::Console | Self::Vnc | Self::PortForward | Self::VmPortForward => Method::GET,
             _ => Method::PUT,
         }
     }
@@ -85,7 +91,7 @@ impl Action {
     }
 
     /// Every action, for discovery.
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 9] = [
         Action::Start,
         Action::Stop,
         Action::Restart,
@@ -93,12 +99,51 @@ impl Action {
         Action::Unpause,
         Action::Console,
         Action::Vnc,
+        Action::PortForward,
+        Action::VmPortForward,
     ];
+
+    /// Whether the path goes on with `{port}[/{protocol}]`.
+    pub fn is_port_forward(self) -> bool {
+        matches!(self, Self::PortForward | Self::VmPortForward)
+    }
 
     fn parse(resource: &str, subresource: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
             .find(|a| a.resource() == resource && a.subresource() == subresource)
+    }
+}
+
+/// The port a port-forward asks for: KubeVirt's `{port}` and `{protocol}` (default `tcp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forward {
+    pub port: u16,
+    pub udp: bool,
+}
+
+impl Forward {
+    pub fn protocol(self) -> &'static str {
+        if self.udp {
+            "udp"
+        } else {
+            "tcp"
+        }
+    }
+
+    fn parse(port: &str, protocol: Option<&str>) -> Result<Self, RouteError> {
+        let invalid = || RouteError::InvalidPort(format!("{port}/{}", protocol.unwrap_or("tcp")));
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(invalid)?;
+        let udp = match protocol {
+            None | Some("tcp") => false,
+            Some("udp") => true,
+            Some(_) => return Err(invalid()),
+        };
+        Ok(Self { port, udp })
     }
 }
 
@@ -109,6 +154,8 @@ pub struct Target {
     pub namespace: String,
     pub name: String,
     pub action: Action,
+    /// For a port-forward, its port (always set then, never otherwise).
+    pub forward: Option<Forward>,
 }
 
 /// What a request is.
@@ -152,6 +199,8 @@ pub enum RouteError {
     MethodNotAllowed { method: String, allowed: Method },
     #[error("{what} {value:?} is not a valid Kubernetes name")]
     InvalidName { what: &'static str, value: String },
+    #[error("invalid port {0:?}: a port is 1 to 65535 and the protocol tcp or udp")]
+    InvalidPort(String),
 }
 
 /// A DNS-1123 subdomain (what namespaces, VM and VMI names are), at most 253 characters.
@@ -203,9 +252,15 @@ pub fn route(method: &Method, path: &str) -> Result<Route, RouteError> {
                 [] => only_get(Route::Resources(version)),
                 ["version"] => only_get(Route::ServerVersion),
                 ["healthz"] => only_get(Route::Healthz),
-                ["namespaces", namespace, resource, name, subresource] => {
+                ["namespaces", namespace, resource, name, subresource, forward @ ..] => {
                     let action =
                         Action::parse(resource, subresource).ok_or(RouteError::NotFound)?;
+                    let forward = match (action.is_port_forward(), forward) {
+                        (false, []) => None,
+                        (true, [port]) => Some(Forward::parse(port, None)?),
+                        (true, [port, protocol]) => Some(Forward::parse(port, Some(protocol))?),
+                        _ => return Err(RouteError::NotFound),
+                    };
                     for (what, value) in [("namespace", namespace), ("name", name)] {
                         if !is_valid_name(value) {
                             return Err(RouteError::InvalidName {
@@ -225,6 +280,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, RouteError> {
                         namespace: (*namespace).to_owned(),
                         name: (*name).to_owned(),
                         action,
+                        forward,
                     }))
                 }
                 _ => Err(RouteError::NotFound),
@@ -244,6 +300,17 @@ mod tests {
             namespace: "default".into(),
             name: "vm-cirros".into(),
             action,
+            forward: None,
+        })
+    }
+
+    fn forward(action: Action, port: u16, udp: bool) -> Route {
+        Route::Action(Target {
+            version: Version::V1,
+            namespace: "default".into(),
+            name: "vm-cirros".into(),
+            action,
+            forward: Some(Forward { port, udp }),
         })
     }
 
@@ -381,6 +448,37 @@ mod tests {
                 format!("{base}/virtualmachines/vm-cirros/start/extra"),
                 Err(RouteError::NotFound),
             ),
+            // Port forwarding: `{port}`, `{port}/{protocol}`, on a VMI or a VM.
+            (
+                Method::GET,
+                format!("{base}/virtualmachineinstances/vm-cirros/portforward/22"),
+                Ok(forward(Action::PortForward, 22, false)),
+            ),
+            (
+                Method::GET,
+                format!("{base}/virtualmachines/vm-cirros/portforward/53/udp"),
+                Ok(forward(Action::VmPortForward, 53, true)),
+            ),
+            (
+                Method::GET,
+                format!("{base}/virtualmachineinstances/vm-cirros/portforward"),
+                Err(RouteError::NotFound),
+            ),
+            (
+                Method::GET,
+                format!("{base}/virtualmachineinstances/vm-cirros/portforward/70000"),
+                Err(RouteError::InvalidPort("70000/tcp".into())),
+            ),
+            (
+                Method::GET,
+                format!("{base}/virtualmachineinstances/vm-cirros/portforward/22/sctp"),
+                Err(RouteError::InvalidPort("22/sctp".into())),
+            ),
+            (
+                Method::GET,
+                format!("{base}/virtualmachineinstances/vm-cirros/console/22"),
+                Err(RouteError::NotFound),
+            ),
         ];
         for (method, path, expected) in cases {
             assert_eq!(route(&method, &path), expected, "{method} {path}");
@@ -406,6 +504,8 @@ mod tests {
                 ("unpause", "update"),
                 ("console", "get"),
                 ("vnc", "get"),
+                ("portforward", "get"),
+                ("portforward", "get"),
             ]
         );
     }

@@ -228,7 +228,9 @@ async fn answer(
     let route = routes::route(request.method(), request.uri().path()).map_err(|e| match e {
         RouteError::NotFound => ApiError::no_route(e.to_string()),
         RouteError::MethodNotAllowed { .. } => ApiError::method_not_allowed(e.to_string()),
-        RouteError::InvalidName { .. } => ApiError::bad_request(e.to_string()),
+        RouteError::InvalidName { .. } | RouteError::InvalidPort(_) => {
+            ApiError::bad_request(e.to_string())
+        }
     })?;
     let target = match route {
         Route::Root => return Ok(json(&discovery::root_paths())),
@@ -264,7 +266,9 @@ async fn answer(
             actions::pause(shared.backend.as_ref(), dialer, &target, &body).await?;
             Ok(reply(StatusCode::OK, "application/json", Vec::new()))
         }
-        Action::Console | Action::Vnc => stream(shared, target, request).await,
+        Action::Console | Action::Vnc | Action::PortForward | Action::VmPortForward => {
+            stream(shared, target, request).await
+        }
     }
 }
 
@@ -283,7 +287,8 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
     }
 }
 
-/// Console or VNC: the VMI must run; the handler's WebSocket is opened first (so a failure is
+/// Console, VNC or a forwarded port (of a VMI, or of a VM's VMI, which has the VM's name): the
+/// VMI must run; the handler's WebSocket is opened first (so a failure is
 /// an HTTP answer, not a WebSocket that closes at once), then the client's is accepted and the
 /// two are relayed.
 async fn stream(
@@ -293,12 +298,19 @@ async fn stream(
 ) -> Result<Response<Body>, ApiError> {
     let accept = websocket::accept_key(request.headers())?;
     let vmi = actions::vmi(shared.backend.as_ref(), &target).await?;
-    let endpoint = if target.action == Action::Console {
-        vmi_checks::console(&vmi)?;
-        Endpoint::Console
-    } else {
-        vmi_checks::vnc(&vmi)?;
-        Endpoint::Vnc
+    let endpoint = match (target.action, target.forward) {
+        (Action::Console, _) => {
+            vmi_checks::console(&vmi)?;
+            Endpoint::Console
+        }
+        (Action::PortForward | Action::VmPortForward, Some(forward)) => {
+            vmi_checks::port_forward(&vmi)?;
+            Endpoint::PortForward(forward)
+        }
+        _ => {
+            vmi_checks::vnc(&vmi)?;
+            Endpoint::Vnc
+        }
     };
     let dialer = shared.dialer.as_ref().ok_or_else(no_handlers)?;
     let ip = actions::handler_of(shared.backend.as_ref(), &vmi).await?;

@@ -228,6 +228,7 @@ mod tests {
             namespace: "default".into(),
             name: "v".into(),
             action: super::super::routes::Action::Console,
+            forward: None,
         };
         let e = ApiError::forbidden("alice", &target, "");
         assert_eq!(e.code, 403);

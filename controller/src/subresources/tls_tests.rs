@@ -536,6 +536,23 @@ fn mount(dir: &std::path::Path, data: &BTreeMap<String, k8s_openapi::ByteString>
     }
 }
 
+/// A TCP listener on 127.0.0.1 that echoes what each connection sends; its port.
+async fn tcp_echo() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = stream.split();
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            });
+        }
+    });
+    port
+}
+
 /// A unix socket that echoes what it reads, standing in for a VM's console or VNC socket.
 fn echo_socket(path: &std::path::Path) {
     let listener = tokio::net::UnixListener::bind(path).expect("bind");
@@ -609,9 +626,9 @@ async fn open_websocket(
 /// The whole stream path without a cluster: our server, the controller's client certificate
 /// and the handler certificate from the cert manager's rules, the real handler (its TLS
 /// configuration built from the files of the Secret the controller writes), and a unix socket
-/// in the handler's run directory standing in for the VM.
+/// in the handler's run directory standing in for the VM (a TCP echo server for its port).
 #[tokio::test]
-async fn subresources_console_and_vnc_through_the_real_handler() {
+async fn subresources_console_vnc_and_port_forward_through_the_real_handler() {
     use crate::admission::certs::{renew_leaves, LeafNames};
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
@@ -648,9 +665,11 @@ async fn subresources_console_and_vnc_through_the_real_handler() {
     let run = tempfile::tempdir().expect("run dir");
     let pod = run.path().join("p/aaaa");
     std::fs::create_dir_all(&pod).expect("pod dir");
+    // A TCP echo server standing in for the guest's port at the pod's IP.
+    let guest_port = tcp_echo().await;
     std::fs::write(
         pod.join("state.json"),
-        r#"{"qemu_pid":1,"domain":"d","embed_root":"/x","vmi":{"namespace":"default","name":"vmi1","uid":"vmi-uid"},"sandbox_id":"s","container_id":"c"}"#,
+        r#"{"qemu_pid":1,"domain":"d","embed_root":"/x","vmi":{"namespace":"default","name":"vmi1","uid":"vmi-uid"},"sandbox_id":"s","container_id":"c","pod_ip":"127.0.0.1"}"#,
     )
     .expect("state");
     echo_socket(&pod.join("console.sock"));
@@ -703,7 +722,8 @@ async fn subresources_console_and_vnc_through_the_real_handler() {
     };
     let proxy = front_proxy.client("front-proxy-client");
 
-    for sub in ["console", "vnc"] {
+    let forward = format!("portforward/{guest_port}");
+    for sub in ["console", "vnc", forward.as_str()] {
         let path = CONSOLE.replace("/console", &format!("/{sub}"));
         let mut ws = open_websocket(&running, &proxy, &path).await.expect(sub);
         ws.send(Message::Binary(b"echo me\r".to_vec().into()))

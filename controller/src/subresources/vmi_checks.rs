@@ -69,6 +69,14 @@ pub fn vnc(vmi: &VirtualMachineInstance) -> Result<(), ApiError> {
     }
 }
 
+/// `GET …/portforward/{port}`: only a running VMI has a guest to connect to.
+pub fn port_forward(vmi: &VirtualMachineInstance) -> Result<(), ApiError> {
+    match phase(vmi) {
+        "Running" => Ok(()),
+        _ => Err(ApiError::bad_request(NOT_RUNNING)),
+    }
+}
+
 /// `PUT …/pause`.
 pub fn pause(vmi: &VirtualMachineInstance) -> Result<(), ApiError> {
     if phase(vmi) != "Running" {
