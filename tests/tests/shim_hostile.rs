@@ -132,7 +132,7 @@ fn hostile_annotations_and_images_are_refused_cleanly() {
             "XML in the name",
             annotation_with(|v| v["metadata"]["name"] = json!("x'/><devices><disk type='file'>")),
             image,
-            "metadata.name and metadata.namespace must be DNS labels",
+            "metadata.name must be a DNS subdomain and metadata.namespace a DNS label",
         ),
         (
             "XML in a disk serial",
