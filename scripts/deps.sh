@@ -6,14 +6,15 @@ set -euo pipefail
 # Build: C toolchain and headers for the libvirt bindings; protoc for the CRI client.
 # Run: QEMU and libvirt's QEMU driver (embedded, no daemon), containerd, runc, CNI plugins.
 # Guests: kernel, busybox, bootloader and ISO tools for the test images; debootstrap for the
-# Debian cloud image (real cloud-init).
+# Debian cloud image (real cloud-init); an SSH client to log into it with keys from
+# accessCredentials.
 PACKAGES=(
   build-essential pkg-config libvirt-dev protobuf-compiler
   qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu ovmf
   containerd runc containernetworking-plugins iptables iproute2 procps
   linux-image-amd64 busybox-static syslinux syslinux-common extlinux mtools dosfstools fdisk
   genisoimage cpio kmod python3 curl
-  debootstrap e2fsprogs
+  debootstrap e2fsprogs openssh-client
 )
 
 missing=()

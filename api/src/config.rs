@@ -328,4 +328,14 @@ pub struct VmiConfig {
     /// `spec.subdomain`: with a headless Service of that name, the guest's FQDN is
     /// `<hostname>.<subdomain>.<namespace>.svc.<cluster domain>`.
     pub subdomain: Option<String>,
+    /// `spec.accessCredentials` with `sshPublicKey`, in order.
+    pub ssh_keys: Vec<SshKeys>,
+}
+
+/// A Secret whose every value is an SSH public key, for the cloud-init disk of `format` (the
+/// `noCloud` or `configDrive` propagation method), as KubeVirt puts them in its metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshKeys {
+    pub secret: String,
+    pub format: CloudInitFormat,
 }

@@ -92,6 +92,12 @@ pub fn guest_hostname(vmi_name: &str, spec_hostname: Option<&str>) -> String {
 /// (`cpuAllocationRatio: 10`), so that VMs get a scheduling weight by their size.
 const MILLICPU_PER_VCPU: u32 = 100;
 
+/// The pod volume holding the Secret of `spec.accessCredentials` entry `index` (of those the
+/// config keeps), mounted into compute like every other volume.
+pub fn ssh_keys_volume(index: usize) -> String {
+    format!("virtshim-ssh-keys-{index}")
+}
+
 /// The container that carries a further containerDisk volume.
 pub fn volume_container(volume: &str) -> String {
     format!("{VOLUME_CONTAINER_PREFIX}{volume}")
@@ -411,6 +417,18 @@ fn pod_volumes(
             }
             VolumeSource::ContainerDisk { .. } => {}
         }
+    }
+    for (i, keys) in config.ssh_keys.iter().enumerate() {
+        let volume = ssh_keys_volume(i);
+        volumes.push(Volume {
+            name: volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(keys.secret.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(mount(&volume, true));
     }
     (volumes, mounts, devices)
 }

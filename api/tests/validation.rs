@@ -36,6 +36,16 @@ fn the_base_is_valid() {
 }
 
 #[test]
+fn ssh_keys_ride_on_the_cloud_init_disk() {
+    let yaml = VMI.replacen(
+        "  volumes:",
+        "  accessCredentials: [{sshPublicKey: {source: {secret: {secretName: my-keys}}, propagationMethod: {noCloud: {}}}}]\n  volumes:",
+        1,
+    );
+    assert_eq!(errors_of(&yaml), Vec::<String>::new());
+}
+
+#[test]
 fn each_bad_field_is_named_with_its_path() {
     let cases: &[(&str, &str, &str)] = &[
         ("{name: ci, disk: {bus: virtio}}", "{name: ci, disk: {bus: foo}}",
@@ -98,6 +108,14 @@ fn each_bad_field_is_named_with_its_path() {
          r#"spec.volumes[0].containerDisk.imagePullSecret: invalid value "Bad/Secret": must be a Secret name (a DNS subdomain)"#),
         ("image: 'localhost/guest:v1'", "image: 'localhost/guest:v1', imagePullPolicy: Sometimes",
          r#"spec.volumes[0].containerDisk.imagePullPolicy: unsupported value "Sometimes" (supported: "Always", "IfNotPresent", "Never")"#),
+        ("  volumes:", "  accessCredentials: [{sshPublicKey: {source: {secret: {secretName: keys}}, propagationMethod: {configDrive: {}}}}]\n  volumes:",
+         "spec.accessCredentials[0].sshPublicKey.propagationMethod.configDrive: forbidden: needs a cloudInitConfigDrive volume to carry the keys"),
+        ("  volumes:", "  accessCredentials: [{sshPublicKey: {source: {secret: {secretName: keys}}, propagationMethod: {qemuGuestAgent: {users: [root]}}}}]\n  volumes:",
+         "spec.accessCredentials[0].sshPublicKey.propagationMethod.qemuGuestAgent: not supported by virtshim: virtshim runs no QEMU guest agent; use noCloud or configDrive"),
+        ("  volumes:", "  accessCredentials: [{sshPublicKey: {source: {secret: {}}, propagationMethod: {noCloud: {}}}}]\n  volumes:",
+         "spec.accessCredentials[0].sshPublicKey.source.secret.secretName: required value: a Secret name"),
+        ("  volumes:", "  accessCredentials: [{userPassword: {source: {secret: {secretName: pw}}, propagationMethod: {qemuGuestAgent: {}}}}]\n  volumes:",
+         "spec.accessCredentials[0].userPassword: not supported by virtshim: passwords are propagated by the QEMU guest agent, which virtshim does not run; use sshPublicKey with noCloud or configDrive"),
         ("memory: {guest: 64Mi}", "memory: {guest: 64Mi}\n    firmware: {kernelBoot: {kernelArgs: console=ttyS0, container: {image: 'k:1', initrdPath: /initrd}}}",
          "spec.domain.firmware.kernelBoot.kernelArgs: forbidden: kernel arguments cannot be provided without an external kernel: set kernelBoot.container.kernelPath"),
     ];

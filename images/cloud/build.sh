@@ -33,7 +33,7 @@ ROOT_UUID=8d4b6a3e-56a1-4c1e-9a55-766972747368
 # does not follow the virtual package python3-cryptography asks for; net-tools because cloud-init's
 # ifupdown renderer writes routes (OpenStack network_data.json's) as `route add` commands; dbus
 # because systemd-logind needs it, and logind is what powers off on the ACPI power button.
-PACKAGES=systemd-sysv,udev,dbus,linux-image-amd64,initramfs-tools,cloud-init,python3-cffi-backend,ifupdown,isc-dhcp-client,iproute2,net-tools,netbase,python3
+PACKAGES=systemd-sysv,udev,dbus,linux-image-amd64,initramfs-tools,cloud-init,python3-cffi-backend,ifupdown,isc-dhcp-client,iproute2,net-tools,netbase,python3,openssh-server
 CMDLINE="root=UUID=$ROOT_UUID ro console=ttyS0 net.ifnames=0"
 MBR_BIN=/usr/lib/syslinux/mbr/mbr.bin
 
@@ -91,12 +91,16 @@ echo "UUID=$ROOT_UUID / ext4 defaults,errors=remount-ro 0 1" > "$ROOT/etc/fstab"
 echo debian-cloud > "$ROOT/etc/hostname"
 printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' > "$ROOT/etc/hosts"
 # The data sources a KubeVirt VM has; probing nothing else keeps the boot short.
+# Host keys: ed25519 only, made per instance by cloud-init's ssh module (RSA keys take long
+# under TCG); none are baked into the image.
 cat > "$ROOT/etc/cloud/cloud.cfg.d/90-virtshim.cfg" <<'EOF'
 datasource_list: [NoCloud, ConfigDrive, None]
+ssh_genkeytypes: [ed25519]
 EOF
-# No locales and no SSH server in this image: cloud-init's locale and ssh modules would only fail
-# (and mark cloud-config.service failed).
-sed -i -E '/^\s*-\s*(locale|ssh)\s*$/d' "$ROOT/etc/cloud/cloud.cfg"
+rm -f "$ROOT"/etc/ssh/ssh_host_*
+# No locales in this image: cloud-init's locale module would only fail (and mark
+# cloud-config.service failed).
+sed -i -E '/^\s*-\s*locale\s*$/d' "$ROOT/etc/cloud/cloud.cfg"
 grep -Eq '^\s*-\s*(runcmd|write_files|scripts_user)\s*$' "$ROOT/etc/cloud/cloud.cfg" ||
 	die "/etc/cloud/cloud.cfg does not list the modules this image is for"
 # cloud-init renders networkData for ifupdown (its "eni" renderer), which reads this file.

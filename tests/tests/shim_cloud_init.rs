@@ -3,10 +3,13 @@
 //! `runcmd` take effect, and `networkData` that cloud-init renders into the guest's network
 //! configuration (a static address the shim's DHCP would never give), for NoCloud and
 //! ConfigDrive alike. A client in another pod then fetches the written file from the guest at
-//! the pod's IP (masquerade).
+//! the pod's IP (masquerade), and `ssh` logs in as the image's default user with a key that
+//! `spec.accessCredentials` took from a Secret into the cloud-init metadata.
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 use virtctl::local;
 use virtshim_api::manifest::parse_documents;
@@ -48,6 +51,59 @@ fn indent(text: &str, spaces: usize) -> String {
         .collect()
 }
 
+/// A fresh ed25519 key pair in `dir` (`id`, `id.pub`); the public key's text.
+fn key_pair(dir: &Path) -> String {
+    let status = std::process::Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "admin@virtshim-test",
+            "-f",
+        ])
+        .arg(dir.join("id"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "ssh-keygen");
+    std::fs::read_to_string(dir.join("id.pub")).unwrap()
+}
+
+/// Runs `command` on the guest over SSH as `user` with the key in `dir`, retrying while sshd
+/// starts; its output.
+fn ssh(dir: &Path, user: &str, ip: &str, command: &str) -> Result<String, String> {
+    let mut last = String::new();
+    for _ in 0..30 {
+        let output = std::process::Command::new("ssh")
+            .arg("-i")
+            .arg(dir.join("id"))
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .arg(format!("{user}@{ip}"))
+            .arg(command)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        last = String::from_utf8_lossy(&output.stderr).into_owned();
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    Err(last)
+}
+
 fn cloud_init_configures_the_guest(test: &str, source: &str) {
     let Some(containerd) = vm::containerd(test) else {
         return;
@@ -59,8 +115,17 @@ fn cloud_init_configures_the_guest(test: &str, source: &str) {
         )
         .unwrap();
     let cri = containerd.cri().unwrap();
+    // The Secret with the public key, as the kubelet would mount it.
+    let keys = tempfile::tempdir().unwrap();
+    let secret = tempfile::tempdir().unwrap();
+    std::fs::write(secret.path().join("admin"), key_pair(keys.path())).unwrap();
+    let propagation = if source == "cloudInitNoCloud" {
+        "noCloud"
+    } else {
+        "configDrive"
+    };
     let yaml = format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: debian}}\nspec:\n  domain:\n    memory: {{guest: 512Mi}}\n    devices:\n      disks:\n      - {{name: root, disk: {{bus: virtio}}}}\n      - {{name: ci, disk: {{bus: virtio}}}}\n      interfaces: [{{name: default, masquerade: {{}}, macAddress: '02:00:00:5e:00:53'}}]\n  networks: [{{name: default, pod: {{}}}}]\n  volumes:\n  - {{name: root, containerDisk: {{image: '{}'}}}}\n  - name: ci\n    {source}:\n      userData: |\n{}      networkData: |\n{}",
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: debian}}\nspec:\n  accessCredentials:\n  - sshPublicKey: {{source: {{secret: {{secretName: ssh-keys}}}}, propagationMethod: {{{propagation}: {{}}}}}}\n  domain:\n    memory: {{guest: 512Mi}}\n    devices:\n      disks:\n      - {{name: root, disk: {{bus: virtio}}}}\n      - {{name: ci, disk: {{bus: virtio}}}}\n      interfaces: [{{name: default, masquerade: {{}}, macAddress: '02:00:00:5e:00:53'}}]\n  networks: [{{name: default, pod: {{}}}}]\n  volumes:\n  - {{name: root, containerDisk: {{image: '{}'}}}}\n  - name: ci\n    {source}:\n      userData: |\n{}      networkData: |\n{}",
         vm::CLOUD_IMAGE,
         indent(USER_DATA, 8),
         indent(
@@ -72,7 +137,12 @@ fn cloud_init_configures_the_guest(test: &str, source: &str) {
             8
         ),
     );
-    let plan = local::plan(parse_documents(&yaml).remove(0).unwrap()).unwrap();
+    let mut plan = local::plan(parse_documents(&yaml).remove(0).unwrap()).unwrap();
+    plan.set_host_volumes(local::HostVolumes {
+        secrets: HashMap::from([("ssh-keys".to_owned(), secret.path().to_path_buf())]),
+        ..Default::default()
+    })
+    .unwrap();
     let started =
         local::run(&cri, &plan).unwrap_or_else(|e| panic!("{e}\n{}", containerd.log_tail()));
     let took = vm::wait_for_console(
@@ -115,6 +185,11 @@ fn cloud_init_configures_the_guest(test: &str, source: &str) {
         output.contains("FETCHED"),
         "the file cloud-init wrote is not served at {ip}:\n{output}"
     );
+    // The key from accessCredentials lets the image's default user in (masquerade forwards
+    // every port when the interface lists none).
+    let answer = ssh(keys.path(), "debian", &ip, "echo SSH-OK $(hostname)")
+        .unwrap_or_else(|e| panic!("ssh debian@{ip} with the accessCredentials key: {e}"));
+    assert_eq!(answer.trim(), "SSH-OK debian");
     cri.stop_container(started.compute_id(), Duration::from_secs(120))
         .unwrap();
     assert_eq!(

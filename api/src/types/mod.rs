@@ -6,6 +6,7 @@
 //! round trip and validation can name them as "not supported" instead of dropping them silently.
 //! Code that *uses* a VMI works on the validated types of [`crate::validate`], never on these.
 
+mod access;
 mod devices;
 mod domain;
 mod network;
@@ -15,6 +16,7 @@ mod vm;
 mod vmi;
 mod volume;
 
+pub use access::*;
 pub use devices::*;
 pub use domain::*;
 pub use network::*;

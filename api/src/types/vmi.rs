@@ -3,7 +3,7 @@
 // kube's `printcolumn(...)` attributes repeat `type_ = ...` by design.
 #![allow(clippy::duplicated_attributes)]
 
-use super::{DomainSpec, Network, Unknown, VirtualMachineInstanceStatus, Volume};
+use super::{AccessCredential, DomainSpec, Network, Unknown, VirtualMachineInstanceStatus, Volume};
 use k8s_openapi::api::core::v1::{Affinity, Toleration, TopologySpreadConstraint};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -85,6 +85,9 @@ pub struct VirtualMachineInstanceSpec {
     /// `amd64` is the only architecture virtshim runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub architecture: Option<String>,
+    /// SSH public keys from Secrets, put into the cloud-init disk's metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_credentials: Option<Vec<AccessCredential>>,
     #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unknown: Unknown,
 }

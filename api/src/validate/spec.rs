@@ -8,12 +8,13 @@ use super::{Checker, FieldPath};
 use crate::config::{
     Binding, Bootloader, CloudInit, CloudInitData, CloudInitFormat, CpuModel, CpuTopology, DiskBus,
     DiskConfig, DiskDevice, ImageRef, InterfaceConfig, KernelBoot, MacAddress, MemoryBytes,
-    NicModel, PortConfig, Protocol, PullPolicy, VmiConfig, VolumeSource,
+    NicModel, PortConfig, Protocol, PullPolicy, SshKeys, VmiConfig, VolumeSource,
 };
 use crate::quantity::Quantity;
 use crate::types::{
-    CloudInitSource, ContainerDiskSource, Cpu, Devices, Disk, DomainSpec, Features, Firmware,
-    Interface, Network, QuantityString, ResourceRequirements, VirtualMachineInstanceSpec, Volume,
+    AccessCredential, CloudInitSource, ContainerDiskSource, Cpu, Devices, Disk, DomainSpec,
+    Features, Firmware, Interface, Network, QuantityString, ResourceRequirements,
+    VirtualMachineInstanceSpec, Volume,
 };
 use base64::Engine as _;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -129,6 +130,13 @@ pub(crate) fn check(
         &p.child("networks"),
     );
 
+    let ssh_keys = check_access_credentials(
+        c,
+        spec.access_credentials.as_deref().unwrap_or(&[]),
+        &volumes,
+        &p.child("accessCredentials"),
+    );
+
     if c.count() != before {
         return None;
     }
@@ -153,7 +161,126 @@ pub(crate) fn check(
         termination_grace_period_seconds: grace,
         hostname: spec.hostname.clone(),
         subdomain: spec.subdomain.clone(),
+        ssh_keys,
     })
+}
+
+/// `spec.accessCredentials`: SSH public keys from Secrets, propagated through the VMI's
+/// cloud-init disk of the kind named (KubeVirt refuses the method when the VMI has no such
+/// disk). Passwords and the guest agent method need a guest agent, which virtshim does not run.
+fn check_access_credentials(
+    c: &mut Checker,
+    credentials: &[AccessCredential],
+    volumes: &Volumes,
+    p: &FieldPath,
+) -> Vec<SshKeys> {
+    let has_disk = |format: CloudInitFormat| {
+        volumes
+            .values()
+            .any(|v| matches!(v, Some(VolumeSource::CloudInit(ci)) if ci.format == format))
+    };
+    let mut out = Vec::new();
+    for (i, credential) in credentials.iter().enumerate() {
+        let cp = p.index(i);
+        c.unknown(&cp, &credential.unknown);
+        if credential.user_password.is_some() {
+            c.not_supported(
+                &cp.child("userPassword"),
+                "passwords are propagated by the QEMU guest agent, which virtshim does not run; use sshPublicKey with noCloud or configDrive",
+            );
+        }
+        let Some(key) = &credential.ssh_public_key else {
+            if credential.user_password.is_none() {
+                c.required(&cp, "one of sshPublicKey and userPassword");
+            }
+            continue;
+        };
+        if credential.user_password.is_some() {
+            c.forbidden(&cp, "only one of sshPublicKey and userPassword may be set");
+        }
+        let kp = cp.child("sshPublicKey");
+        c.unknown(&kp, &key.unknown);
+        let sp = kp.child("source");
+        let secret = key.source.as_ref().and_then(|s| {
+            c.unknown(&sp, &s.unknown);
+            s.secret.as_ref()
+        });
+        let secret = match secret {
+            None => {
+                c.required(&sp.child("secret"), "the Secret holding the public keys");
+                None
+            }
+            Some(s) => {
+                c.unknown(&sp.child("secret"), &s.unknown);
+                match s.secret_name.as_deref() {
+                    Some(n) if !n.is_empty() && is_dns_subdomain(n) => Some(n.to_owned()),
+                    Some(n) => {
+                        c.invalid(
+                            &sp.child("secret").child("secretName"),
+                            n,
+                            "must be a DNS subdomain",
+                        );
+                        None
+                    }
+                    None => {
+                        c.required(&sp.child("secret").child("secretName"), "a Secret name");
+                        None
+                    }
+                }
+            }
+        };
+        let mp = kp.child("propagationMethod");
+        let format = match &key.propagation_method {
+            None => {
+                c.required(&mp, "one of noCloud, configDrive and qemuGuestAgent");
+                None
+            }
+            Some(m) => {
+                c.unknown(&mp, &m.unknown);
+                let set = [
+                    m.no_cloud.is_some(),
+                    m.config_drive.is_some(),
+                    m.qemu_guest_agent.is_some(),
+                ];
+                if set.iter().filter(|s| **s).count() != 1 {
+                    c.forbidden(
+                        &mp,
+                        "exactly one of noCloud, configDrive and qemuGuestAgent must be set",
+                    );
+                    None
+                } else if m.qemu_guest_agent.is_some() {
+                    c.not_supported(
+                        &mp.child("qemuGuestAgent"),
+                        "virtshim runs no QEMU guest agent; use noCloud or configDrive",
+                    );
+                    None
+                } else {
+                    let (format, field, volume) = if m.no_cloud.is_some() {
+                        (CloudInitFormat::NoCloud, "noCloud", "cloudInitNoCloud")
+                    } else {
+                        (
+                            CloudInitFormat::ConfigDrive,
+                            "configDrive",
+                            "cloudInitConfigDrive",
+                        )
+                    };
+                    if has_disk(format) {
+                        Some(format)
+                    } else {
+                        c.forbidden(
+                            &mp.child(field),
+                            format!("needs a {volume} volume to carry the keys"),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        if let (Some(secret), Some(format)) = (secret, format) {
+            out.push(SshKeys { secret, format });
+        }
+    }
+    out
 }
 
 /// The validated hardware part of `spec.domain` (everything but devices).

@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use virtshim_api::config::{CloudInit, CloudInitData, CloudInitFormat};
@@ -16,6 +17,36 @@ const MAX_SECRET_DATA: u64 = 16 << 20;
 pub struct Identity {
     pub instance_id: String,
     pub hostname: String,
+    /// SSH public keys by name (`spec.accessCredentials`), which cloud-init gives the default
+    /// user: NoCloud's `public-keys`, ConfigDrive's `public_keys`, as KubeVirt writes them.
+    pub public_keys: BTreeMap<String, String>,
+}
+
+/// Every key of a mounted Secret holding SSH public keys (the kubelet's `..data` bookkeeping
+/// entries skipped), each read as [`read_secret`] reads: inside the folder only.
+pub fn read_public_keys(dir: &Path, disk: &str) -> Result<BTreeMap<String, String>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::Disk {
+        disk: disk.to_owned(),
+        message: format!(
+            "the SSH key Secret volume {} cannot be read: {e}",
+            dir.display()
+        ),
+    })?;
+    let mut keys = BTreeMap::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Secret keys are [-._a-zA-Z0-9]+; the kubelet's own entries start with "..".
+        let is_key = !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if !is_key {
+            continue;
+        }
+        let value = read_secret(dir, [&name, &name], disk)?;
+        keys.insert(name, value.trim().to_owned());
+    }
+    Ok(keys)
 }
 
 /// Reads `key` (or its camel-case twin) from a mounted Secret folder. Symlinks are allowed
@@ -116,11 +147,18 @@ pub fn build_iso(
     };
     let label = match ci.format {
         CloudInitFormat::NoCloud => {
-            let meta = format!(
+            let mut meta = format!(
                 "instance-id: {}\nlocal-hostname: {}\n",
                 serde_json::to_string(&identity.instance_id).unwrap_or_default(),
                 serde_json::to_string(&identity.hostname).unwrap_or_default()
             );
+            if !identity.public_keys.is_empty() {
+                // JSON is YAML: every key and value quoted, whatever it holds.
+                meta.push_str(&format!(
+                    "public-keys: {}\n",
+                    serde_json::to_string(&identity.public_keys).unwrap_or_default()
+                ));
+            }
             write("meta-data", &meta)?;
             write("user-data", user.as_deref().unwrap_or(""))?;
             if let Some(n) = &network {
@@ -129,11 +167,14 @@ pub fn build_iso(
             "cidata"
         }
         CloudInitFormat::ConfigDrive => {
-            let meta = serde_json::json!({
+            let mut meta = serde_json::json!({
                 "uuid": identity.instance_id,
                 "hostname": identity.hostname,
                 "name": identity.hostname,
             });
+            if !identity.public_keys.is_empty() {
+                meta["public_keys"] = serde_json::json!(identity.public_keys);
+            }
             write("openstack/latest/meta_data.json", &meta.to_string())?;
             if let Some(u) = &user {
                 write("openstack/latest/user_data", u)?;

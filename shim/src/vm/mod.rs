@@ -132,9 +132,26 @@ pub fn plan(
             }
             VolumeSource::CloudInit(ci) => {
                 let iso = disks_dir.join(format!("{}.iso", d.name));
+                // The SSH keys whose propagation method is this disk's kind.
+                let mut public_keys = std::collections::BTreeMap::new();
+                for (i, keys) in config.ssh_keys.iter().enumerate() {
+                    if keys.format != ci.format {
+                        continue;
+                    }
+                    let volume = pod::ssh_keys_volume(i);
+                    let dir = sources.volume_dir(&volume).ok_or_else(|| Error::Disk {
+                        disk: d.name.clone(),
+                        message: format!(
+                            "the SSH key Secret {:?} is not mounted into the pod (volume {volume})",
+                            keys.secret
+                        ),
+                    })?;
+                    public_keys.extend(cloudinit::read_public_keys(&dir, &d.name)?);
+                }
                 let identity = cloudinit::Identity {
                     instance_id: format!("{}.{}", identity.name, identity.namespace),
                     hostname: pod::guest_hostname(&identity.name, config.hostname.as_deref()),
+                    public_keys,
                 };
                 let secret_dir = |volume: &str| sources.volume_dir(volume);
                 cloudinit::build_iso(
