@@ -650,6 +650,42 @@ spec:
     }
 
     #[test]
+    fn ssh_key_secrets_are_mounted_into_compute() {
+        let (vmi, config) = config(
+            r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: s}
+spec:
+  accessCredentials:
+  - sshPublicKey: {source: {secret: {secretName: my-keys}}, propagationMethod: {noCloud: {}}}
+  domain: {devices: {}, memory: {guest: 64Mi}}
+  volumes:
+  - {name: ci, cloudInitNoCloud: {userData: hello}}
+"#,
+        );
+        let pod = pod_for_vmi(&vmi, &config, &BTreeSet::new()).expect("pod");
+        let spec = pod.spec.expect("spec");
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == ssh_keys_volume(0))
+            .expect("the Secret's volume");
+        assert_eq!(
+            volume
+                .secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref()),
+            Some("my-keys")
+        );
+        let mounts = spec.containers[0].volume_mounts.clone().unwrap_or_default();
+        assert!(mounts.iter().any(|m| m.name == ssh_keys_volume(0)
+            && m.mount_path == format!("{VOLUME_MOUNT_ROOT}/{}", ssh_keys_volume(0))
+            && m.read_only == Some(true)));
+    }
+
+    #[test]
     fn pull_policies_go_on_containers_and_pull_secrets_on_the_pod() {
         let (vmi, config) = config(
             r#"
