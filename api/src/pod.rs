@@ -95,8 +95,11 @@ const MILLICPU_PER_VCPU: u32 = 100;
 /// The pod volume holding the Secret of `spec.accessCredentials` entry `index` (of those the
 /// config keeps), mounted into compute like every other volume.
 pub fn ssh_keys_volume(index: usize) -> String {
-    format!("virtshim-ssh-keys-{index}")
+    format!("{RESERVED_VOLUME_PREFIX}ssh-keys-{index}")
 }
+
+/// Pod volumes of virtshim's own start with this; validation keeps VMI volumes from using it.
+pub const RESERVED_VOLUME_PREFIX: &str = "virtshim-";
 
 /// The container that carries a further containerDisk volume.
 pub fn volume_container(volume: &str) -> String {
@@ -318,9 +321,11 @@ fn compute_resources(vmi: &VirtualMachineInstance, config: &VmiConfig) -> Resour
         .and_then(|r| r.requests.clone())
         .unwrap_or_default();
     let limits = resources.and_then(|r| r.limits.clone());
-    requests
-        .entry("memory".to_owned())
-        .or_insert_with(|| Quantity(config.memory.bytes().to_string()));
+    // Without a request, Kubernetes would take the limit; without either, the guest's size.
+    let memory_limit = limits.as_ref().and_then(|l| l.get("memory")).cloned();
+    requests.entry("memory".to_owned()).or_insert_with(|| {
+        memory_limit.unwrap_or_else(|| Quantity(config.memory.bytes().to_string()))
+    });
     let cpu_limited = limits.as_ref().is_some_and(|l| l.contains_key("cpu"));
     if !cpu_limited {
         requests
@@ -647,6 +652,11 @@ spec:
         assert_eq!(limits["cpu"].0, "1m");
         assert_eq!(limits["memory"].0, "1Mi");
         assert_eq!(carrier_limits(&yaml("{requests: {memory: 128Mi}}")), None);
+        // A guest smaller than the memory limit: the request is the limit, still Guaranteed.
+        let smaller_guest = yaml("{limits: {cpu: '1', memory: 256Mi}}\n    memory: {guest: 128Mi}");
+        assert!(carrier_limits(&smaller_guest).is_some());
+        let (requests, _) = compute_resources_of(&smaller_guest);
+        assert_eq!(requests["memory"], "256Mi");
     }
 
     #[test]

@@ -36,6 +36,21 @@ fn the_base_is_valid() {
 }
 
 #[test]
+fn virtshim_volume_names_are_reserved() {
+    let yaml = VMI
+        .replacen("{name: root, disk:", "{name: virtshim-root, disk:", 1)
+        .replacen(
+            "{name: root, containerDisk:",
+            "{name: virtshim-root, containerDisk:",
+            1,
+        );
+    assert_eq!(
+        errors_of(&yaml),
+        vec![r#"spec.volumes[0].name: invalid value "virtshim-root": names starting with "virtshim-" are reserved for virtshim's own pod volumes"#.to_owned()]
+    );
+}
+
+#[test]
 fn ssh_keys_ride_on_the_cloud_init_disk() {
     let yaml = VMI.replacen(
         "  volumes:",

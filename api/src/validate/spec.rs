@@ -734,6 +734,15 @@ fn check_volumes(c: &mut Checker, volumes: &[Volume], p: &FieldPath) -> Volumes 
                 &name,
                 "must be a DNS label (lowercase letters, digits and '-', at most 63)",
             );
+        } else if name.starts_with(crate::pod::RESERVED_VOLUME_PREFIX) {
+            c.invalid(
+                &vp.child("name"),
+                &name,
+                format!(
+                    "names starting with {:?} are reserved for virtshim's own pod volumes",
+                    crate::pod::RESERVED_VOLUME_PREFIX
+                ),
+            );
         } else if out.contains_key(&name) {
             c.duplicate(&vp.child("name"), &name);
         }

@@ -128,15 +128,21 @@ fn option(out: &mut Vec<u8>, code: u8, value: &[u8]) {
     out.extend_from_slice(value);
 }
 
-/// RFC 1035 names, uncompressed, for the domain search option (119).
+/// RFC 1035 names, uncompressed, for the domain search option (119): whole names only, as
+/// many as fit in one option's 255 bytes (a name cut in the middle would corrupt the list).
 fn encode_search(domains: &[String]) -> Vec<u8> {
     let mut out = Vec::new();
     for domain in domains {
+        let mut name = Vec::new();
         for label in domain.split('.').filter(|l| !l.is_empty() && l.len() < 64) {
-            out.push(label.len() as u8);
-            out.extend_from_slice(label.as_bytes());
+            name.push(label.len() as u8);
+            name.extend_from_slice(label.as_bytes());
         }
-        out.push(0);
+        name.push(0);
+        if out.len() + name.len() > 255 {
+            break;
+        }
+        out.extend_from_slice(&name);
     }
     out
 }
@@ -249,6 +255,18 @@ pub fn serve(device: &str, lease: Lease) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_search_option_holds_whole_names_only() {
+        let long = format!("{}.{}.svc.cluster.local", "s".repeat(63), "n".repeat(63));
+        let domains = vec![long.clone(), long.clone(), "cluster.local".to_owned()];
+        let encoded = encode_search(&domains);
+        // One long name (~150 bytes) fits, a second would not; the short one then does not
+        // jump the queue either.
+        assert_eq!(encoded.len(), long.len() + 2);
+        assert_eq!(encoded.last(), Some(&0));
+        assert!(encode_search(&["a.b".to_owned()]) == [1, b'a', 1, b'b', 0]);
+    }
 
     fn request(kind: u8, mac: [u8; 6], requested: Option<Ipv4Addr>) -> Vec<u8> {
         let mut p = vec![0u8; 240];

@@ -17,14 +17,15 @@ const MAX_SECRET_DATA: u64 = 16 << 20;
 pub struct Identity {
     pub instance_id: String,
     pub hostname: String,
-    /// SSH public keys by name (`spec.accessCredentials`), which cloud-init gives the default
-    /// user: NoCloud's `public-keys`, ConfigDrive's `public_keys`, as KubeVirt writes them.
-    pub public_keys: BTreeMap<String, String>,
+    /// SSH public keys (`spec.accessCredentials`, every value of every Secret in order), which
+    /// cloud-init gives the default user: NoCloud's `public-keys`, ConfigDrive's `public_keys`,
+    /// numbered "0", "1", … as KubeVirt writes them (so equal key names in two Secrets both count).
+    pub public_keys: Vec<String>,
 }
 
-/// Every key of a mounted Secret holding SSH public keys (the kubelet's `..data` bookkeeping
-/// entries skipped), each read as [`read_secret`] reads: inside the folder only.
-pub fn read_public_keys(dir: &Path, disk: &str) -> Result<BTreeMap<String, String>> {
+/// Every value of a mounted Secret holding SSH public keys, by key name (the kubelet's `..data`
+/// bookkeeping entries skipped), each read as [`read_secret`] reads: inside the folder only.
+pub fn read_public_keys(dir: &Path, disk: &str) -> Result<Vec<String>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::Disk {
         disk: disk.to_owned(),
         message: format!(
@@ -36,7 +37,7 @@ pub fn read_public_keys(dir: &Path, disk: &str) -> Result<BTreeMap<String, Strin
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         // Secret keys are [-._a-zA-Z0-9]+; the kubelet's own entries start with "..".
-        let is_key = !name.starts_with('.')
+        let is_key = !name.starts_with("..")
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
@@ -46,7 +47,7 @@ pub fn read_public_keys(dir: &Path, disk: &str) -> Result<BTreeMap<String, Strin
         let value = read_secret(dir, [&name, &name], disk)?;
         keys.insert(name, value.trim().to_owned());
     }
-    Ok(keys)
+    Ok(keys.into_values().collect())
 }
 
 /// Reads `key` (or its camel-case twin) from a mounted Secret folder. Symlinks are allowed
@@ -88,6 +89,14 @@ fn read_secret(dir: &Path, keys: [&str; 2], disk: &str) -> Result<String> {
         disk: disk.to_owned(),
         message: format!("the Secret has no key {} or {}", keys[0], keys[1]),
     })
+}
+
+/// `{"0": key, "1": key, …}`, KubeVirt's metadata map of public keys.
+fn numbered(keys: &[String]) -> BTreeMap<String, &str> {
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| (i.to_string(), k.as_str()))
+        .collect()
 }
 
 fn data(
@@ -156,7 +165,7 @@ pub fn build_iso(
                 // JSON is YAML: every key and value quoted, whatever it holds.
                 meta.push_str(&format!(
                     "public-keys: {}\n",
-                    serde_json::to_string(&identity.public_keys).unwrap_or_default()
+                    serde_json::to_string(&numbered(&identity.public_keys)).unwrap_or_default()
                 ));
             }
             write("meta-data", &meta)?;
@@ -173,7 +182,7 @@ pub fn build_iso(
                 "name": identity.hostname,
             });
             if !identity.public_keys.is_empty() {
-                meta["public_keys"] = serde_json::json!(identity.public_keys);
+                meta["public_keys"] = serde_json::json!(numbered(&identity.public_keys));
             }
             write("openstack/latest/meta_data.json", &meta.to_string())?;
             if let Some(u) = &user {

@@ -258,14 +258,16 @@ pub fn create_pvc_disk(dir: &Path, disk: &str) -> Result<PathBuf> {
     )
     .map_err(fail)?;
     let file = dir.join(PVC_DISK);
+    // Another pod on a shared claim may win the race: its disk is left alone.
     let created = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&file)
-        .and_then(|f| f.set_len(size));
-    if let Err(e) = created {
+        .map_err(|e| fail(format!("creating {}: {e}", file.display())))?;
+    if let Err(e) = created.set_len(size) {
+        // Ours, and still empty: nothing of the guest's is lost.
         let _ = std::fs::remove_file(&file);
-        return Err(fail(format!("creating {}: {e}", file.display())));
+        return Err(fail(format!("sizing {}: {e}", file.display())));
     }
     tracing::info!(
         disk,

@@ -133,7 +133,7 @@ pub fn plan(
             VolumeSource::CloudInit(ci) => {
                 let iso = disks_dir.join(format!("{}.iso", d.name));
                 // The SSH keys whose propagation method is this disk's kind.
-                let mut public_keys = std::collections::BTreeMap::new();
+                let mut public_keys = Vec::new();
                 for (i, keys) in config.ssh_keys.iter().enumerate() {
                     if keys.format != ci.format {
                         continue;
