@@ -31,6 +31,36 @@ pub async fn vmi(
         .ok_or_else(|| ApiError::not_found(VMI, &target.name))
 }
 
+/// The VMI of VM `target.name`, for the VM's own subresources (`virtualmachines/…/portforward`):
+/// the VM must exist and the VMI must be the one it created (its controller owner is the VM), so
+/// that rights on VMs never reach a standalone VMI that merely shares the name.
+pub async fn vm_vmi(
+    backend: &dyn Backend,
+    target: &Target,
+) -> Result<VirtualMachineInstance, ApiError> {
+    let (ns, name) = (target.namespace.as_str(), target.name.as_str());
+    let vm = backend
+        .get_vm(ns, name)
+        .await
+        .map_err(|e| from_kube(&e, VM, name))?
+        .ok_or_else(|| ApiError::not_found(VM, name))?;
+    let vmi = vmi(backend, target).await?;
+    let owned = vmi
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == vm.metadata.uid.as_ref());
+    if !owned {
+        return Err(ApiError::conflict(
+            VM,
+            name,
+            "its VirtualMachineInstance was not created by this VirtualMachine",
+        ));
+    }
+    Ok(vmi)
+}
+
 /// `PUT virtualmachines/{name}/start|stop|restart`: decides, then patches the VMI's grace
 /// period (if shortened) and the VM. `Ok` means 202 Accepted.
 pub async fn vm_action(

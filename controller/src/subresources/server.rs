@@ -297,7 +297,11 @@ async fn stream(
     mut request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let accept = websocket::accept_key(request.headers())?;
-    let vmi = actions::vmi(shared.backend.as_ref(), &target).await?;
+    let vmi = if target.action == Action::VmPortForward {
+        actions::vm_vmi(shared.backend.as_ref(), &target).await?
+    } else {
+        actions::vmi(shared.backend.as_ref(), &target).await?
+    };
     let endpoint = match (target.action, target.forward) {
         (Action::Console, _) => {
             vmi_checks::console(&vmi)?;

@@ -740,6 +740,16 @@ async fn subresources_console_vnc_and_port_forward_through_the_real_handler() {
         ws.close(None).await.expect("close");
     }
 
+    // A VM's port-forward needs the VM: rights on VMs never reach a standalone VMI.
+    let vm_forward = CONSOLE.replace(
+        "virtualmachineinstances/vmi1/console",
+        &format!("virtualmachines/vmi1/portforward/{guest_port}"),
+    );
+    let Err(refused) = open_websocket(&running, &proxy, &vm_forward).await else {
+        panic!("a VMI that belongs to no VM was reached through virtualmachines/portforward");
+    };
+    assert!(refused.contains("404"), "{refused}");
+
     // Pause reaches the handler, which cannot reach containerd here: a 500 naming it.
     let mut sender = connect(&running, Some(&proxy)).await.expect("connect");
     let pause = CONSOLE.replace("/console", "/pause");
