@@ -49,6 +49,32 @@ pub const PLACEHOLDER_IMAGE: &str = "localhost/virtshim/placeholder:v1";
 pub const CONTAINER_COMMAND: &str = "/virtshim-runs-no-process";
 /// The file a filesystem-mode PVC holds the disk in, as in KubeVirt.
 pub const PVC_DISK_FILE: &str = "disk.img";
+/// Pod annotation: `{"<volume>": <bytes>}`, the capacity of each filesystem-mode PVC (the smaller
+/// of its status capacity and its request), which sizes a `disk.img` the shim makes on a blank
+/// claim as KubeVirt sizes it: a file system shared by many claims says nothing about one.
+pub const CLAIM_CAPACITY_ANNOTATION: &str = "virtshim.io/claim-capacities";
+
+/// Records the claims' capacities on the pod (see [`CLAIM_CAPACITY_ANNOTATION`]).
+pub fn set_claim_capacities(pod: &mut Pod, capacities: &BTreeMap<String, u64>) {
+    if capacities.is_empty() {
+        return;
+    }
+    if let Ok(text) = serde_json::to_string(capacities) {
+        pod.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(CLAIM_CAPACITY_ANNOTATION.to_owned(), text);
+    }
+}
+
+/// Reads [`CLAIM_CAPACITY_ANNOTATION`]; anything unreadable counts as no capacity known (the
+/// shim then sizes by the file system, bounded by its free space either way).
+pub fn claim_capacities(annotation: Option<&str>) -> BTreeMap<String, u64> {
+    annotation
+        .filter(|t| t.len() <= 64 << 10)
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default()
+}
 
 /// Labels KubeVirt puts on launcher pods, which Services and `virtctl expose` select on.
 pub const LABEL_CREATED_BY: &str = "kubevirt.io/created-by";
@@ -657,6 +683,25 @@ spec:
         assert!(carrier_limits(&smaller_guest).is_some());
         let (requests, _) = compute_resources_of(&smaller_guest);
         assert_eq!(requests["memory"], "256Mi");
+    }
+
+    #[test]
+    fn claim_capacities_round_trip_and_hostile_ones_are_ignored() {
+        let (vmi, config) = config(TWO_DISKS_AND_KERNEL);
+        let mut pod = pod_for_vmi(&vmi, &config, &BTreeSet::new()).expect("pod");
+        let capacities = BTreeMap::from([("data".to_owned(), 10u64 << 30)]);
+        set_claim_capacities(&mut pod, &capacities);
+        let annotation = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CLAIM_CAPACITY_ANNOTATION))
+            .map(String::as_str);
+        assert_eq!(claim_capacities(annotation), capacities);
+        for hostile in ["not json", r#"{"data": -1}"#, r#"{"data": "1Gi"}"#, "[1]"] {
+            assert!(claim_capacities(Some(hostile)).is_empty(), "{hostile}");
+        }
+        assert!(claim_capacities(None).is_empty());
     }
 
     #[test]

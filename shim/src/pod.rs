@@ -340,11 +340,24 @@ impl Pod {
             })
             .collect();
         let rootfs = compute.bundle.rootfs();
+        let claim_capacities = contract::claim_capacities(
+            compute
+                .bundle
+                .annotations
+                .get(contract::CLAIM_CAPACITY_ANNOTATION)
+                .or_else(|| {
+                    inner
+                        .sandbox_annotations
+                        .get(contract::CLAIM_CAPACITY_ANNOTATION)
+                })
+                .map(String::as_str),
+        );
         let sources = vm::Sources {
             compute_rootfs: &rootfs,
             compute_mounts: &compute.bundle.mounts,
             compute_devices: &compute.bundle.block_devices,
             containers: &containers,
+            claim_capacities: &claim_capacities,
         };
         let accel = crate::accel::choose(&self.roots.run);
         let nic = vm::plan_nic(&identity, &config, &sources)?;

@@ -31,12 +31,12 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 use virtshim_api::config::VolumeSource;
-use virtshim_api::pod::{pod_for_vmi, LABEL_CREATED_BY};
+use virtshim_api::pod::{pod_for_vmi, set_claim_capacities, LABEL_CREATED_BY};
 use virtshim_api::types::{
     Condition, PhaseTransitionTimestamp, VirtualMachine, VirtualMachineInstance,
     VirtualMachineInstanceStatus,
@@ -94,6 +94,7 @@ async fn build_pod(
     };
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     let mut block_claims = BTreeSet::new();
+    let mut capacities = BTreeMap::new();
     for disk in &config.disks {
         let VolumeSource::PersistentVolumeClaim { claim_name, .. } = &disk.source else {
             continue;
@@ -104,11 +105,41 @@ async fn build_pod(
                 let mode = pvc.spec.as_ref().and_then(|s| s.volume_mode.as_deref());
                 if mode == Some("Block") {
                     block_claims.insert(claim_name.clone());
+                } else if let Some(bytes) = claim_capacity(&pvc) {
+                    capacities.insert(disk.name.clone(), bytes);
                 }
             }
         }
     }
-    Ok(Ok(pod_for_vmi(defaulted, &config, &block_claims)?))
+    let mut pod = pod_for_vmi(defaulted, &config, &block_claims)?;
+    set_claim_capacities(&mut pod, &capacities);
+    Ok(Ok(pod))
+}
+
+/// A claim's size as KubeVirt takes it for a new disk.img: the smaller of what it was given
+/// (`status.capacity`) and what it asked for (`spec.resources.requests`), whichever are known.
+fn claim_capacity(pvc: &PersistentVolumeClaim) -> Option<u64> {
+    let bytes = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+        q.and_then(|q| virtshim_api::quantity::Quantity::parse(&q.0).ok())
+            .and_then(|q| q.to_units())
+    };
+    let given = bytes(
+        pvc.status
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref())
+            .and_then(|c| c.get("storage")),
+    );
+    let asked = bytes(
+        pvc.spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage")),
+    );
+    match (given, asked) {
+        (Some(g), Some(a)) => Some(g.min(a)),
+        (g, a) => g.or(a),
+    }
 }
 
 /// The newest pod not being deleted, else the newest one.
@@ -473,6 +504,28 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
     use virtshim_api::types::{Network, PodNetwork};
+
+    #[test]
+    fn a_claims_capacity_is_the_smaller_of_given_and_asked() {
+        let pvc = |status: Option<&str>, request: Option<&str>| -> PersistentVolumeClaim {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "c"},
+                "spec": {"resources": {"requests": request.map(|r| serde_json::json!({"storage": r}))}},
+                "status": {"capacity": status.map(|c| serde_json::json!({"storage": c}))},
+            }))
+            .expect("pvc")
+        };
+        assert_eq!(
+            claim_capacity(&pvc(Some("10Gi"), Some("8Gi"))),
+            Some(8 << 30)
+        );
+        assert_eq!(
+            claim_capacity(&pvc(Some("1Gi"), Some("8Gi"))),
+            Some(1 << 30)
+        );
+        assert_eq!(claim_capacity(&pvc(None, Some("2Gi"))), Some(2 << 30));
+        assert_eq!(claim_capacity(&pvc(None, None)), None);
+    }
 
     fn pod(name: &str, created: i64, deleting: bool) -> Pod {
         Pod {

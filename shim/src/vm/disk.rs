@@ -244,7 +244,9 @@ const PVC_DISK: &str = virtshim_api::pod::PVC_DISK_FILE;
 /// Creates a sparse raw `disk.img` in a blank filesystem-mode PVC mounted at `dir`, as KubeVirt
 /// does, so that a fresh claim can be a VM's data disk. Never replaces a file: `create_new`
 /// refuses an existing name, a symlink planted there included.
-pub fn create_pvc_disk(dir: &Path, disk: &str) -> Result<PathBuf> {
+///
+/// `capacity` is the claim's (from the pod contract); without it, the file system's size.
+pub fn create_pvc_disk(dir: &Path, capacity: Option<u64>, disk: &str) -> Result<PathBuf> {
     let fail = |message: String| Error::Disk {
         disk: disk.to_owned(),
         message,
@@ -252,8 +254,9 @@ pub fn create_pvc_disk(dir: &Path, disk: &str) -> Result<PathBuf> {
     let stat =
         nix::sys::statvfs::statvfs(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
     let frsize = stat.fragment_size();
+    let file_system = stat.blocks().saturating_mul(frsize);
     let size = pvc_disk_size(
-        stat.blocks().saturating_mul(frsize),
+        capacity.map_or(file_system, |c| c.min(file_system)),
         stat.blocks_available().saturating_mul(frsize),
     )
     .map_err(fail)?;

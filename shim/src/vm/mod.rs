@@ -40,6 +40,8 @@ pub struct Sources<'a> {
     pub compute_devices: &'a HashMap<String, BlockDevice>,
     /// Root filesystems of the pod's other containers, by container name.
     pub containers: &'a HashMap<String, PathBuf>,
+    /// Filesystem-mode claims' capacities by volume (the pod contract's annotation).
+    pub claim_capacities: &'a std::collections::BTreeMap<String, u64>,
 }
 
 impl Sources<'_> {
@@ -185,7 +187,8 @@ pub fn plan(
                     // A blank claim gets its disk.img made, as in KubeVirt; not a read-only one.
                     let existing = dir.join(pod::PVC_DISK_FILE).symlink_metadata().is_ok();
                     if !existing && !read_only {
-                        disk::create_pvc_disk(&dir, &d.name)?;
+                        let capacity = sources.claim_capacities.get(&d.name).copied();
+                        disk::create_pvc_disk(&dir, capacity, &d.name)?;
                     }
                     let (file, _) =
                         disk::resolve_in_root(&dir, &format!("/{}", pod::PVC_DISK_FILE), &d.name)?;
