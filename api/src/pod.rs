@@ -213,7 +213,8 @@ pub fn pod_for_vmi(
     let name = vmi.metadata.name.clone().ok_or(PodError::NoName)?;
     let mut labels = vmi.metadata.labels.clone().unwrap_or_default();
     labels.insert(LABEL_APP.to_owned(), "virt-launcher".to_owned());
-    labels.insert(LABEL_DOMAIN.to_owned(), name.clone());
+    // Label values stop at 63 characters; VMI names may be longer (the same cut as the id).
+    labels.insert(LABEL_DOMAIN.to_owned(), vmi_id_label(&name));
     labels.insert(LABEL_VMI_ID.to_owned(), vmi_id_label(&name));
     if let Some(uid) = &vmi.metadata.uid {
         labels.insert(LABEL_CREATED_BY.to_owned(), uid.clone());

@@ -23,9 +23,16 @@ pub struct VmiIdentity {
 }
 
 impl VmiIdentity {
-    /// The libvirt domain name, as KubeVirt names it.
+    /// The libvirt domain name, as KubeVirt names it (`<namespace>_<name>`), cut to 200 bytes:
+    /// libvirt makes file names of it (`<domain>.xml`, `<domain>_VARS.fd`, `<domain>.log`),
+    /// which may not exceed 255, and VMI names may be 253 long. Each pod has its own embedded
+    /// libvirt, so a cut name cannot meet another VM's.
     pub fn domain_name(&self) -> String {
-        format!("{}_{}", self.namespace, self.name)
+        const MAX: usize = 200;
+        let mut name = format!("{}_{}", self.namespace, self.name);
+        // Namespaces and names are ASCII (checked), so any byte is a char boundary.
+        name.truncate(name.floor_char_boundary(MAX));
+        name
     }
 }
 
@@ -284,4 +291,25 @@ pub fn plan(
         rng: config.rng,
         emulator: "/usr/bin/qemu-system-x86_64".to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_names_fit_in_a_file_name() {
+        let id = |name: &str| VmiIdentity {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: "u".into(),
+        };
+        assert_eq!(id("web").domain_name(), "default_web");
+        let long = format!("{}.{}", "a".repeat(63), "b".repeat(189));
+        let domain = id(&long).domain_name();
+        assert_eq!(domain.len(), 200);
+        assert!(domain.starts_with("default_aaa"));
+        // What libvirt makes of it still fits in 255 bytes.
+        assert!(format!("{domain}_VARS.fd").len() <= 255);
+    }
 }
