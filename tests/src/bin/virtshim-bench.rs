@@ -525,7 +525,7 @@ fn main() -> std::process::ExitCode {
         .and_then(|n| n.parse().ok())
         .unwrap_or(5)
         .max(1);
-    // `--only boot,memory,network,console` runs some sections; all by default.
+    // `--only boot,memory,network,console,portforward` runs some sections; all by default.
     let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     let want = |section: &str| {
         only.as_deref()
@@ -652,6 +652,15 @@ fn main() -> std::process::ExitCode {
             }
             Err(e) => {
                 eprintln!("console run: {e}");
+                failed = true;
+            }
+        }
+    }
+    if want("portforward") {
+        match port_forward_latency(&cri) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("port-forward run: {e}");
                 failed = true;
             }
         }
@@ -820,6 +829,94 @@ fn console_latency(cri: &BlockingCri) -> Result<Vec<String>, String> {
                 ms(median(vnc_direct)),
             ),
         ])
+    })();
+    let _ = cri.stop_pod_sandbox(&started.sandbox_id);
+    let _ = cri.remove_pod_sandbox(&started.sandbox_id);
+    result
+}
+
+/// One HTTP/1.0 `GET /healthz` per connection to the guest, as `virtctl port-forward` carries
+/// each TCP connection in its own WebSocket: through virtshim-handler's port forward (TCP, TLS,
+/// WebSocket upgrade, request and the whole answer) beside a TCP connection to the pod's IP
+/// directly, median of 50 each. The apiserver and controller hops are not in it.
+fn port_forward_latency(cri: &BlockingCri) -> Result<String, String> {
+    use std::io::Write;
+    use tungstenite::Message;
+    use virtshim_tests::handler::{connect, read_frame, setup, websocket, RunningHandler};
+    const ROUNDS: usize = 50;
+    // The default interface: bridge binding on the pod network, the guest serving HTTP on 80.
+    let yaml = format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: forward}}\nspec:\n  domain:\n    memory: {{guest: 256Mi}}\n    devices: {{}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n",
+        vm::KERNEL_BOOT_IMAGE
+    );
+    let plan = local::plan(
+        parse_documents(&yaml)
+            .remove(0)
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let uid = plan.uid.clone();
+    let started = local::run(cri, &plan).map_err(|e| e.to_string())?;
+    let result = (|| -> Result<String, String> {
+        wait_in_file(&started.console_log(), "VIRTSHIM-GUEST-UP", Instant::now())?;
+        let ip = virtshim_tests::peer::pod_ip(cri, &started.sandbox_id);
+        let request = b"GET /healthz HTTP/1.0\r\n\r\n";
+        let answered = |answer: &[u8]| answer.starts_with(b"HTTP/1.") && answer.ends_with(b"ok\n");
+        let mut direct = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            let mut tcp =
+                std::net::TcpStream::connect((ip.as_str(), 80)).map_err(|e| e.to_string())?;
+            tcp.write_all(request).map_err(|e| e.to_string())?;
+            let mut answer = Vec::new();
+            tcp.read_to_end(&mut answer).map_err(|e| e.to_string())?;
+            if !answered(&answer) {
+                return Err(format!("direct: {}", String::from_utf8_lossy(&answer)));
+            }
+            direct.push(t.elapsed());
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let (pki, files, controller) = setup(dir.path());
+        let handler = RunningHandler::start(
+            &files,
+            &Path::new(vm::STATE_ROOT).join("run"),
+            &PathBuf::from("/nonexistent"),
+        );
+        let path = format!(
+            "/v1/namespaces/default/virtualmachineinstances/forward/portforward/80/tcp?uid={uid}"
+        );
+        let mut via = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            let tls =
+                connect(handler.addr, &pki.ca, Some(&controller)).map_err(|e| e.to_string())?;
+            let mut ws = websocket(tls, &path)?;
+            ws.send(Message::Binary(request.to_vec().into()))
+                .map_err(|e| e.to_string())?;
+            let mut answer = Vec::new();
+            while !answered(&answer) {
+                if t.elapsed() > Duration::from_secs(10) {
+                    return Err(format!(
+                        "through the handler: {}",
+                        String::from_utf8_lossy(&answer)
+                    ));
+                }
+                match read_frame(&mut ws) {
+                    Ok(Some(data)) => answer.extend_from_slice(&data),
+                    Ok(None) => {}
+                    Err(e) => return Err(format!("{e}; got {}", String::from_utf8_lossy(&answer))),
+                }
+            }
+            via.push(t.elapsed());
+        }
+        drop(handler);
+        let (via, direct) = (median(via), median(direct));
+        Ok(format!(
+            "port forward, one HTTP GET per connection: through virtshim-handler (TCP+TLS+WebSocket, then the guest) {}; TCP to the pod IP directly {}; ratio {:.1} (median of {ROUNDS}; apiserver and controller hops not included: no cluster here)",
+            ms(via),
+            ms(direct),
+            via.as_secs_f64() / direct.as_secs_f64(),
+        ))
     })();
     let _ = cri.stop_pod_sandbox(&started.sandbox_id);
     let _ = cri.remove_pod_sandbox(&started.sandbox_id);
