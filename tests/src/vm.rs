@@ -101,6 +101,22 @@ pub fn cloud_images() -> PathBuf {
     .clone()
 }
 
+/// YAML of a VMI that boots the test guest's kernel and initramfs (kernelBoot): `metadata` and
+/// `devices` are flow-map bodies (`name: web, namespace: tenant`; `autoattachPodInterface:
+/// false`), `kernel_args` its command line, `spec_rest` further lines of `spec` (indented two
+/// spaces, each ending in a newline: volumes, networks, a grace period).
+pub fn kernel_boot_vmi(
+    metadata: &str,
+    memory: &str,
+    devices: &str,
+    kernel_args: &str,
+    spec_rest: &str,
+) -> String {
+    format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{{metadata}}}\nspec:\n  domain:\n    memory: {{guest: {memory}}}\n    devices: {{{devices}}}\n    firmware:\n      kernelBoot:\n        kernelArgs: {kernel_args}\n        container: {{image: '{KERNEL_BOOT_IMAGE}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n{spec_rest}"
+    )
+}
+
 /// A private containerd whose `virtshim` runtime is the shim under test.
 pub fn containerd(test: &str) -> Option<PrivateContainerd> {
     containerd_with_lib_dir(test, &format!("{STATE_ROOT}/lib"))

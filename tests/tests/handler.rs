@@ -127,9 +127,12 @@ fn console_vnc_and_pause_through_the_handler() {
     };
     let cri = containerd.cri().unwrap();
     // The kernel writes to the VGA console as well, so VNC shows text.
-    let yaml = format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: remote, namespace: tenant}}\nspec:\n  domain:\n    memory: {{guest: 192Mi}}\n    devices: {{autoattachPodInterface: false}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=tty0 console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n",
-        vm::KERNEL_BOOT_IMAGE
+    let yaml = vm::kernel_boot_vmi(
+        "name: remote, namespace: tenant",
+        "192Mi",
+        "autoattachPodInterface: false",
+        "console=tty0 console=ttyS0",
+        "",
     );
     let plan = local::plan(parse_documents(&yaml).remove(0).unwrap()).unwrap();
     let uid = plan.uid.clone();
@@ -256,9 +259,12 @@ fn port_forward_through_the_handler() {
     };
     let cri = containerd.cri().unwrap();
     // Masquerade with one forwarded port: what the pod's IP passes on to the guest.
-    let yaml = format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: web, namespace: tenant}}\nspec:\n  domain:\n    memory: {{guest: 192Mi}}\n    devices: {{interfaces: [{{name: default, masquerade: {{}}, ports: [{{port: 80}}]}}]}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n  networks: [{{name: default, pod: {{}}}}]\n",
-        vm::KERNEL_BOOT_IMAGE
+    let yaml = vm::kernel_boot_vmi(
+        "name: web, namespace: tenant",
+        "192Mi",
+        "interfaces: [{name: default, masquerade: {}, ports: [{port: 80}]}]",
+        "console=ttyS0",
+        "  networks: [{name: default, pod: {}}]\n",
     );
     let plan = local::plan(parse_documents(&yaml).remove(0).unwrap()).unwrap();
     let uid = plan.uid.clone();

@@ -41,9 +41,12 @@ fn installer(args: &[&str], bin_dir: &Path, config: &Path) -> String {
 }
 
 fn vmi(name: &str) -> String {
-    format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: {name}}}\nspec:\n  domain:\n    memory: {{guest: 160Mi}}\n    devices: {{autoattachPodInterface: false}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n",
-        vm::KERNEL_BOOT_IMAGE
+    vm::kernel_boot_vmi(
+        &format!("name: {name}"),
+        "160Mi",
+        "autoattachPodInterface: false",
+        "console=ttyS0",
+        "",
     )
 }
 

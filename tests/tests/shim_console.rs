@@ -107,9 +107,12 @@ fn console_socket_clients_and_stdin_reach_the_guest() {
         return;
     };
     let cri = containerd.cri().unwrap();
-    let yaml = format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: chatty}}\nspec:\n  domain:\n    memory: {{guest: 192Mi}}\n    devices: {{autoattachPodInterface: false}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n",
-        vm::KERNEL_BOOT_IMAGE
+    let yaml = vm::kernel_boot_vmi(
+        "name: chatty",
+        "192Mi",
+        "autoattachPodInterface: false",
+        "console=ttyS0",
+        "",
     );
     let plan = local::plan(parse_documents(&yaml).remove(0).unwrap()).unwrap();
     let started = local::run(&cri, &plan).unwrap();

@@ -25,9 +25,12 @@ fn container_disk_vmi(name: &str) -> String {
 }
 
 fn kernel_boot_vmi(name: &str) -> String {
-    format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 30\n  domain:\n    memory: {{guest: 256Mi}}\n    devices: {{}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n",
-        vm::KERNEL_BOOT_IMAGE
+    vm::kernel_boot_vmi(
+        &format!("name: {name}"),
+        "256Mi",
+        "",
+        "console=ttyS0",
+        "  terminationGracePeriodSeconds: 30\n",
     )
 }
 

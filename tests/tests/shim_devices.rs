@@ -89,10 +89,7 @@ fn vnc_pause_resume_and_stats() {
         return;
     };
     let cri = containerd.cri().unwrap();
-    let yaml = format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: pausable}}\nspec:\n  domain:\n    memory: {{guest: 192Mi}}\n    devices: {{}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n",
-        vm::KERNEL_BOOT_IMAGE
-    );
+    let yaml = vm::kernel_boot_vmi("name: pausable", "192Mi", "", "console=ttyS0", "");
     let plan = local::plan(parse_documents(&yaml).remove(0).unwrap()).unwrap();
     let started = local::run(&cri, &plan).unwrap();
     let id = started.compute_id().to_owned();

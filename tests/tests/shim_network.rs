@@ -12,14 +12,18 @@ use virtshim_tests::handler::read_frame;
 use virtshim_tests::{peer, vm};
 
 fn vmi(name: &str, interfaces: &str) -> String {
-    let mut yaml = format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: {name}}}\nspec:\n  domain:\n    memory: {{guest: 256Mi}}\n    devices: {{{interfaces}}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n",
-        vm::KERNEL_BOOT_IMAGE
-    );
-    if !interfaces.is_empty() {
-        yaml.push_str("  networks: [{name: default, pod: {}}]\n");
-    }
-    yaml
+    let networks = if interfaces.is_empty() {
+        ""
+    } else {
+        "  networks: [{name: default, pod: {}}]\n"
+    };
+    vm::kernel_boot_vmi(
+        &format!("name: {name}"),
+        "256Mi",
+        interfaces,
+        "console=ttyS0",
+        networks,
+    )
 }
 
 fn guest_serves_http_at_the_pod_ip(

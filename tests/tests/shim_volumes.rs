@@ -29,9 +29,12 @@ fn cloud_init_from_secrets() {
         "version: 2\nethernets: {eth0: {dhcp4: true}}\n",
     )
     .unwrap();
-    let yaml = format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: secretive}}\nspec:\n  domain:\n    memory: {{guest: 192Mi}}\n    devices: {{autoattachPodInterface: false, disks: [{{name: ci, disk: {{bus: virtio}}}}]}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n  volumes:\n  - name: ci\n    cloudInitNoCloud: {{secretRef: {{name: ci-user}}, networkDataSecretRef: {{name: ci-net}}}}\n",
-        vm::KERNEL_BOOT_IMAGE
+    let yaml = vm::kernel_boot_vmi(
+        "name: secretive",
+        "192Mi",
+        "autoattachPodInterface: false, disks: [{name: ci, disk: {bus: virtio}}]",
+        "console=ttyS0",
+        "  volumes:\n  - name: ci\n    cloudInitNoCloud: {secretRef: {name: ci-user}, networkDataSecretRef: {name: ci-net}}\n",
     );
     let mut plan = local::plan(parse_documents(&yaml).remove(0).unwrap()).unwrap();
     plan.set_host_volumes(local::HostVolumes {

@@ -38,15 +38,17 @@ impl Guest {
 
     fn vmi(self, name: &str) -> String {
         // No NIC and no cloud-init, so that the bare QEMU below runs the same guest workload.
-        let head = format!(
-            "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: {name}}}\nspec:\n  domain:\n    memory: {{guest: 256Mi}}\n"
-        );
         match self {
-            Guest::KernelBoot => head + &format!(
-                "    devices: {{autoattachPodInterface: false}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n",
-                vm::KERNEL_BOOT_IMAGE
+            Guest::KernelBoot => vm::kernel_boot_vmi(
+                &format!("name: {name}"),
+                "256Mi",
+                "autoattachPodInterface: false",
+                "console=ttyS0",
+                "",
             ),
-            Guest::ContainerDisk => head + &format!(
+            Guest::ContainerDisk => format!(
+                "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: {name}}}\nspec:\n  domain:\n    memory: {{guest: 256Mi}}\n"
+            ) + &format!(
                 "    devices:\n      autoattachPodInterface: false\n      disks: [{{name: root, disk: {{bus: virtio}}}}]\n  volumes:\n  - {{name: root, containerDisk: {{image: '{}'}}}}\n",
                 vm::CONTAINER_DISK_IMAGE
             ),
@@ -367,9 +369,12 @@ fn network_throughput(
     containerd: &PrivateContainerd,
     cri: &BlockingCri,
 ) -> Result<(Rates, Rates), String> {
-    let yaml = format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: netbench}}\nspec:\n  domain:\n    memory: {{guest: 256Mi}}\n    devices: {{disks: [{{name: ci, disk: {{bus: virtio}}}}]}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n  volumes:\n  - name: ci\n    cloudInitNoCloud: {{userData: \"#!/bin/sh\\ndd if=/dev/urandom of=/www/big bs=1M count={BIG_MIB} 2>/dev/null && echo BIG-READY\\n\"}}\n",
-        vm::KERNEL_BOOT_IMAGE
+    let yaml = vm::kernel_boot_vmi(
+        "name: netbench",
+        "256Mi",
+        "disks: [{name: ci, disk: {bus: virtio}}]",
+        "console=ttyS0",
+        &format!("  volumes:\n  - name: ci\n    cloudInitNoCloud: {{userData: \"#!/bin/sh\\ndd if=/dev/urandom of=/www/big bs=1M count={BIG_MIB} 2>/dev/null && echo BIG-READY\\n\"}}\n"),
     );
     let plan = local::plan(
         parse_documents(&yaml)
@@ -845,10 +850,7 @@ fn port_forward_latency(cri: &BlockingCri) -> Result<String, String> {
     use virtshim_tests::handler::{connect, read_frame, setup, websocket, RunningHandler};
     const ROUNDS: usize = 50;
     // The default interface: bridge binding on the pod network, the guest serving HTTP on 80.
-    let yaml = format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: forward}}\nspec:\n  domain:\n    memory: {{guest: 256Mi}}\n    devices: {{}}\n    firmware:\n      kernelBoot:\n        kernelArgs: console=ttyS0\n        container: {{image: '{}', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}\n",
-        vm::KERNEL_BOOT_IMAGE
-    );
+    let yaml = vm::kernel_boot_vmi("name: forward", "256Mi", "", "console=ttyS0", "");
     let plan = local::plan(
         parse_documents(&yaml)
             .remove(0)
