@@ -11,7 +11,7 @@ use super::vmi_checks::{self, VMI};
 use crate::decide::subresource::{self, VmPatch};
 use crate::observed::ObservedVmi;
 use std::net::IpAddr;
-use virtshim_api::types::VirtualMachineInstance;
+use virtshim_api::types::{VirtualMachine, VirtualMachineInstance};
 
 const VM: &str = "virtualmachine";
 
@@ -31,6 +31,15 @@ pub async fn vmi(
         .ok_or_else(|| ApiError::not_found(VMI, &target.name))
 }
 
+/// Reads a VM; 404 when there is none.
+async fn vm(backend: &dyn Backend, target: &Target) -> Result<VirtualMachine, ApiError> {
+    backend
+        .get_vm(&target.namespace, &target.name)
+        .await
+        .map_err(|e| from_kube(&e, VM, &target.name))?
+        .ok_or_else(|| ApiError::not_found(VM, &target.name))
+}
+
 /// The VMI of VM `target.name`, for the VM's own subresources (`virtualmachines/…/portforward`):
 /// the VM must exist and the VMI must be the one it created (its controller owner is the VM), so
 /// that rights on VMs never reach a standalone VMI that merely shares the name.
@@ -38,12 +47,7 @@ pub async fn vm_vmi(
     backend: &dyn Backend,
     target: &Target,
 ) -> Result<VirtualMachineInstance, ApiError> {
-    let (ns, name) = (target.namespace.as_str(), target.name.as_str());
-    let vm = backend
-        .get_vm(ns, name)
-        .await
-        .map_err(|e| from_kube(&e, VM, name))?
-        .ok_or_else(|| ApiError::not_found(VM, name))?;
+    let vm = vm(backend, target).await?;
     let vmi = vmi(backend, target).await?;
     let owned = vmi
         .metadata
@@ -54,7 +58,7 @@ pub async fn vm_vmi(
     if !owned {
         return Err(ApiError::conflict(
             VM,
-            name,
+            &target.name,
             "its VirtualMachineInstance was not created by this VirtualMachine",
         ));
     }
@@ -69,11 +73,7 @@ pub async fn vm_action(
     body: &[u8],
 ) -> Result<(), ApiError> {
     let (ns, name) = (target.namespace.as_str(), target.name.as_str());
-    let vm = backend
-        .get_vm(ns, name)
-        .await
-        .map_err(|e| from_kube(&e, VM, name))?
-        .ok_or_else(|| ApiError::not_found(VM, name))?;
+    let vm = vm(backend, target).await?;
     let vmi = backend
         .get_vmi(ns, name)
         .await
