@@ -274,11 +274,16 @@ impl Pod {
 
     /// Reads and validates the VMI and prepares its disks.
     fn prepare_vm(&self, inner: &Inner, compute: &Container) -> Result<VmSlot> {
-        let text = compute
-            .bundle
-            .annotations
-            .get(contract::VMI_ANNOTATION)
-            .or_else(|| inner.sandbox_annotations.get(contract::VMI_ANNOTATION))
+        // A pod annotation, on compute's bundle or else on the sandbox's.
+        let annotation = |key: &str| {
+            compute
+                .bundle
+                .annotations
+                .get(key)
+                .or_else(|| inner.sandbox_annotations.get(key))
+                .map(String::as_str)
+        };
+        let text = annotation(contract::VMI_ANNOTATION)
             .ok_or_else(|| Error::Vmi {
                 annotation: contract::VMI_ANNOTATION,
                 message: "missing: the pod was not made by virtshim, or containerd does not pass virtshim.io/* pod annotations".into(),
@@ -340,18 +345,8 @@ impl Pod {
             })
             .collect();
         let rootfs = compute.bundle.rootfs();
-        let claim_capacities = contract::claim_capacities(
-            compute
-                .bundle
-                .annotations
-                .get(contract::CLAIM_CAPACITY_ANNOTATION)
-                .or_else(|| {
-                    inner
-                        .sandbox_annotations
-                        .get(contract::CLAIM_CAPACITY_ANNOTATION)
-                })
-                .map(String::as_str),
-        );
+        let claim_capacities =
+            contract::claim_capacities(annotation(contract::CLAIM_CAPACITY_ANNOTATION));
         let sources = vm::Sources {
             compute_rootfs: &rootfs,
             compute_mounts: &compute.bundle.mounts,
