@@ -63,13 +63,10 @@ pub fn vnc(vmi: &VirtualMachineInstance) -> Result<(), ApiError> {
     if devices(vmi).and_then(|d| d.autoattach_graphics_device) == Some(false) {
         return Err(ApiError::bad_request("No graphics devices are present."));
     }
-    match phase(vmi) {
-        "Running" => Ok(()),
-        _ => Err(ApiError::bad_request(NOT_RUNNING)),
-    }
+    port_forward(vmi)
 }
 
-/// `GET …/portforward/{port}`: only a running VMI has a guest to connect to.
+/// `GET …/portforward/{port}`: only a running VMI has a guest to connect to (VNC's rule too).
 pub fn port_forward(vmi: &VirtualMachineInstance) -> Result<(), ApiError> {
     match phase(vmi) {
         "Running" => Ok(()),
