@@ -50,7 +50,7 @@ fn cargo_build(package: &str, binary: &str) -> PathBuf {
         dir.pop();
     }
     let target = dir.parent().expect("target root").to_path_buf();
-    let mut build = Command::new(env!("CARGO"));
+    let mut build = cargo_command();
     build
         .args(["build", "-q", "-p", package])
         .env("CARGO_TARGET_DIR", &target)
@@ -63,6 +63,55 @@ fn cargo_build(package: &str, binary: &str) -> PathBuf {
     let path = dir.join(binary);
     assert!(path.exists(), "no {binary} at {}", path.display());
     path
+}
+
+/// `cargo` for a nested build: the cargo that built these tests, pinned to the toolchain of
+/// that build. Every nested cargo in tests/ goes through here.
+///
+/// Run outside cargo (`virtshim-bench` from `make bench`), a cargo child would call rustup's
+/// `rustc` proxy from each dependency's folder, and a dependency that ships its own
+/// `rust-toolchain.toml` (ttrpc 0.9.0 names 1.81.0) would ask for a toolchain that is not
+/// installed. `RUSTUP_TOOLCHAIN` overrides those files.
+pub fn cargo_command() -> Command {
+    let mut cargo = Command::new(env!("CARGO"));
+    if let Some(toolchain) = rust_toolchain() {
+        cargo.env("RUSTUP_TOOLCHAIN", toolchain);
+    }
+    cargo
+}
+
+/// The rustup toolchain these tests were built with: `RUSTUP_TOOLCHAIN` of the build (rustup
+/// sets it for cargo), else the toolchain folder holding that cargo
+/// (`…/toolchains/<name>/bin/cargo`), else the version of the `rustc` beside it. `None` when
+/// cargo is not rustup's (nothing to pin).
+pub fn rust_toolchain() -> Option<String> {
+    if let Some(t) = option_env!("RUSTUP_TOOLCHAIN").filter(|t| !t.is_empty()) {
+        return Some(t.to_owned());
+    }
+    if let Ok(t) = std::env::var("RUSTUP_TOOLCHAIN") {
+        if !t.is_empty() {
+            return Some(t);
+        }
+    }
+    let cargo = Path::new(env!("CARGO"));
+    let bin = cargo.parent()?;
+    let toolchain_dir = bin.parent()?;
+    if toolchain_dir
+        .parent()
+        .is_some_and(|p| p.file_name().is_some_and(|n| n == "toolchains"))
+    {
+        return toolchain_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+    }
+    // Not under rustup's toolchains folder: the version of the rustc beside this cargo
+    // ("rustc 1.95.0 (…)"), when there is one; rustup accepts it as a toolchain name.
+    let out = Command::new(bin.join("rustc"))
+        .arg("--version")
+        .output()
+        .ok()?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    version.split_whitespace().nth(1).map(str::to_owned)
 }
 
 /// Builds the test guests once (cached by the build script) and gives their folder.
@@ -279,4 +328,116 @@ pub fn assert_nothing_left(sandbox_id: &str) {
     }
     let left = leftovers();
     assert!(left.is_empty(), "pod {sandbox_id} left behind: {left:?}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value `cmd` sets for `RUSTUP_TOOLCHAIN`, if it sets one.
+    fn pinned(cmd: &Command) -> Option<String> {
+        cmd.get_envs()
+            .find(|(k, _)| *k == "RUSTUP_TOOLCHAIN")
+            .and_then(|(_, v)| v)
+            .map(|v| v.to_string_lossy().into_owned())
+    }
+
+    /// Whether the cargo that built these tests is rustup's (then every nested cargo must be
+    /// pinned).
+    fn under_rustup() -> bool {
+        option_env!("RUSTUP_TOOLCHAIN").is_some() || env!("CARGO").contains("/toolchains/")
+    }
+
+    #[test]
+    fn nested_cargo_is_pinned_to_this_toolchain() {
+        let cargo = cargo_command();
+        assert_eq!(cargo.get_program(), env!("CARGO"));
+        assert_eq!(pinned(&cargo), rust_toolchain());
+        if under_rustup() {
+            assert!(
+                pinned(&cargo).is_some(),
+                "a nested cargo under rustup must get RUSTUP_TOOLCHAIN"
+            );
+        }
+    }
+
+    /// The bug `make bench` hit: a crate carrying a `rust-toolchain.toml` that names a toolchain
+    /// that is not there (ttrpc 0.9.0 names 1.81.0). This one names a folder that does not exist,
+    /// so rustup never tries to download anything.
+    #[test]
+    fn nested_cargo_ignores_a_crate_toolchain_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        std::fs::create_dir(root.join("src")).unwrap();
+        std::fs::write(
+            root.join("Cargo.toml"),
+            "[package]\nname = \"pinned\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[workspace]\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("src/lib.rs"), "").unwrap();
+        std::fs::write(
+            root.join("rust-toolchain.toml"),
+            "[toolchain]\npath = \"/nonexistent/virtshim-missing-toolchain\"\n",
+        )
+        .unwrap();
+        let build = |mut cargo: Command| {
+            cargo
+                .args(["build", "--offline", "-q"])
+                .current_dir(root)
+                .env("CARGO_TARGET_DIR", root.join("target"))
+                .output()
+                .expect("cargo runs")
+        };
+        let ours = build(cargo_command());
+        assert!(
+            ours.status.success(),
+            "nested cargo failed: {}",
+            String::from_utf8_lossy(&ours.stderr)
+        );
+        if under_rustup() {
+            // The same cargo unpinned, as `virtshim-bench` ran it outside cargo: rustup's
+            // rustc proxy obeys the crate's file and fails. Proves the set-up shows the bug.
+            let mut bare = Command::new(cargo_command().get_program());
+            bare.env_remove("RUSTUP_TOOLCHAIN");
+            let bare = build(bare);
+            assert!(
+                !bare.status.success(),
+                "an unpinned cargo built a crate pinned to a missing toolchain"
+            );
+        }
+    }
+
+    /// No nested cargo in tests/ bypasses [`cargo_command`].
+    #[test]
+    fn every_nested_cargo_uses_the_helper() {
+        let tests = crate::repo_root().join("tests");
+        // Spelled in pieces so this test does not find itself.
+        let direct = ["Command::new(", "env!(\"CARGO\")"].concat();
+        let by_var = ["var(", "\"CARGO\")"].concat();
+        let by_name = ["Command::new(", "\"cargo\")"].concat();
+        let mut offenders = Vec::new();
+        let mut files = Vec::new();
+        for sub in ["src", "src/bin", "tests"] {
+            for entry in std::fs::read_dir(tests.join(sub)).unwrap().flatten() {
+                if entry.path().extension().is_some_and(|e| e == "rs") {
+                    files.push(entry.path());
+                }
+            }
+        }
+        assert!(files.len() > 10, "found only {files:?}");
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let allowed = usize::from(file.ends_with("src/vm.rs"));
+            if text.matches(&direct).count() > allowed
+                || text.contains(&by_var)
+                || text.contains(&by_name)
+            {
+                offenders.push(file.display().to_string());
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "nested cargo without vm::cargo_command(): {offenders:?}"
+        );
+    }
 }

@@ -34,8 +34,7 @@ fn start_controller() -> Controller {
     if std::env::var("VIRTSHIM_CONTROLLER").as_deref() == Ok("external") {
         return Controller(None);
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(&cargo)
+    let status = virtshim_tests::vm::cargo_command()
         .args(["build", "-q", "-p", "virtshim-controller"])
         .current_dir(repo_root())
         .status()

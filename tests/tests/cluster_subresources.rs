@@ -63,7 +63,7 @@ fn our_virtctl() -> PathBuf {
     if dir.file_name().is_some_and(|n| n == "deps") {
         dir.pop();
     }
-    let status = Command::new(env!("CARGO"))
+    let status = virtshim_tests::vm::cargo_command()
         .args(["build", "-q", "-p", "virtctl"])
         .env("CARGO_TARGET_DIR", dir.parent().unwrap())
         .current_dir(repo_root())
