@@ -9,9 +9,10 @@
 # It proves cloud-init for real (not the test guest's shell imitation): #cloud-config with
 # write_files and runcmd, and networkData rendered by cloud-init into the guest's network setup.
 #
-# Cached: a hash of the inputs (this script, the OCI writer, the suite, the mirror) is kept in
-# OUT_DIR/.inputs; when it matches and the outputs exist, nothing is rebuilt. FORCE=1 rebuilds.
-# Needs root (debootstrap, chroot) and a Debian mirror (DEBIAN_MIRROR, default deb.debian.org).
+# Cached: a hash of the inputs (this script, the OCI writer, the suite, the packages) is kept in
+# OUT_DIR/.cloud-inputs; when it matches and the outputs exist, nothing is rebuilt. FORCE=1
+# rebuilds. Needs root (debootstrap, chroot) and a Debian archive: DEBIAN_MIRROR, else the first
+# Debian main archive in this machine's apt sources (debian_mirror.py); no mirror is built in.
 #
 # Debian packages needed (make deps): debootstrap e2fsprogs syslinux syslinux-common mtools
 #   dosfstools fdisk qemu-utils python3 util-linux
@@ -24,7 +25,6 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 IMAGES=$(dirname "$HERE")
 
 SUITE=${SUITE:-bookworm}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 IMAGE=${IMAGE:-localhost/virtshim/debian-cloud:v1}
 BOOT_MB=64
 ROOT_MB=1536
@@ -51,8 +51,8 @@ exec 9>"$OUT/.cloud.lock"
 flock 9
 
 HASH=$({
-	echo "suite $SUITE mirror $MIRROR image $IMAGE packages $PACKAGES cmdline $CMDLINE $BOOT_MB $ROOT_MB"
-	sha256sum "$HERE/build.sh" "$IMAGES/oci_image.py"
+	echo "suite $SUITE image $IMAGE packages $PACKAGES cmdline $CMDLINE $BOOT_MB $ROOT_MB"
+	sha256sum "$HERE/build.sh" "$HERE/debian_mirror.py" "$IMAGES/oci_image.py"
 } | sha256sum | cut -d' ' -f1)
 OUTPUTS="debian-cloud.qcow2 debian-cloud.oci.tar"
 if [ -z "${FORCE:-}" ] && [ "$(cat "$OUT/.cloud-inputs" 2>/dev/null)" = "$HASH" ]; then
@@ -63,6 +63,9 @@ if [ -z "${FORCE:-}" ] && [ "$(cat "$OUT/.cloud-inputs" 2>/dev/null)" = "$HASH" 
 		exit 0
 	fi
 fi
+
+# The archive to install from (the image's content does not depend on which mirror serves it).
+MIRROR=$(python3 "$HERE/debian_mirror.py") || die "no Debian archive to debootstrap from (see above)"
 
 rm -f "$OUT/.cloud-inputs"
 TMP=$(mktemp -d "$OUT/.cloud-build.XXXXXX")
