@@ -3,9 +3,11 @@
 //! The entry points default a copy of what they are given (defaults are idempotent, see
 //! [`crate::defaults`]) and then check it, collecting *every* error rather than stopping at the
 //! first, because a user fixing a YAML file wants the whole list at once. Fields that KubeVirt
-//! has but virtshim does not implement are named as "not supported", never silently ignored.
+//! has but virtshim does not implement are named as "not supported", never silently ignored;
+//! names KubeVirt does not have either are "unknown fields", with the nearest known name.
 //! [`vmi_spec`] also turns the checked spec into a [`VmiConfig`], the only way to obtain one.
 
+mod fields;
 mod names;
 pub use names::{is_dns_label, is_dns_subdomain};
 mod owners;
@@ -13,7 +15,7 @@ mod spec;
 
 use crate::config::VmiConfig;
 use crate::types::{
-    Unknown, VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceReplicaSet,
+    VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceReplicaSet,
     VirtualMachineInstanceSpec,
 };
 use std::fmt;
@@ -58,12 +60,24 @@ pub enum ErrorKind {
         value: String,
         supported: Vec<String>,
     },
-    /// The field exists in KubeVirt (or is unknown) but virtshim does not implement it.
-    NotSupported { detail: String },
+    /// virtshim does not implement the field (or this use of it); [`NotSupported`] says whether
+    /// KubeVirt has it. One variant for both, as both are refused the same way, with the
+    /// Kubernetes cause `FieldValueNotSupported`.
+    NotSupported(NotSupported),
     /// The value repeats one given earlier in the same list.
     Duplicate { value: String },
     /// The field may not be set in this combination.
     Forbidden { reason: String },
+}
+
+/// Why a field virtshim does not implement is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotSupported {
+    /// A KubeVirt feature virtshim does not model; `detail` says why, or what to use instead.
+    Feature { detail: String },
+    /// A name KubeVirt does not have either at this place: almost always a typo, so it is
+    /// reported as such, with the nearest name KubeVirt or virtshim know when one is close.
+    UnknownField { did_you_mean: Option<String> },
 }
 
 /// One validation error: a field path and what is wrong there.
@@ -89,8 +103,15 @@ impl fmt::Display for FieldError {
                     list.join(", ")
                 )
             }
-            ErrorKind::NotSupported { detail } => {
+            ErrorKind::NotSupported(NotSupported::Feature { detail }) => {
                 write!(f, "{path}: not supported by virtshim: {detail}")
+            }
+            ErrorKind::NotSupported(NotSupported::UnknownField { did_you_mean }) => {
+                write!(f, "{path}: unknown field")?;
+                match did_you_mean {
+                    Some(name) => write!(f, "; did you mean {name:?}?"),
+                    None => Ok(()),
+                }
             }
             ErrorKind::Duplicate { value } => write!(f, "{path}: duplicate value {value:?}"),
             ErrorKind::Forbidden { reason } => write!(f, "{path}: forbidden: {reason}"),
@@ -163,9 +184,9 @@ impl Checker {
     fn not_supported(&mut self, path: &FieldPath, detail: impl Into<String>) {
         self.push(
             path,
-            ErrorKind::NotSupported {
+            ErrorKind::NotSupported(NotSupported::Feature {
                 detail: detail.into(),
-            },
+            }),
         );
     }
     fn duplicate(&mut self, path: &FieldPath, value: &str) {
@@ -184,10 +205,20 @@ impl Checker {
             },
         );
     }
-    /// Every field virtshim does not model is named, so nothing is ignored silently.
-    fn unknown(&mut self, path: &FieldPath, unknown: &Unknown) {
-        for key in unknown.keys() {
-            self.not_supported(&path.child(key), "field is not implemented");
+    /// Every field virtshim does not model is named, so nothing is ignored silently: a KubeVirt
+    /// field as not supported, any other name as unknown (a typo until proven otherwise).
+    fn unknown<T: fields::Wire>(&mut self, path: &FieldPath, object: &T) {
+        for key in object.unknown().keys() {
+            let path = path.child(key);
+            match fields::classify::<T>(key) {
+                fields::Unmodelled::KubeVirtField => {
+                    self.not_supported(&path, "field is not implemented")
+                }
+                fields::Unmodelled::Unknown { did_you_mean } => self.push(
+                    &path,
+                    ErrorKind::NotSupported(NotSupported::UnknownField { did_you_mean }),
+                ),
+            }
         }
     }
     fn count(&self) -> usize {

@@ -14,7 +14,7 @@ pub(crate) fn check_vm(c: &mut Checker, vm: &VirtualMachine) {
     let mut vm = vm.clone();
     crate::defaults::vm(&mut vm);
     let p = FieldPath::root("spec");
-    c.unknown(&p, &vm.spec.unknown);
+    c.unknown(&p, &vm.spec);
     if vm.spec.running.is_some() && vm.spec.run_strategy.is_some() {
         c.forbidden(
             &p.child("running"),
@@ -35,7 +35,7 @@ pub(crate) fn check_vm(c: &mut Checker, vm: &VirtualMachine) {
 
 pub(crate) fn check_replica_set(c: &mut Checker, rs: &VirtualMachineInstanceReplicaSet) {
     let p = FieldPath::root("spec");
-    c.unknown(&p, &rs.spec.unknown);
+    c.unknown(&p, &rs.spec);
     if let Some(replicas) = rs.spec.replicas {
         if replicas < 0 {
             c.invalid(
@@ -84,7 +84,7 @@ fn check_template(
         c.required(p, "the template of the VMI to create");
         return;
     };
-    c.unknown(p, &template.unknown);
+    c.unknown(p, template);
     match &template.spec {
         None => c.required(&p.child("spec"), "the VMI spec"),
         Some(vmi_spec) => {

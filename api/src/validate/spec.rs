@@ -37,7 +37,7 @@ pub(crate) fn check(
     p: &FieldPath,
 ) -> Option<VmiConfig> {
     let before = c.count();
-    c.unknown(p, &spec.unknown);
+    c.unknown(p, spec);
 
     if let Some(arch) = spec.architecture.as_deref() {
         if arch != "amd64" {
@@ -111,9 +111,9 @@ pub(crate) fn check(
     let devices_default = Devices::default();
     let devices = domain.devices.as_ref().unwrap_or(&devices_default);
     let devp = dp.child("devices");
-    c.unknown(&devp, &devices.unknown);
+    c.unknown(&devp, devices);
     if let Some(rng) = &devices.rng {
-        c.unknown(&devp.child("rng"), &rng.unknown);
+        c.unknown(&devp.child("rng"), rng);
     }
     let disks = check_disks(
         c,
@@ -182,7 +182,7 @@ fn check_access_credentials(
     let mut out = Vec::new();
     for (i, credential) in credentials.iter().enumerate() {
         let cp = p.index(i);
-        c.unknown(&cp, &credential.unknown);
+        c.unknown(&cp, credential);
         if credential.user_password.is_some() {
             c.not_supported(
                 &cp.child("userPassword"),
@@ -199,10 +199,10 @@ fn check_access_credentials(
             c.forbidden(&cp, "only one of sshPublicKey and userPassword may be set");
         }
         let kp = cp.child("sshPublicKey");
-        c.unknown(&kp, &key.unknown);
+        c.unknown(&kp, key);
         let sp = kp.child("source");
         let secret = key.source.as_ref().and_then(|s| {
-            c.unknown(&sp, &s.unknown);
+            c.unknown(&sp, s);
             s.secret.as_ref()
         });
         let secret = match secret {
@@ -211,7 +211,7 @@ fn check_access_credentials(
                 None
             }
             Some(s) => {
-                c.unknown(&sp.child("secret"), &s.unknown);
+                c.unknown(&sp.child("secret"), s);
                 match s.secret_name.as_deref() {
                     Some(n) if !n.is_empty() && is_dns_subdomain(n) => Some(n.to_owned()),
                     Some(n) => {
@@ -236,7 +236,7 @@ fn check_access_credentials(
                 None
             }
             Some(m) => {
-                c.unknown(&mp, &m.unknown);
+                c.unknown(&mp, m);
                 let set = [
                     m.no_cloud.is_some(),
                     m.config_drive.is_some(),
@@ -298,7 +298,7 @@ struct Hardware {
 }
 
 fn check_domain(c: &mut Checker, domain: &DomainSpec, p: &FieldPath) -> Option<Hardware> {
-    c.unknown(p, &domain.unknown);
+    c.unknown(p, domain);
     let limits = check_resources(c, domain.resources.as_ref(), &p.child("resources"));
     let memory = check_memory(c, domain, limits.memory, p);
     let (cpu, cpu_model) = check_cpu(c, domain.cpu.as_ref(), &p.child("cpu")).unzip();
@@ -354,7 +354,7 @@ fn check_resources(
     let Some(resources) = resources else {
         return Limits::default();
     };
-    c.unknown(p, &resources.unknown);
+    c.unknown(p, resources);
     let mut parsed: HashMap<(&str, &str), u64> = HashMap::new();
     for (kind, list) in [
         ("requests", &resources.requests),
@@ -420,7 +420,7 @@ fn check_memory(
 ) -> Option<MemoryBytes> {
     let mp = p.child("memory");
     if let Some(memory) = &domain.memory {
-        c.unknown(&mp, &memory.unknown);
+        c.unknown(&mp, memory);
     }
     let Some(guest) = domain.memory.as_ref().and_then(|m| m.guest.as_ref()) else {
         c.required(
@@ -459,7 +459,7 @@ fn check_memory(
 fn check_cpu(c: &mut Checker, cpu: Option<&Cpu>, p: &FieldPath) -> Option<(CpuTopology, CpuModel)> {
     let default = Cpu::default();
     let cpu = cpu.unwrap_or(&default);
-    c.unknown(p, &cpu.unknown);
+    c.unknown(p, cpu);
     // An unset or zero count means one, as in KubeVirt's domain converter.
     let count = |v: Option<u32>| v.unwrap_or(0).max(1);
     let (sockets, cores, threads) = (count(cpu.sockets), count(cpu.cores), count(cpu.threads));
@@ -497,7 +497,7 @@ fn check_cpu(c: &mut Checker, cpu: Option<&Cpu>, p: &FieldPath) -> Option<(CpuTo
 fn check_machine(c: &mut Checker, domain: &DomainSpec, p: &FieldPath) -> Option<String> {
     let machine = domain.machine.as_ref();
     if let Some(m) = machine {
-        c.unknown(p, &m.unknown);
+        c.unknown(p, m);
     }
     let name = machine
         .and_then(|m| m.type_.as_deref())
@@ -514,10 +514,10 @@ fn check_machine(c: &mut Checker, domain: &DomainSpec, p: &FieldPath) -> Option<
 }
 
 fn check_features(c: &mut Checker, features: &Features, p: &FieldPath) -> (bool, bool) {
-    c.unknown(p, &features.unknown);
+    c.unknown(p, features);
     for (name, state) in [("acpi", &features.acpi), ("smm", &features.smm)] {
         if let Some(s) = state {
-            c.unknown(&p.child(name), &s.unknown);
+            c.unknown(&p.child(name), s);
         }
     }
     let acpi = features.acpi.as_ref().is_none_or(|s| s.is_enabled());
@@ -534,7 +534,7 @@ fn check_firmware(
     p: &FieldPath,
 ) -> Option<FirmwareParts> {
     let before = c.count();
-    c.unknown(p, &firmware.unknown);
+    c.unknown(p, firmware);
     let uuid = match firmware.uuid.as_deref() {
         // Defaulting always sets one; a missing UUID here means the caller skipped defaults.
         None => uuid::Uuid::new_v4(),
@@ -559,14 +559,14 @@ fn check_firmware(
         None => Bootloader::Bios { use_serial: false },
         Some(b) => {
             let bp = p.child("bootloader");
-            c.unknown(&bp, &b.unknown);
+            c.unknown(&bp, b);
             match (&b.bios, &b.efi) {
                 (Some(_), Some(_)) => {
                     c.forbidden(&bp, "only one of bios and efi may be set");
                     Bootloader::Bios { use_serial: false }
                 }
                 (_, Some(efi)) => {
-                    c.unknown(&bp.child("efi"), &efi.unknown);
+                    c.unknown(&bp.child("efi"), efi);
                     let secure_boot = efi.secure_boot.unwrap_or(true);
                     if secure_boot && !smm {
                         c.forbidden(
@@ -577,7 +577,7 @@ fn check_firmware(
                     Bootloader::Efi { secure_boot }
                 }
                 (Some(bios), None) => {
-                    c.unknown(&bp.child("bios"), &bios.unknown);
+                    c.unknown(&bp.child("bios"), bios);
                     Bootloader::Bios {
                         use_serial: bios.use_serial.unwrap_or(false),
                     }
@@ -588,7 +588,7 @@ fn check_firmware(
     };
     let kernel_boot = firmware.kernel_boot.as_ref().and_then(|kb| {
         let kp = p.child("kernelBoot");
-        c.unknown(&kp, &kb.unknown);
+        c.unknown(&kp, kb);
         if let Some(args) = &kb.kernel_args {
             if !is_printable(args, 4096) {
                 c.invalid(
@@ -608,7 +608,7 @@ fn check_firmware(
             return None;
         };
         let cp = kp.child("container");
-        c.unknown(&cp, &container.unknown);
+        c.unknown(&cp, container);
         let image = check_image_ref(
             c,
             container.image.as_deref(),
@@ -724,7 +724,7 @@ fn check_volumes(c: &mut Checker, volumes: &[Volume], p: &FieldPath) -> Volumes 
     for (i, volume) in volumes.iter().enumerate() {
         let vp = p.index(i);
         let before = c.count();
-        c.unknown(&vp, &volume.unknown);
+        c.unknown(&vp, volume);
         let name = volume.name.clone().unwrap_or_default();
         if name.is_empty() {
             c.required(&vp.child("name"), "every volume needs a name");
@@ -768,7 +768,7 @@ fn check_volumes(c: &mut Checker, volumes: &[Volume], p: &FieldPath) -> Volumes 
         }
         if let Some(ed) = &volume.empty_disk {
             let ep = vp.child("emptyDisk");
-            c.unknown(&ep, &ed.unknown);
+            c.unknown(&ep, ed);
             sources.push(match &ed.capacity {
                 None => {
                     c.required(&ep.child("capacity"), "the size of the empty disk");
@@ -793,7 +793,7 @@ fn check_volumes(c: &mut Checker, volumes: &[Volume], p: &FieldPath) -> Volumes 
         }
         if let Some(pvc) = &volume.persistent_volume_claim {
             let pp = vp.child("persistentVolumeClaim");
-            c.unknown(&pp, &pvc.unknown);
+            c.unknown(&pp, pvc);
             if pvc.hotpluggable == Some(true) {
                 c.not_supported(
                     &pp.child("hotpluggable"),
@@ -857,7 +857,7 @@ fn check_container_disk(
     cd: &ContainerDiskSource,
     p: &FieldPath,
 ) -> Option<VolumeSource> {
-    c.unknown(p, &cd.unknown);
+    c.unknown(p, cd);
     let image = check_image_ref(
         c,
         cd.image.as_deref(),
@@ -884,7 +884,7 @@ fn check_cloud_init(
     p: &FieldPath,
 ) -> Option<VolumeSource> {
     let before = c.count();
-    c.unknown(p, &ci.unknown);
+    c.unknown(p, ci);
     let user = check_cloud_init_data(
         c,
         p,
@@ -962,7 +962,7 @@ fn check_cloud_init_data(
     }
     let secret = secret?;
     let sp = p.child(secret_field);
-    c.unknown(&sp, &secret.unknown);
+    c.unknown(&sp, secret);
     match secret.name.as_deref() {
         Some(n) if !n.is_empty() && is_dns_subdomain(n) => {
             Some(CloudInitData::Secret { name: n.to_owned() })
@@ -995,7 +995,7 @@ fn check_disks(
     let mut out = Vec::new();
     for (i, disk) in disks.iter().enumerate() {
         let dp = p.index(i);
-        c.unknown(&dp, &disk.unknown);
+        c.unknown(&dp, disk);
         let name = disk.name.as_deref().unwrap_or("");
         if name.is_empty() {
             c.required(&dp.child("name"), "the name of the volume this disk shows");
@@ -1045,7 +1045,7 @@ fn check_disks(
                 }
             };
         let device = if let Some(d) = &disk.disk {
-            c.unknown(&dp.child("disk"), &d.unknown);
+            c.unknown(&dp.child("disk"), d);
             let read_only = d.read_only.unwrap_or(false);
             bus(c, d.bus.as_deref(), dp.child("disk").child("bus"), false).and_then(|bus| {
                 if read_only && matches!(bus, DiskBus::Sata | DiskBus::Usb) {
@@ -1061,7 +1061,7 @@ fn check_disks(
             })
         } else if let Some(cd) = &disk.cdrom {
             let cp = dp.child("cdrom");
-            c.unknown(&cp, &cd.unknown);
+            c.unknown(&cp, cd);
             let tray_open = match cd.tray.as_deref() {
                 None | Some("closed") => false,
                 Some("open") => true,
@@ -1154,7 +1154,7 @@ fn check_interfaces(
     let mut pod_networks = 0;
     for (i, network) in networks.iter().enumerate() {
         let netp = np.index(i);
-        c.unknown(&netp, &network.unknown);
+        c.unknown(&netp, network);
         let name = network.name.as_deref().unwrap_or("");
         if name.is_empty() {
             c.required(&netp.child("name"), "every network needs a name");
@@ -1180,7 +1180,7 @@ fn check_interfaces(
         }
         if let Some(pod) = &network.pod {
             pod_networks += 1;
-            c.unknown(&netp.child("pod"), &pod.unknown);
+            c.unknown(&netp.child("pod"), pod);
             if let Some(cidr) = &pod.vm_network_cidr {
                 if !is_ipv4_cidr(cidr) {
                     c.invalid(
@@ -1216,7 +1216,7 @@ fn check_interfaces(
     let mut out = Vec::new();
     for (i, iface) in interfaces.iter().enumerate() {
         let ip = p.index(i);
-        c.unknown(&ip, &iface.unknown);
+        c.unknown(&ip, iface);
         let name = iface.name.as_deref().unwrap_or("");
         if name.is_empty() {
             c.required(
@@ -1246,7 +1246,7 @@ fn check_interfaces(
                 None
             }
             (Some(b), None) => {
-                c.unknown(&ip.child("bridge"), &b.unknown);
+                c.unknown(&ip.child("bridge"), b);
                 if iface.ports.as_ref().is_some_and(|p| !p.is_empty()) {
                     c.forbidden(
                         &ip.child("ports"),
@@ -1256,7 +1256,7 @@ fn check_interfaces(
                 Some(Binding::Bridge)
             }
             (None, Some(m)) => {
-                c.unknown(&ip.child("masquerade"), &m.unknown);
+                c.unknown(&ip.child("masquerade"), m);
                 ports.map(|ports| Binding::Masquerade { ports })
             }
             (None, None) => {
@@ -1320,7 +1320,7 @@ fn check_ports(
     let mut out = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let pp = p.index(i);
-        c.unknown(&pp, &port.unknown);
+        c.unknown(&pp, port);
         let protocol = match port.protocol.as_deref() {
             None | Some("TCP") => Some(Protocol::Tcp),
             Some("UDP") => Some(Protocol::Udp),
