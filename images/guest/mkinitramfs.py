@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""Writes the guest's busybox initramfs (a gzip-compressed newc cpio archive).
+"""Writes the guest's busybox initramfs (an xz-compressed newc cpio archive).
 
 No root, no mknod and no cpio binary are needed: the archive is written directly, device
-nodes included. The output is deterministic (fixed mtimes, uid/gid 0, sorted entries, gzip
-header without a timestamp), so the same inputs give byte-identical archives.
+nodes included. The output is deterministic (fixed mtimes, uid/gid 0, sorted entries, xz
+with fixed settings), so the same inputs give byte-identical archives.
+
+xz as the kernel wants it (CRC32 check, LZMA2 with a 1 MiB dictionary, as the kernel's
+Documentation/staging/xz.rst advises): about a fifth smaller than gzip -9, and the kernel's
+decoder then needs only a 1 MiB dictionary while it unpacks, which matters in a 64 MiB guest.
 
 Usage:
   mkinitramfs.py --kver KVER [--moddir /lib/modules] --busybox /bin/busybox \
@@ -13,7 +17,7 @@ Modules are resolved with KVER's modules.dep; the archive holds the resolved .ko
 /lib/modules/KVER/, a trimmed modules.dep (so busybox modprobe works too), and
 /etc/modules.load listing the files in dependency order (init insmods them in that order).
 """
-import argparse, gzip, io, os, stat, struct, subprocess, sys
+import argparse, io, lzma, os, stat, struct, subprocess, sys
 
 MTIME = 0
 
@@ -138,6 +142,7 @@ def main():
     ap.add_argument("--busybox", default="/bin/busybox")
     ap.add_argument("--rootfs", required=True, help="directory copied into the archive")
     ap.add_argument("--module", action="append", default=[])
+    ap.add_argument("--quiet", action="store_true", help="print nothing")
     a = ap.parse_args()
 
     c = Cpio()
@@ -186,12 +191,13 @@ def main():
 
     raw = c.bytes()
     tmp = a.out + ".tmp"
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": 1 << 20}]
     with open(tmp, "wb") as f:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=9, mtime=0) as g:
-            g.write(raw)
+        f.write(lzma.compress(raw, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters))
     os.replace(tmp, a.out)
-    print("initramfs: %d modules, %d KiB uncompressed, %d KiB compressed" % (
-        len(order), len(raw) // 1024, os.path.getsize(a.out) // 1024))
+    if not a.quiet:
+        print("initramfs: %d modules, %d KiB uncompressed, %d KiB compressed" % (
+            len(order), len(raw) // 1024, os.path.getsize(a.out) // 1024))
 
 
 if __name__ == "__main__":
