@@ -9,7 +9,9 @@
 //! one field manager. A failed pass is retried with a per-object exponential backoff. The
 //! caches ([`Caches`]) run for the whole life of the process, on leader and standby alike, so
 //! that readiness means "ready to take the lead"; the controllers themselves run only while
-//! this replica holds the lease ([`run`] is dropped when it loses it).
+//! this replica holds the lease ([`run`] is dropped when it loses it). The VM and VMI
+//! controllers are triggered by the caches' own change feeds, so a pass never reads a cached
+//! VMI or pod older than the change that triggered it.
 
 pub mod replicaset;
 pub mod vm;
@@ -33,6 +35,7 @@ use std::fmt::Debug;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, watch};
 use virtshim_api::pod::LABEL_APP;
 use virtshim_api::types::{
     VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceReplicaSet,
@@ -82,11 +85,39 @@ impl Failures {
     }
 }
 
-/// The caches the reconcilers read besides their own watches: every VMI and every launcher pod.
+/// How many changes a trigger stream may fall behind before it re-triggers everything cached.
+const CHANGES_CAPACITY: usize = 4096;
+
+/// Whether the caches hold a first full list yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Readiness {
+    Syncing,
+    Ready,
+    /// A reflector's writer went away before its first list: the caches will never sync.
+    Failed,
+}
+
+/// The caches will never sync: a reflector stopped before its first full list.
+#[derive(Debug, thiserror::Error)]
+#[error("a cache's reflector stopped before its first full list")]
+pub struct NeverSynced;
+
+/// The caches the reconcilers read besides their own watches: every VMI and every launcher
+/// pod. They also trigger the controllers ([`Caches::vmi_changes`], [`Caches::pod_changes`]):
+/// a change is announced only after it is in the store, so a pass it triggers never reads an
+/// older copy than the one that triggered it. (With a trigger from a separate watch, the pass
+/// could read the store before the store saw the change, find nothing to do and wait for the
+/// next event — a VMI turned Running a minute late.)
 #[derive(Clone)]
 pub struct Caches {
     pub vmis: Store<VirtualMachineInstance>,
     pub pods: Store<Pod>,
+    vmi_changes: broadcast::Sender<Arc<VirtualMachineInstance>>,
+    pod_changes: broadcast::Sender<Arc<Pod>>,
+    /// Set once by one task that awaits both stores. kube's `Store::wait_until_ready` wakes
+    /// only the most recent of several concurrent waiters (its one-shot channel keeps one
+    /// waker), so the readiness probe and the leader loop must not both wait on the stores.
+    ready: watch::Receiver<Readiness>,
 }
 
 impl Debug for Caches {
@@ -94,33 +125,89 @@ impl Debug for Caches {
         f.debug_struct("Caches")
             .field("vmis", &self.vmis.len())
             .field("pods", &self.pods.len())
+            .field("ready", &*self.ready.borrow())
             .finish()
     }
 }
 
-/// Starts a reflector for `api` in the background and returns its store.
-fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, what: &'static str) -> Store<K>
+/// Feeds `events` into the store behind `writer` and announces each object they touch on
+/// `changes`, after the store holds it. Runs until `events` ends.
+pub async fn feed_cache<K, S>(
+    writer: reflector::store::Writer<K>,
+    events: S,
+    changes: broadcast::Sender<Arc<K>>,
+    what: &'static str,
+) where
+    K: Resource + Clone + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+    S: futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send,
+{
+    let stream = reflector(writer, events);
+    stream
+        .for_each(|event| {
+            match event {
+                Ok(
+                    watcher::Event::Apply(obj)
+                    | watcher::Event::Delete(obj)
+                    | watcher::Event::InitApply(obj),
+                ) => {
+                    // No receiver (a standby replica) is not an error: nothing to trigger.
+                    let _ = changes.send(Arc::new(obj));
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+                Err(e) => tracing::warn!(cache = what, error = %e, "watch failed, retrying"),
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+/// Starts a reflector for `api` in the background; returns its store and its change feed.
+fn spawn_reflector<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    what: &'static str,
+) -> (Store<K>, broadcast::Sender<Arc<K>>)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector(
-        writer,
-        watcher(api, config)
-            .default_backoff()
-            .modify(|o: &mut K| o.managed_fields_mut().clear()),
-    );
-    tokio::spawn(async move {
-        stream
-            .for_each(|event| async move {
-                if let Err(e) = event {
-                    tracing::warn!(cache = what, error = %e, "watch failed, retrying");
-                }
-            })
-            .await;
-    });
-    reader
+    let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
+    let events = watcher(api, config)
+        .default_backoff()
+        .modify(|o: &mut K| o.managed_fields_mut().clear());
+    tokio::spawn(feed_cache(writer, events, changes.clone(), what));
+    (reader, changes)
+}
+
+/// A controller trigger: every object announced on `changes` from now on. Should the stream
+/// fall behind and miss some, it yields everything in `store` instead (nothing is lost, some
+/// objects are reconciled once more than needed).
+pub fn trigger_stream<K>(
+    changes: &broadcast::Sender<Arc<K>>,
+    store: Store<K>,
+) -> impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    let rx = changes.subscribe();
+    futures::stream::unfold((rx, store), |(mut rx, store)| async move {
+        let batch: Vec<Arc<K>> = match rx.recv().await {
+            Ok(obj) => vec![obj],
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "trigger fell behind: re-triggering every cached object"
+                );
+                store.state()
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((batch, (rx, store)))
+    })
+    .flat_map(|batch| futures::stream::iter(batch.into_iter().map(|o| Ok((*o).clone()))))
 }
 
 use kube::runtime::reflector::reflector;
@@ -128,24 +215,77 @@ use kube::runtime::reflector::reflector;
 impl Caches {
     /// Starts the VMI and pod caches.
     pub fn start(client: &Client) -> Self {
+        let (vmis, vmi_changes) = spawn_reflector(
+            Api::<VirtualMachineInstance>::all(client.clone()),
+            watcher::Config::default(),
+            "vmis",
+        );
+        let (pods, pod_changes) = spawn_reflector(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().labels(&launcher_pod_selector()),
+            "pods",
+        );
+        Self::from_stores(vmis, pods, vmi_changes, pod_changes)
+    }
+
+    /// Caches over stores that something else fills; one task waits for them to sync.
+    pub fn from_stores(
+        vmis: Store<VirtualMachineInstance>,
+        pods: Store<Pod>,
+        vmi_changes: broadcast::Sender<Arc<VirtualMachineInstance>>,
+        pod_changes: broadcast::Sender<Arc<Pod>>,
+    ) -> Self {
+        let (tx, ready) = watch::channel(Readiness::Syncing);
+        {
+            let (vmis, pods) = (vmis.clone(), pods.clone());
+            tokio::spawn(async move {
+                let synced = async {
+                    vmis.wait_until_ready().await?;
+                    pods.wait_until_ready().await
+                };
+                tx.send_replace(match synced.await {
+                    Ok(()) => Readiness::Ready,
+                    Err(_) => Readiness::Failed,
+                });
+            });
+        }
         Self {
-            vmis: spawn_reflector(
-                Api::<VirtualMachineInstance>::all(client.clone()),
-                watcher::Config::default(),
-                "vmis",
-            ),
-            pods: spawn_reflector(
-                Api::<Pod>::all(client.clone()),
-                watcher::Config::default().labels(&launcher_pod_selector()),
-                "pods",
-            ),
+            vmis,
+            pods,
+            vmi_changes,
+            pod_changes,
+            ready,
         }
     }
 
-    /// Waits until both caches hold a first full list.
-    pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
-        self.vmis.wait_until_ready().await?;
-        self.pods.wait_until_ready().await
+    /// Waits until both caches hold a first full list. Any number of callers may wait at once.
+    pub async fn wait_until_ready(&self) -> std::result::Result<(), NeverSynced> {
+        let mut ready = self.ready.clone();
+        let state = ready
+            .wait_for(|r| *r != Readiness::Syncing)
+            .await
+            .map(|r| *r);
+        match state {
+            Ok(Readiness::Ready) => Ok(()),
+            _ => Err(NeverSynced),
+        }
+    }
+
+    /// A trigger for every VMI change, seen by [`Caches::vmis`] before it is yielded.
+    pub fn vmi_changes(
+        &self,
+    ) -> impl futures::Stream<Item = std::result::Result<VirtualMachineInstance, watcher::Error>>
+           + Send
+           + 'static {
+        trigger_stream(&self.vmi_changes, self.vmis.clone())
+    }
+
+    /// A trigger for every launcher pod change, seen by [`Caches::pods`] before it is yielded.
+    pub fn pod_changes(
+        &self,
+    ) -> impl futures::Stream<Item = std::result::Result<Pod, watcher::Error>> + Send + 'static
+    {
+        trigger_stream(&self.pod_changes, self.pods.clone())
     }
 }
 
@@ -406,14 +546,11 @@ pub async fn run(ctx: Arc<Context>) {
     let vms = Controller::new(Api::<VirtualMachine>::all(client.clone()), wc.clone())
         .with_config(config.clone())
         // Every VMI maps to the VM of the same name: owned ones, and orphans it may adopt.
-        .watches(
-            Api::<VirtualMachineInstance>::all(client.clone()),
-            wc.clone(),
-            |vmi| {
-                let ns = vmi.namespace()?;
-                Some(reflector::ObjectRef::new(&vmi.name_any()).within(&ns))
-            },
-        )
+        // The trigger is the VMI cache's own feed: the pass reads the VMI from that cache.
+        .watches_stream(ctx.caches.vmi_changes(), |vmi| {
+            let ns = vmi.namespace()?;
+            Some(reflector::ObjectRef::new(&vmi.name_any()).within(&ns))
+        })
         .run(vm::reconcile, error_policy("vm"), ctx.clone());
 
     let vmis = Controller::new(
@@ -421,10 +558,8 @@ pub async fn run(ctx: Arc<Context>) {
         wc.clone(),
     )
     .with_config(config.clone())
-    .owns(
-        Api::<Pod>::all(client.clone()),
-        wc.clone().labels(&launcher_pod_selector()),
-    )
+    // The trigger is the pod cache's own feed: the pass reads the pod from that cache.
+    .owns_stream(ctx.caches.pod_changes())
     .run(vmi::reconcile, error_policy("vmi"), ctx.clone());
 
     let replicasets = Controller::new(
@@ -475,6 +610,130 @@ mod tests {
         assert_eq!(f.failed("b"), Duration::from_secs(1));
         f.succeeded("a");
         assert_eq!(f.failed("a"), Duration::from_secs(1));
+    }
+
+    fn pod(name: &str, rv: &str) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = Some(name.into());
+        p.metadata.namespace = Some("ns".into());
+        p.metadata.resource_version = Some(rv.into());
+        p
+    }
+
+    fn synced<K>(writer: &mut reflector::store::Writer<K>)
+    where
+        K: Resource + Clone + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone,
+    {
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+    }
+
+    /// The readiness probe and the leader loop wait at the same time; both must see the
+    /// caches ready. (Waiting on kube's `Store::wait_until_ready` from both, as before, woke
+    /// only the later waiter: the leader never turned Ready.)
+    #[tokio::test]
+    async fn every_waiter_sees_the_caches_ready() {
+        let (vmis, mut vmi_writer) = reflector::store::<VirtualMachineInstance>();
+        let (pods, mut pod_writer) = reflector::store::<Pod>();
+        let caches =
+            Caches::from_stores(vmis, pods, broadcast::channel(1).0, broadcast::channel(1).0);
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let caches = caches.clone();
+                tokio::spawn(async move { caches.wait_until_ready().await })
+            })
+            .collect();
+        // Let every waiter poll (and park) before the stores sync.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        synced(&mut vmi_writer);
+        synced(&mut pod_writer);
+        for waiter in waiters {
+            let done = tokio::time::timeout(Duration::from_secs(5), waiter)
+                .await
+                .expect("every waiter wakes up");
+            assert!(done.expect("joined").is_ok());
+        }
+        // And one that comes later returns at once.
+        assert!(caches.wait_until_ready().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn caches_whose_writer_is_gone_never_sync() {
+        let (vmis, vmi_writer) = reflector::store::<VirtualMachineInstance>();
+        let (pods, _pod_writer) = reflector::store::<Pod>();
+        let caches =
+            Caches::from_stores(vmis, pods, broadcast::channel(1).0, broadcast::channel(1).0);
+        drop(vmi_writer);
+        let done = tokio::time::timeout(Duration::from_secs(5), caches.wait_until_ready())
+            .await
+            .expect("an answer");
+        assert!(done.is_err());
+    }
+
+    /// A pass triggered by a pod change reads the pod from the cache: the cache must already
+    /// hold that version when the trigger fires.
+    #[tokio::test]
+    async fn a_change_is_announced_after_the_store_has_it() {
+        let (store, writer) = reflector::store::<Pod>();
+        let (changes, _) = broadcast::channel(16);
+        let (events_tx, events_rx) = futures::channel::mpsc::unbounded();
+        let mut trigger = Box::pin(trigger_stream(&changes, store.clone()));
+        tokio::spawn(feed_cache(
+            writer,
+            events_rx.map(Ok),
+            changes.clone(),
+            "pods",
+        ));
+        let sent = [
+            watcher::Event::Init,
+            watcher::Event::InitApply(pod("a", "1")),
+            watcher::Event::InitDone,
+            watcher::Event::Apply(pod("a", "2")),
+            watcher::Event::Apply(pod("b", "3")),
+            watcher::Event::Apply(pod("a", "4")),
+        ];
+        for event in sent {
+            events_tx.unbounded_send(event).expect("feed");
+        }
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let p = tokio::time::timeout(Duration::from_secs(5), trigger.next())
+                .await
+                .expect("a trigger")
+                .expect("open")
+                .expect("ok");
+            let cached = store
+                .get(&reflector::ObjectRef::from_obj(&p))
+                .expect("the triggering pod is cached");
+            // The cache may be newer than the trigger (later events), never older.
+            let rv = |p: &Pod| p.metadata.resource_version.clone().unwrap_or_default();
+            assert!(rv(&cached) >= rv(&p), "{} < {}", rv(&cached), rv(&p));
+            seen.push((p.name_any(), rv(&p)));
+        }
+        let names: Vec<_> = seen.iter().map(|(n, v)| format!("{n}@{v}")).collect();
+        assert_eq!(names, ["a@1", "a@2", "b@3", "a@4"]);
+    }
+
+    #[tokio::test]
+    async fn a_trigger_that_falls_behind_triggers_everything_cached() {
+        let (store, mut writer) = reflector::store::<Pod>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitApply(pod("a", "1")));
+        writer.apply_watcher_event(&watcher::Event::InitApply(pod("b", "1")));
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let (changes, _) = broadcast::channel(1);
+        let mut trigger = Box::pin(trigger_stream(&changes, store));
+        for _ in 0..3 {
+            changes.send(Arc::new(pod("a", "2"))).expect("a receiver");
+        }
+        let mut names = Vec::new();
+        for _ in 0..2 {
+            let p = trigger.next().await.expect("open").expect("ok");
+            names.push(p.name_any());
+        }
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
     }
 
     #[test]
