@@ -443,7 +443,32 @@ pub struct LocalVm {
     pub state: String,
     pub exit_code: Option<i32>,
     pub log_directory: String,
+    /// How long the guest may take to power off: the VMI's `terminationGracePeriodSeconds`
+    /// (KubeVirt's 30 s when unset), as the kubelet passes the pod's to StopContainer.
+    pub grace_period: Duration,
 }
+
+impl LocalVm {
+    /// Whether the VM (the compute container) is still running.
+    pub fn is_running(&self) -> bool {
+        self.state == api::ContainerState::ContainerRunning.as_str_name()
+    }
+}
+
+/// The grace period of the VMI recorded on a sandbox (see [`LocalVm::grace_period`]); an
+/// unreadable annotation gets the default rather than failing `ls` or `rm`.
+fn grace_period(annotations: &HashMap<String, String>) -> Duration {
+    let seconds = annotations
+        .get(contract::VMI_ANNOTATION)
+        .and_then(|text| serde_json::from_str::<VirtualMachineInstance>(text).ok())
+        .and_then(|vmi| vmi.spec.termination_grace_period_seconds)
+        .and_then(|s| u64::try_from(s).ok())
+        .unwrap_or(DEFAULT_GRACE_PERIOD_SECONDS);
+    Duration::from_secs(seconds)
+}
+
+/// KubeVirt's `terminationGracePeriodSeconds` when a VMI does not set one.
+pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 30;
 
 /// Every VM `virtctl local` started on this node.
 pub fn list(cri: &BlockingCri) -> Result<Vec<LocalVm>> {
@@ -491,6 +516,7 @@ pub fn list(cri: &BlockingCri) -> Result<Vec<LocalVm>> {
                 "/var/log/pods/{}_{}_{}",
                 meta.namespace, meta.name, meta.uid
             ),
+            grace_period: grace_period(&sandbox.annotations),
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -515,11 +541,50 @@ pub fn stop(cri: &BlockingCri, vm: &LocalVm, grace: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Removes the VM's pod and its local volumes (stopping it first if needed).
+/// Removes the VM's pod and its local volumes. A VM still running is killed with its pod:
+/// callers that want a clean power-off [`stop`] it first.
 pub fn remove(cri: &BlockingCri, vm: &LocalVm) -> Result<()> {
     cri.stop_pod_sandbox(&vm.sandbox_id)?;
     cri.remove_pod_sandbox(&vm.sandbox_id)?;
     let _ = std::fs::remove_dir_all(PathBuf::from(LOCAL_VOLUMES).join(&vm.uid));
     let _ = std::fs::remove_dir_all(&vm.log_directory);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_period_comes_from_the_vmi_on_the_sandbox() {
+        let vmi = |spec: &str| {
+            HashMap::from([(
+                contract::VMI_ANNOTATION.to_owned(),
+                format!(
+                    r#"{{"apiVersion":"kubevirt.io/v1","kind":"VirtualMachineInstance","metadata":{{"name":"a"}},"spec":{spec}}}"#
+                ),
+            )])
+        };
+        let cases = [
+            (vmi(r#"{"terminationGracePeriodSeconds":5}"#), 5),
+            (vmi(r#"{"terminationGracePeriodSeconds":0}"#), 0),
+            (vmi("{}"), DEFAULT_GRACE_PERIOD_SECONDS),
+            (
+                vmi(r#"{"terminationGracePeriodSeconds":-1}"#),
+                DEFAULT_GRACE_PERIOD_SECONDS,
+            ),
+            (
+                HashMap::from([(contract::VMI_ANNOTATION.to_owned(), "{not json".to_owned())]),
+                DEFAULT_GRACE_PERIOD_SECONDS,
+            ),
+            (HashMap::new(), DEFAULT_GRACE_PERIOD_SECONDS),
+        ];
+        for (annotations, seconds) in cases {
+            assert_eq!(
+                grace_period(&annotations),
+                Duration::from_secs(seconds),
+                "{annotations:?}"
+            );
+        }
+    }
 }

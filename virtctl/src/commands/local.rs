@@ -53,12 +53,23 @@ enum Verb {
     /// Stop a VM: ACPI power button, then forced after the grace period.
     Stop {
         name: String,
-        /// Seconds the guest gets to power off.
-        #[arg(long, default_value_t = 30)]
-        grace_period: u64,
+        /// Seconds the guest gets to power off [default: the VMI's
+        /// terminationGracePeriodSeconds, else 30].
+        #[arg(long)]
+        grace_period: Option<u64>,
     },
-    /// Remove a VM's pod (stopping it first).
-    Rm { name: String },
+    /// Remove a VM's pod, stopping a running VM first as `stop` does (ACPI power button, forced
+    /// after the grace period).
+    Rm {
+        name: String,
+        /// Seconds the guest gets to power off [default: the VMI's
+        /// terminationGracePeriodSeconds, else 30].
+        #[arg(long, conflicts_with = "force")]
+        grace_period: Option<u64>,
+        /// Kill a running VM at once instead of asking the guest to power off.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
@@ -140,7 +151,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
         Verb::Stop { name, grace_period } => {
             let vm = local::find(&cri, name)?;
-            local::stop(&cri, &vm, Duration::from_secs(*grace_period))?;
+            let grace = grace_period.map_or(vm.grace_period, Duration::from_secs);
+            local::stop(&cri, &vm, grace)?;
             let vm = local::find(&cri, name)?;
             println!(
                 "virtualmachineinstance/{name} stopped (exit code {})",
@@ -149,8 +161,20 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     .unwrap_or_else(|| "?".into())
             );
         }
-        Verb::Rm { name } => {
+        Verb::Rm {
+            name,
+            grace_period,
+            force,
+        } => {
             let vm = local::find(&cri, name)?;
+            if vm.is_running() && !*force {
+                let grace = grace_period.map_or(vm.grace_period, Duration::from_secs);
+                eprintln!(
+                    "virtualmachineinstance/{name}: powering off (up to {}s; --force kills it at once)",
+                    grace.as_secs()
+                );
+                local::stop(&cri, &vm, grace)?;
+            }
             local::remove(&cri, &vm)?;
             println!("virtualmachineinstance/{name} removed");
         }
