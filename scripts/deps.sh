@@ -8,6 +8,8 @@ set -euo pipefail
 # Guests: kernel, busybox, bootloader and ISO tools for the test images; debootstrap for the
 # Debian cloud image (real cloud-init); an SSH client to log into it with keys from
 # accessCredentials.
+# Cluster (cluster/up.sh): etcd for the Kubernetes that cluster/build.sh builds from Go modules,
+# openssl for its certificates.
 PACKAGES=(
   build-essential pkg-config libvirt-dev protobuf-compiler
   qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu ovmf
@@ -15,6 +17,7 @@ PACKAGES=(
   linux-image-amd64 busybox-static syslinux syslinux-common extlinux mtools dosfstools fdisk
   genisoimage cpio kmod python3 curl
   debootstrap e2fsprogs openssh-client
+  etcd-server openssl
 )
 
 missing=()
@@ -38,6 +41,25 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "deps: installing ${missing[*]} ${pin[*]}"
   apt-get install -y -q --no-install-recommends --allow-downgrades "${missing[@]}" "${pin[@]}" >/dev/null
+fi
+
+# As root, Debian's libvirt resolves its built-in QEMU user and group `libvirt-qemu` when the
+# QEMU driver starts, before it reads virtshim's qemu.conf. Only libvirt-daemon-system (a
+# daemon virtshim does not use) creates them, so make them here; the node installer does the same.
+if ! getent group libvirt-qemu >/dev/null; then
+  groupadd --system libvirt-qemu
+fi
+if ! getent passwd libvirt-qemu >/dev/null; then
+  useradd --system --gid libvirt-qemu --no-create-home --home-dir /var/lib/libvirt \
+    --shell /usr/sbin/nologin --comment "libvirt QEMU (virtshim)" libvirt-qemu
+  echo "deps: created the system user libvirt-qemu (libvirt's QEMU driver needs it)"
+fi
+
+# The fresh-root check (tests/fresh-root.sh) runs this script in a bare Debian root, where only
+# the system's part is checked: the Rust toolchain is the developer's own.
+if [ "${1:-}" = --system-only ]; then
+  echo "deps: system packages present"
+  exit 0
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -38,6 +38,49 @@ fn libvirt_error(context: &'static str) -> impl Fn(virt::error::Error) -> Error 
     }
 }
 
+/// The user and group Debian's libvirt resolves for QEMU when it runs as root. It does so
+/// when the QEMU driver starts, before it reads the embed root's `qemu.conf`, so the names
+/// must exist on the node even though virtshim's `qemu.conf` names other ones.
+pub const LIBVIRT_QEMU_USER: &str = "libvirt-qemu";
+
+/// Adds to libvirt's "Failed to parse user/group" (the node lacks the user that only Debian's
+/// `libvirt-daemon-system` creates) what is missing and how to add it: libvirt's own text
+/// names neither the package nor the fix.
+fn explain_open_failure(message: String) -> String {
+    let missing_user = format!("Failed to parse user '{LIBVIRT_QEMU_USER}'");
+    let missing_group = format!("Failed to parse group '{LIBVIRT_QEMU_USER}'");
+    if message.contains(&missing_user) || message.contains(&missing_group) {
+        format!(
+            "{message}: libvirt's QEMU driver needs the system user and group \
+             '{LIBVIRT_QEMU_USER}' on the node (Debian's libvirt-daemon-system makes them; \
+             virtshim's installer and scripts/deps.sh do too; by hand: \
+             groupadd --system {LIBVIRT_QEMU_USER} && useradd --system --gid {LIBVIRT_QEMU_USER} \
+             --no-create-home --home-dir /var/lib/libvirt --shell /usr/sbin/nologin {LIBVIRT_QEMU_USER})"
+        )
+    } else {
+        message
+    }
+}
+
+/// Opens the embedded QEMU driver in a scratch root under `run` and closes it again: what
+/// every VM's start needs of the node's libvirt (its QEMU driver module, its QEMU user), for
+/// the node installer's check and the fresh-machine test. Returns libvirt's version.
+pub fn check_node(run: &Path, capabilities_cache: &Path) -> Result<String> {
+    let root = run.join(format!("node-check.{}", std::process::id()));
+    let opened = Libvirt::open(&root, capabilities_cache).and_then(|l| {
+        l.call(|conn| conn.lib_version())?
+            .map_err(libvirt_error("reading the library version"))
+    });
+    let _ = std::fs::remove_dir_all(&root);
+    let v = opened?;
+    Ok(format!(
+        "libvirt {}.{}.{}: embedded QEMU driver opens",
+        v / 1_000_000,
+        (v / 1_000) % 1_000,
+        v % 1_000
+    ))
+}
+
 static EVENT_LOOP: Once = Once::new();
 
 /// Registers libvirt's default event loop once per process and runs it on a thread: the
@@ -93,7 +136,7 @@ impl Libvirt {
                     Err(e) => {
                         let _ = opened_tx.send(Err(Error::Libvirt {
                             context: "opening the embedded driver",
-                            message: e.to_string(),
+                            message: explain_open_failure(e.to_string()),
                         }));
                         return;
                     }
@@ -274,5 +317,18 @@ fn copy_xml_files(from: &Path, to: &Path) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_missing_qemu_user_is_explained() {
+        let libvirt = "invalid argument: Failed to parse user 'libvirt-qemu'".to_owned();
+        let explained = super::explain_open_failure(libvirt.clone());
+        assert!(explained.starts_with(&libvirt));
+        assert!(explained.contains("useradd --system"), "{explained}");
+        let other = "some other failure".to_owned();
+        assert_eq!(super::explain_open_failure(other.clone()), other);
     }
 }

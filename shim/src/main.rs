@@ -42,6 +42,19 @@ fn main() {
             );
             return;
         }
+        // For the node installer and the fresh-machine check: libvirt's embedded QEMU driver
+        // opens here, as it must for every VM.
+        Some("--check-node") => {
+            let roots = paths::Roots::from_env();
+            match libvirt::check_node(&roots.run, &roots.capabilities_cache()) {
+                Ok(line) => println!("{line}"),
+                Err(e) => {
+                    eprintln!("containerd-shim-virtshim-v2: node check failed: {e}");
+                    std::process::exit(1);
+                }
+            }
+            return;
+        }
         _ => {}
     }
     init_logging();

@@ -41,8 +41,13 @@ impl Roots {
         PodPaths {
             run: node::pod_run_dir(&self.run, sandbox_id),
             lib: self.lib.join("pods").join(sandbox_id),
-            capabilities_cache: self.cache.join("qemu/capabilities"),
+            capabilities_cache: self.capabilities_cache(),
         }
+    }
+
+    /// QEMU's capabilities as libvirt probed them, shared by every pod of the node.
+    pub fn capabilities_cache(&self) -> PathBuf {
+        self.cache.join("qemu/capabilities")
     }
 }
 
