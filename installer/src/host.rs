@@ -1,7 +1,7 @@
 //! The node side: the shim binary, containerd's process, and what the node can run.
 //!
 //! Run from the installer DaemonSet (privileged, `hostPID`), the installer first enters the host's
-//! mount namespace ([`enter_host_mounts`]), so every path here is the host's and host tools
+//! mount namespace, containerd's ([`enter_host_mounts`]), so every path here is the host's and host tools
 //! (`systemctl`, QEMU, the installed shim) run as on the host.
 
 use std::path::{Path, PathBuf};
@@ -21,6 +21,8 @@ pub enum HostError {
     },
     #[error("entering the host's mount namespace (needs a privileged pod with hostPID): {0}")]
     Namespace(nix::Error),
+    #[error("no host mount namespace could be opened (needs a privileged pod with hostPID): {0}")]
+    NoHostNamespace(String),
     #[error("containerd is not running")]
     NoContainerd,
     #[error("containerd did not come back within {0:?} after the restart")]
@@ -34,12 +36,30 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> HostError {
     move |source| HostError::Io { context, source }
 }
 
-/// Joins PID 1's mount namespace. Must run before the process starts a second thread (the
-/// kernel refuses `setns(CLONE_NEWNS)` to multi-threaded processes).
-pub fn enter_host_mounts() -> Result<(), HostError> {
-    let ns = std::fs::File::open("/proc/1/ns/mnt").map_err(io("opening /proc/1/ns/mnt"))?;
-    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(HostError::Namespace)?;
-    std::env::set_current_dir("/").map_err(io("changing to /"))
+/// Joins the host's mount namespace: that of the containerd reading `config` (the one this
+/// installer configures), else PID 1's. containerd's comes first because some hosts protect
+/// PID 1 so that even root cannot open its namespaces (`nsenter -t 1 -m` fails there too),
+/// and because containerd's view of the files is the one that matters: it reads the config,
+/// runs the shim from its PATH and hands the shim its paths. Must run before the process starts
+/// a second thread (the kernel refuses `setns(CLONE_NEWNS)` to multi-threaded processes).
+pub fn enter_host_mounts(config: &Path) -> Result<(), HostError> {
+    let candidates: Vec<String> = containerd_pid(config)
+        .map(|pid| format!("/proc/{pid}/ns/mnt"))
+        .into_iter()
+        .chain(std::iter::once("/proc/1/ns/mnt".to_owned()))
+        .collect();
+    let mut failures = Vec::new();
+    for path in &candidates {
+        match std::fs::File::open(path) {
+            Ok(ns) => {
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS)
+                    .map_err(HostError::Namespace)?;
+                return std::env::set_current_dir("/").map_err(io("changing to /"));
+            }
+            Err(e) => failures.push(format!("{path}: {e}")),
+        }
+    }
+    Err(HostError::NoHostNamespace(failures.join("; ")))
 }
 
 /// Puts `shim` into `bin_dir` atomically: a running shim keeps its (old) inode, so VMs that
@@ -149,9 +169,9 @@ fn containerd_socket(cmdline: &[String], config_text: &str) -> PathBuf {
 /// shims are separate processes that containerd reconnects to.
 ///
 /// With systemd, `systemctl restart containerd`. Without a service manager (some test hosts),
-/// containerd is stopped and started again with the same command line, detached (`setsid`);
-/// this is only sensible when the installer runs on the host itself, since a process started
-/// from a pod would live in the pod's cgroup.
+/// containerd is stopped and started again with the same command line, detached (`setsid`),
+/// and put back into the cgroups it had: started from the installer's pod it would otherwise
+/// live in the pod's cgroups and die with the pod.
 pub fn restart_containerd(config: &Path) -> Result<(), HostError> {
     let pid = containerd_pid(config).ok_or(HostError::NoContainerd)?;
     let cmdline = cmdline_of(pid);
@@ -167,6 +187,7 @@ pub fn restart_containerd(config: &Path) -> Result<(), HostError> {
     if systemd {
         run("systemctl", &["restart", "containerd"])?;
     } else {
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
         let target = nix::unistd::Pid::from_raw(pid);
         let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
         let started = Instant::now();
@@ -183,14 +204,20 @@ pub fn restart_containerd(config: &Path) -> Result<(), HostError> {
         let err = log
             .try_clone()
             .map_err(io("opening /var/log/containerd.log"))?;
-        Command::new("setsid")
-            .arg("-f")
+        // `setsid` without `-f` execs containerd in the child itself (a fresh child is no
+        // process group leader), so the child's pid is containerd's.
+        let child = Command::new("setsid")
             .args(&cmdline)
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(err)
-            .status()
+            .spawn()
             .map_err(io("starting containerd again (setsid)"))?;
+        // Started from the installer's pod, containerd would live in the pod's cgroups and be
+        // killed with the pod; it goes back where it was before the restart.
+        for failure in move_to_cgroups(child.id(), &cgroups) {
+            eprintln!("containerd: {failure}");
+        }
     }
     let limit = Duration::from_secs(30);
     let started = Instant::now();
@@ -203,6 +230,45 @@ pub fn restart_containerd(config: &Path) -> Result<(), HostError> {
         std::thread::sleep(Duration::from_millis(100));
     }
     Err(HostError::ContainerdDown(limit))
+}
+
+/// The `cgroup.procs` files of the cgroups that `/proc/<pid>/cgroup` (`cgroups`) names:
+/// v1 lines (`4:memory:/path`, `1:cpu,cpuacct:/path`, `9:name=systemd:/path`) under their
+/// hierarchy's mount in /sys/fs/cgroup, the v2 line (`0::/path`) under the unified mount.
+fn cgroup_procs_files(cgroups: &str) -> Vec<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    let unified = if base.join("cgroup.controllers").exists() {
+        base.to_path_buf()
+    } else {
+        base.join("unified")
+    };
+    cgroups
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let path = path.trim_start_matches('/');
+            let dir = match controllers {
+                "" => unified.join(path),
+                c => base.join(c.strip_prefix("name=").unwrap_or(c)).join(path),
+            };
+            Some(dir.join("cgroup.procs"))
+        })
+        .collect()
+}
+
+/// Moves `pid` into the cgroups `/proc/<pid>/cgroup` text `cgroups` names; returns what failed
+/// (a hierarchy this node does not mount, say), which the caller reports and survives.
+fn move_to_cgroups(pid: u32, cgroups: &str) -> Vec<String> {
+    cgroup_procs_files(cgroups)
+        .into_iter()
+        .filter(|procs| procs.exists())
+        .filter_map(|procs| {
+            std::fs::write(&procs, pid.to_string())
+                .err()
+                .map(|e| format!("moving pid {pid} into {}: {e}", procs.display()))
+        })
+        .collect()
 }
 
 fn run(program: &str, args: &[&str]) -> Result<String, HostError> {
@@ -230,14 +296,56 @@ pub struct NodeReport {
     pub qemu: Result<String, String>,
     /// The installed shim runs (it links libvirt: a missing libvirt fails here).
     pub shim: Result<String, String>,
+    /// libvirt's embedded QEMU driver opens as the shim opens it for every VM
+    /// (`--check-node`): its driver module and the QEMU user it needs are there.
+    pub libvirt: Result<String, String>,
     /// `kvm` or `tcg`, as the shim probes it for VMs (a `/dev/kvm` that exists is not enough).
     pub accel: Result<String, String>,
 }
 
 impl NodeReport {
     pub fn ready(&self) -> bool {
-        self.qemu.is_ok() && self.shim.is_ok() && self.accel.is_ok()
+        self.qemu.is_ok() && self.shim.is_ok() && self.libvirt.is_ok() && self.accel.is_ok()
     }
+}
+
+/// The user and group Debian's libvirt resolves for QEMU as root, before it reads the config
+/// virtshim gives it; only Debian's `libvirt-daemon-system` (a daemon virtshim does not need)
+/// creates them.
+pub const LIBVIRT_QEMU_USER: &str = "libvirt-qemu";
+
+/// Creates libvirt's QEMU user and group on the node when they are missing; returns whether
+/// it created anything.
+pub fn ensure_libvirt_qemu_user() -> Result<bool, HostError> {
+    let exists = |db: &str| {
+        Command::new("getent")
+            .args([db, LIBVIRT_QEMU_USER])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let mut created = false;
+    if !exists("group") {
+        run("groupadd", &["--system", LIBVIRT_QEMU_USER])?;
+        created = true;
+    }
+    if !exists("passwd") {
+        run(
+            "useradd",
+            &[
+                "--system",
+                "--gid",
+                LIBVIRT_QEMU_USER,
+                "--no-create-home",
+                "--home-dir",
+                "/var/lib/libvirt",
+                "--shell",
+                "/usr/sbin/nologin",
+                LIBVIRT_QEMU_USER,
+            ],
+        )?;
+        created = true;
+    }
+    Ok(created)
 }
 
 /// Checks QEMU, libvirt (through the shim) and the accelerator.
@@ -253,6 +361,11 @@ pub fn check(bin_dir: &Path) -> NodeReport {
     let shim_version = first_line(run(&shim_str, &["--version"])).map_err(|e| {
         format!("{e} (libvirt's QEMU driver missing? install libvirt-daemon-driver-qemu)")
     });
+    let libvirt = if shim_version.is_ok() {
+        first_line(run(&shim_str, &["--check-node"]))
+    } else {
+        Err("not checked: the shim cannot run".to_owned())
+    };
     let accel = if shim_version.is_ok() && qemu.is_ok() {
         first_line(run(&shim_str, &["--probe-accel"]))
     } else {
@@ -261,6 +374,7 @@ pub fn check(bin_dir: &Path) -> NodeReport {
     NodeReport {
         qemu,
         shim: shim_version,
+        libvirt,
         accel,
     }
 }
@@ -313,6 +427,18 @@ mod tests {
             0,
             "no temporary file left"
         );
+    }
+
+    #[test]
+    fn cgroup_lines_name_their_procs_files() {
+        let files = super::cgroup_procs_files(
+            "9:name=systemd:/\n4:memory:/pods/x\n1:cpu,cpuacct:/pods/x\n0::/pods/x\n",
+        );
+        let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        assert_eq!(files[0], "/sys/fs/cgroup/systemd/cgroup.procs");
+        assert_eq!(files[1], "/sys/fs/cgroup/memory/pods/x/cgroup.procs");
+        assert_eq!(files[2], "/sys/fs/cgroup/cpu,cpuacct/pods/x/cgroup.procs");
+        assert!(files[3].ends_with("/pods/x/cgroup.procs"), "{}", files[3]);
     }
 
     #[test]

@@ -91,7 +91,7 @@ fn run() -> anyhow::Result<ExitCode> {
     };
     let cluster = node::in_cluster_config().context("reading the in-cluster configuration")?;
     if args.host {
-        host::enter_host_mounts()?;
+        host::enter_host_mounts(&args.config)?;
     }
     match &args.command {
         Command::Install { wait, .. } => {
@@ -129,6 +129,15 @@ fn run() -> anyhow::Result<ExitCode> {
                     "containerd: runtime handler '{}' already configured",
                     containerd_config::HANDLER
                 );
+            }
+            match host::ensure_libvirt_qemu_user() {
+                Ok(true) => println!(
+                    "node: created the system user '{}' (libvirt's QEMU driver needs it)",
+                    host::LIBVIRT_QEMU_USER
+                ),
+                Ok(false) => {}
+                // The check below says what this means for VMs.
+                Err(e) => println!("node: cannot create '{}': {e}", host::LIBVIRT_QEMU_USER),
             }
             let report = host::check(&args.bin_dir);
             print_report(&report);
@@ -194,6 +203,15 @@ fn run() -> anyhow::Result<ExitCode> {
                 },
                 args.config.display()
             );
+            match host::ensure_libvirt_qemu_user() {
+                Ok(true) => println!(
+                    "node: created the system user '{}' (libvirt's QEMU driver needs it)",
+                    host::LIBVIRT_QEMU_USER
+                ),
+                Ok(false) => {}
+                // The check below says what this means for VMs.
+                Err(e) => println!("node: cannot create '{}': {e}", host::LIBVIRT_QEMU_USER),
+            }
             let report = host::check(&args.bin_dir);
             print_report(&report);
             if !report.ready() {
@@ -219,6 +237,10 @@ fn print_report(report: &host::NodeReport) {
     };
     println!("check: qemu {}", show(&report.qemu));
     println!("check: shim and libvirt {}", show(&report.shim));
+    println!(
+        "check: libvirt's embedded QEMU driver {}",
+        show(&report.libvirt)
+    );
     println!("check: accelerator {}", show(&report.accel));
     if report.accel.as_deref() == Ok("tcg") {
         println!("check: KVM does not work here: VMs run under emulation (TCG)");
