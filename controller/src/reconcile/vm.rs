@@ -6,7 +6,10 @@
 //!    controls is used; an orphan (no controller) is adopted, after a live re-read confirms the
 //!    VM is still this one and not being deleted — that is how a VM deleted with
 //!    `--cascade=orphan` and created again takes its VMI back. A VMI controlled by something
-//!    else is left alone, and creating ours then fails visibly.
+//!    else is left alone, and creating ours then fails visibly. Ownership that decides an
+//!    adoption, a conflict or a delete during the VM's deletion is confirmed by a live read
+//!    ([`confirm_live`]): a lagging cache once made an orphan-deleted VM delete the VMI it
+//!    was meant to leave, which the VM created again could then never adopt.
 //! 3. The decision's action: create the VMI from `spec.template` (owner reference with
 //!    `controller: true`, the template's labels plus `vm.kubevirt.io/name`, the stable firmware
 //!    UUID, the VM controller's finalizer), delete it, wait out the crash-loop backoff, rewrite
@@ -115,6 +118,17 @@ pub fn controlled_by(vmi: &VirtualMachineInstance, owner_uid: &str) -> Option<bo
         .iter()
         .find(|o| o.controller == Some(true))
         .map(|o| o.uid == owner_uid)
+}
+
+/// Whether the cached VMI must be confirmed by a live read before this pass acts on it:
+/// - the VM is being deleted: the garbage collector orphans the VMI (drops our owner
+///   reference) and then removes the `orphan` finalizer, so a pass that no longer sees that
+///   finalizer but still sees our reference in a lagging cache would delete the VMI that
+///   `--cascade=orphan` meant to keep (and a VM created again could then never adopt it);
+/// - the VMI is an orphan (we would adopt it, with the cached resourceVersion) or someone
+///   else's (we would report a conflict): a lagging cache must not decide either.
+pub fn confirm_live(vm_deleting: bool, control: Option<bool>) -> bool {
+    vm_deleting || control != Some(true)
 }
 
 /// The claim names of the PVCs a VM's template uses.
@@ -245,10 +259,16 @@ async fn sync(vm: &VirtualMachine, ctx: &Context, ns: &str, name: &str) -> Resul
         }
     }
 
-    // The VMI: cache, else a live read; then ownership.
-    let found = match ctx.caches.vmis.get(&ObjectRef::new(name).within(ns)) {
-        Some(v) => Some((*v).clone()),
-        None => vmis.get_opt(name).await?,
+    // The VMI: cache, else a live read; then ownership. Whenever ownership decides something
+    // hard to undo (see `confirm_live`), the cached copy is confirmed by a live read.
+    let cached = ctx
+        .caches
+        .vmis
+        .get(&ObjectRef::new(name).within(ns))
+        .map(|v| (*v).clone());
+    let found = match cached {
+        Some(v) if !confirm_live(deleting, controlled_by(&v, &vm_uid)) => Some(v),
+        _ => vmis.get_opt(name).await?,
     };
     let mut conflict = None;
     let vmi = match found {
@@ -604,6 +624,29 @@ mod tests {
         let mut v = vm(&[]);
         v.metadata.uid = None;
         assert!(vmi_from_template(&v, false).is_err());
+    }
+
+    /// (VM being deleted, control per the cache, read live?)
+    #[test]
+    fn ownership_decisions_are_confirmed_live() {
+        let table = [
+            // Ours, VM alive: the cache is enough (the common pass).
+            (false, Some(true), false),
+            // VM being deleted: the cached owner reference may be one the garbage collector
+            // has already dropped for `--cascade=orphan`.
+            (true, Some(true), true),
+            (true, None, true),
+            // An orphan to adopt, or someone else's VMI: not on a lagging cache's word.
+            (false, None, true),
+            (false, Some(false), true),
+        ];
+        for (deleting, control, live) in table {
+            assert_eq!(
+                confirm_live(deleting, control),
+                live,
+                "deleting={deleting} control={control:?}"
+            );
+        }
     }
 
     #[test]
