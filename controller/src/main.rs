@@ -3,6 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -59,7 +60,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Colour only on a terminal: `kubectl logs` shows escape codes verbatim. The formatter
+    // writes to stdout. NO_COLOR (https://no-color.org) turns it off on a terminal too.
+    let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
+        .with_ansi(ansi)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
