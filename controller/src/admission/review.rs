@@ -285,13 +285,20 @@ fn bounded(mut text: String) -> String {
     text
 }
 
+/// One validation error as a denial carries it: the whole line for `status.message`, and the
+/// cause, whose message leaves the field out because `field` already names it.
+struct DenialCause {
+    line: String,
+    cause: StatusCause,
+}
+
 /// A 422 `Invalid` status listing `causes`, as the apiserver builds one for a bad object.
-fn unprocessable(kind: &str, name: &str, causes: Vec<StatusCause>) -> Status {
+fn unprocessable(kind: &str, name: &str, causes: Vec<DenialCause>) -> Status {
     let total = causes.len();
-    let causes: Vec<StatusCause> = causes.into_iter().take(MAX_CAUSES).collect();
+    let causes: Vec<DenialCause> = causes.into_iter().take(MAX_CAUSES).collect();
     let mut message = causes
         .iter()
-        .filter_map(|c| c.message.as_deref())
+        .map(|c| c.line.as_str())
         .collect::<Vec<_>>()
         .join("; ");
     if total > causes.len() {
@@ -302,7 +309,7 @@ fn unprocessable(kind: &str, name: &str, causes: Vec<StatusCause>) -> Status {
     }
     Status {
         details: Some(StatusDetails {
-            causes: Some(causes),
+            causes: Some(causes.into_iter().map(|c| c.cause).collect()),
             group: Some(virtshim_api::GROUP.to_owned()),
             kind: Some(kind.to_owned()),
             name: (!name.is_empty()).then(|| name.to_owned()),
@@ -312,11 +319,23 @@ fn unprocessable(kind: &str, name: &str, causes: Vec<StatusCause>) -> Status {
     }
 }
 
-fn cause(field: &str, reason: &str, message: String) -> StatusCause {
-    StatusCause {
-        field: Some(field.to_owned()),
-        message: Some(bounded(message)),
-        reason: Some(reason.to_owned()),
+/// A cause for `field`. kubectl and virtctl print each cause as `<field>: <message>`, so a
+/// message that starts with the field (as the validator's errors do) loses that prefix here;
+/// otherwise the path showed twice (`spec.volumes[0].hostDisk: spec.volumes[0].hostDisk: …`).
+fn cause(field: &str, reason: &str, line: String) -> DenialCause {
+    let line = bounded(line);
+    let message = line
+        .strip_prefix(field)
+        .and_then(|rest| rest.strip_prefix(": "))
+        .unwrap_or(&line)
+        .to_owned();
+    DenialCause {
+        cause: StatusCause {
+            field: Some(field.to_owned()),
+            message: Some(message),
+            reason: Some(reason.to_owned()),
+        },
+        line,
     }
 }
 
@@ -524,6 +543,11 @@ mod tests {
                         .expect("causes");
                     assert_eq!(causes[0].field.as_deref(), Some(field), "{file}");
                     assert_eq!(causes[0].reason.as_deref(), Some("FieldValueNotSupported"));
+                    // kubectl prints a cause as `<field>: <message>`: the path once.
+                    let printed =
+                        format!("{field}: {}", causes[0].message.as_deref().unwrap_or(""));
+                    assert_eq!(printed.matches(field).count(), 1, "{file}: {printed}");
+                    assert_eq!(message.matches(field).count(), 1, "{file}: {message}");
                 }
             }
         }
@@ -552,6 +576,18 @@ mod tests {
         let fields: Vec<&str> = causes.iter().filter_map(|c| c.field.as_deref()).collect();
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(fields, paths);
+        // Each cause as kubectl prints it (`<field>: <message>`) is the validator's line.
+        let as_kubectl: Vec<String> = causes
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}: {}",
+                    c.field.as_deref().unwrap_or(""),
+                    c.message.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        assert_eq!(as_kubectl, printed);
 
         let review = response.to_review();
         assert_eq!(review["response"]["allowed"], json!(false));
