@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use virtshim_api::config::VmiConfig;
+use virtshim_api::config::{VmiConfig, VolumeSource};
 use virtshim_api::manifest::Object;
 use virtshim_api::pod as contract;
 use virtshim_api::types::VirtualMachineInstance;
@@ -57,6 +57,39 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct HostVolumes {
     pub secrets: HashMap<String, PathBuf>,
     pub claims: HashMap<String, PathBuf>,
+    /// The capacity in bytes of filesystem-mode claims, by claim name: what a cluster's PVC
+    /// would say. It sizes the `disk.img` the shim makes in a blank folder (see
+    /// [`contract::CLAIM_CAPACITY_ANNOTATION`]); without it the shim would take the size of the
+    /// whole file system the folder is on.
+    pub claim_sizes: HashMap<String, u64>,
+}
+
+/// The size a blank claim folder's `disk.img` gets when none is given: 10 GiB, or the free
+/// space of the folder's file system when that is less (the file is sparse, so it costs only
+/// what the guest writes). Small enough for a first try on a laptop, big enough for a data disk.
+pub const DEFAULT_CLAIM_SIZE: u64 = 10 << 30;
+
+/// The size to give a claim folder that came without one: `None` when it holds `disk.img`
+/// already (an existing disk keeps its size), else [`DEFAULT_CLAIM_SIZE`] capped by the free
+/// space of its file system, in whole MiB.
+pub fn default_claim_size(dir: &Path) -> Result<Option<u64>> {
+    if dir.join(contract::PVC_DISK_FILE).symlink_metadata().is_ok() {
+        return Ok(None);
+    }
+    let stat = rustix::fs::statvfs(dir).map_err(|e| Error::Io {
+        context: format!("reading the free space of {}", dir.display()),
+        source: e.into(),
+    })?;
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    let size = DEFAULT_CLAIM_SIZE.min(free) / (1 << 20) * (1 << 20);
+    if size == 0 {
+        return Err(Error::Invalid(format!(
+            "{}: no free space for a {}",
+            dir.display(),
+            contract::PVC_DISK_FILE
+        )));
+    }
+    Ok(Some(size))
 }
 
 /// A VM ready to run: its VMI (defaulted), config and pod.
@@ -88,6 +121,12 @@ impl Plan {
                 source,
             })?;
             if meta.file_type().is_block_device() {
+                if volumes.claim_sizes.contains_key(claim) {
+                    return Err(Error::Invalid(format!(
+                        "PersistentVolumeClaim {claim}: {} is a block device, which has its own size; give a size only with a folder",
+                        path.display()
+                    )));
+                }
                 block.insert(claim.clone());
             } else if !meta.is_dir() {
                 return Err(Error::Invalid(format!(
@@ -99,6 +138,20 @@ impl Plan {
         }
         self.pod = contract::pod_for_vmi(&self.vmi, &self.config, &block)
             .map_err(|e| Error::Invalid(e.to_string()))?;
+        // As the controller does from each PVC's capacity: by volume (disk) name.
+        let capacities = self
+            .config
+            .disks
+            .iter()
+            .filter_map(|disk| match &disk.source {
+                VolumeSource::PersistentVolumeClaim { claim_name, .. } => volumes
+                    .claim_sizes
+                    .get(claim_name)
+                    .map(|bytes| (disk.name.clone(), *bytes)),
+                _ => None,
+            })
+            .collect();
+        contract::set_claim_capacities(&mut self.pod, &capacities);
         self.host_volumes = volumes;
         Ok(())
     }
@@ -554,6 +607,70 @@ pub fn remove(cri: &BlockingCri, vm: &LocalVm) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fresh folder under the system's temporary folder, removed on drop.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "virtctl-{name}-{}-{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn blank_claim_folders_get_the_default_size_existing_disks_keep_theirs() {
+        let dir = TempDir::new("claim");
+        let size = default_claim_size(&dir.0).unwrap().unwrap();
+        assert!(size > 0 && size <= DEFAULT_CLAIM_SIZE, "{size}");
+        assert_eq!(size % (1 << 20), 0);
+        std::fs::write(dir.0.join(contract::PVC_DISK_FILE), b"").unwrap();
+        assert_eq!(default_claim_size(&dir.0).unwrap(), None);
+    }
+
+    /// The claim's size reaches the shim as the controller passes it: the pod's
+    /// claim-capacities annotation, by volume name.
+    #[test]
+    fn claim_sizes_become_the_claim_capacity_annotation() {
+        let yaml = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: sized}\nspec:\n  domain:\n    memory: {guest: 64Mi}\n    devices: {disks: [{name: data, disk: {bus: virtio}}]}\n  volumes:\n  - {name: data, persistentVolumeClaim: {claimName: my-claim}}\n";
+        let object = virtshim_api::manifest::parse_documents(yaml)
+            .remove(0)
+            .unwrap();
+        let mut plan = plan(object).unwrap();
+        let dir = TempDir::new("sized");
+        plan.set_host_volumes(HostVolumes {
+            claims: HashMap::from([("my-claim".to_owned(), dir.0.clone())]),
+            claim_sizes: HashMap::from([("my-claim".to_owned(), 2 << 30)]),
+            ..Default::default()
+        })
+        .unwrap();
+        let annotations = plan.pod.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            contract::claim_capacities(
+                annotations
+                    .get(contract::CLAIM_CAPACITY_ANNOTATION)
+                    .map(String::as_str)
+            ),
+            std::collections::BTreeMap::from([("data".to_owned(), 2 << 30)])
+        );
+        // Without a size, no annotation: the shim is not told a capacity nobody gave.
+        plan.set_host_volumes(HostVolumes {
+            claims: HashMap::from([("my-claim".to_owned(), dir.0.clone())]),
+            ..Default::default()
+        })
+        .unwrap();
+        let annotations = plan.pod.metadata.annotations.clone().unwrap_or_default();
+        assert!(!annotations.contains_key(contract::CLAIM_CAPACITY_ANNOTATION));
+    }
 
     #[test]
     fn grace_period_comes_from_the_vmi_on_the_sandbox() {

@@ -37,8 +37,10 @@ enum Verb {
         #[arg(long = "secret", value_name = "NAME=DIR")]
         secrets: Vec<String>,
         /// A PersistentVolumeClaim the VM uses: a folder holding disk.img (filesystem mode) or a
-        /// block device such as /dev/loop0 (block mode). Repeatable.
-        #[arg(long = "pvc", value_name = "CLAIM=DIR|DEVICE")]
+        /// block device such as /dev/loop0 (block mode). Repeatable. A folder without disk.img
+        /// gets one made, sparse, as on a blank claim: SIZE (a Kubernetes quantity such as 2Gi)
+        /// is the claim's capacity; without it, 10Gi, or the folder's free space when less.
+        #[arg(long = "pvc", value_name = "CLAIM=DIR[:SIZE]|DEVICE")]
         claims: Vec<String>,
     },
     /// List the VMs virtctl local started.
@@ -95,9 +97,38 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             }
             let object = documents.remove(0).with_context(|| file.clone())?;
             let mut plan = local::plan(object)?;
+            let mut claim_sizes = std::collections::HashMap::new();
+            let mut claim_paths = std::collections::HashMap::new();
+            for item in claims {
+                let claim = parse_claim(item)?;
+                let path =
+                    std::fs::canonicalize(&claim.path).with_context(|| format!("--pvc {item}"))?;
+                match claim.size {
+                    Some(bytes) => {
+                        claim_sizes.insert(claim.name.clone(), bytes);
+                    }
+                    None if path.is_dir() => {
+                        if let Some(bytes) = local::default_claim_size(&path)? {
+                            eprintln!(
+                                "PersistentVolumeClaim {}: {} has no {}; the new one gets {} (give another size with --pvc {}={}:SIZE)",
+                                claim.name,
+                                path.display(),
+                                virtshim_api::pod::PVC_DISK_FILE,
+                                virtshim_api::quantity::format_bytes(bytes),
+                                claim.name,
+                                claim.path,
+                            );
+                            claim_sizes.insert(claim.name.clone(), bytes);
+                        }
+                    }
+                    None => {}
+                }
+                claim_paths.insert(claim.name, path);
+            }
             plan.set_host_volumes(local::HostVolumes {
                 secrets: name_dirs(secrets, "--secret")?,
-                claims: name_dirs(claims, "--pvc")?,
+                claims: claim_paths,
+                claim_sizes,
             })?;
             let name = plan.vmi.metadata.name.clone().unwrap_or_default();
             if local::find(&cri, &name).is_ok() {
@@ -201,6 +232,49 @@ fn name_dirs(
     Ok(out)
 }
 
+/// One `--pvc CLAIM=PATH[:SIZE]` flag.
+#[derive(Debug, PartialEq, Eq)]
+struct ClaimFlag {
+    name: String,
+    path: String,
+    /// Bytes.
+    size: Option<u64>,
+}
+
+/// Reads `CLAIM=PATH[:SIZE]`. A path that exists as written is taken whole, so a folder with a
+/// `:` in its name still works; otherwise what follows the last `:` must be a size.
+fn parse_claim(item: &str) -> Result<ClaimFlag> {
+    let Some((name, rest)) = item.split_once('=') else {
+        bail!("--pvc {item}: expected CLAIM=DIR[:SIZE] or CLAIM=DEVICE")
+    };
+    if name.is_empty() || rest.is_empty() {
+        bail!("--pvc {item}: expected CLAIM=DIR[:SIZE] or CLAIM=DEVICE");
+    }
+    let whole = |size| ClaimFlag {
+        name: name.to_owned(),
+        path: rest.to_owned(),
+        size,
+    };
+    if std::path::Path::new(rest).exists() {
+        return Ok(whole(None));
+    }
+    let Some((path, size)) = rest.rsplit_once(':') else {
+        return Ok(whole(None));
+    };
+    let bytes = virtshim_api::quantity::Quantity::parse(size)
+        .ok()
+        .and_then(|q| q.to_units())
+        .filter(|b| *b > 0)
+        .with_context(|| {
+            format!("--pvc {item}: {size:?} is not a size (a Kubernetes quantity such as 2Gi)")
+        })?;
+    Ok(ClaimFlag {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        size: Some(bytes),
+    })
+}
+
 /// Prints the console as it comes; returns when `until` shows up, the VM stops, or time is up.
 fn follow(
     cri: &BlockingCri,
@@ -245,6 +319,48 @@ fn follow(
                 until.unwrap_or("")
             );
             return Ok(ExitCode::FAILURE);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_flags() {
+        let flag = |name: &str, path: &str, size| ClaimFlag {
+            name: name.into(),
+            path: path.into(),
+            size,
+        };
+        let cases = [
+            (
+                "data=/no/such/dir",
+                Some(flag("data", "/no/such/dir", None)),
+            ),
+            (
+                "data=/no/such/dir:2Gi",
+                Some(flag("data", "/no/such/dir", Some(2 << 30))),
+            ),
+            (
+                "data=/no/such/dir:512Mi",
+                Some(flag("data", "/no/such/dir", Some(512 << 20))),
+            ),
+            (
+                "data=/no/such/dir:1G",
+                Some(flag("data", "/no/such/dir", Some(1_000_000_000))),
+            ),
+            ("fast=/dev/null", Some(flag("fast", "/dev/null", None))),
+            ("data=/no/such/dir:lots", None),
+            ("data=/no/such/dir:0", None),
+            ("data=/no/such/dir:-1Gi", None),
+            ("data", None),
+            ("=/srv/x", None),
+            ("data=", None),
+        ];
+        for (item, expected) in cases {
+            assert_eq!(parse_claim(item).ok(), expected, "{item}");
         }
     }
 }
