@@ -58,3 +58,47 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(e) if e.code == code)
 }
+
+/// Whether the apiserver refused to create something because the namespace is being deleted
+/// (403, cause `NamespaceTerminating`). Nothing can be made there any more; the objects that
+/// wanted it are on their way out too, so a pass treats this as done, not as a failure to retry.
+pub fn is_namespace_terminating(error: &kube::Error) -> bool {
+    let kube::Error::Api(status) = error else {
+        return false;
+    };
+    status.code == 403
+        && (status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
+            || status.message.contains("because it is being terminated"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, "Forbidden")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn namespace_terminating_is_recognised() {
+        let table = [
+            (403, "virtualmachineinstances \"v\" is forbidden: unable to create new content in namespace ns because it is being terminated", true),
+            (403, "pods is forbidden: User cannot create", false),
+            (409, "because it is being terminated", false),
+        ];
+        for (code, message, want) in table {
+            assert_eq!(
+                is_namespace_terminating(&api(code, message)),
+                want,
+                "{code} {message}"
+            );
+        }
+    }
+}

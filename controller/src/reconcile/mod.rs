@@ -70,10 +70,15 @@ pub struct Failures(Mutex<HashMap<String, u32>>);
 impl Failures {
     /// Counts one more failure of `key` and returns the delay before the retry.
     pub fn failed(&self, key: &str) -> Duration {
+        self.count(key).1
+    }
+
+    /// Counts one more failure of `key`: how many in a row now, and the delay before the retry.
+    pub fn count(&self, key: &str) -> (u32, Duration) {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let n = map.entry(key.to_owned()).or_insert(0);
         *n = n.saturating_add(1);
-        error_backoff(*n)
+        (*n, error_backoff(*n))
     }
 
     /// Forgets the failures of `key` after a successful pass.
@@ -342,7 +347,13 @@ impl Context {
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, regarding).await {
-            tracing::warn!(reason, error = %e, "cannot publish event");
+            // A namespace being deleted refuses every event: thousands of lines that say
+            // nothing. Other failures are worth a warning.
+            if crate::error::is_namespace_terminating(&e) || crate::error::is_status(&e, 404) {
+                tracing::debug!(reason, error = %e, "cannot publish event");
+            } else {
+                tracing::warn!(reason, error = %e, "cannot publish event");
+            }
         }
     }
 }
@@ -466,7 +477,14 @@ where
     }
 }
 
-/// The retry after a failed pass: logged, counted, with the object's backoff.
+/// Whether the `failures`-th failure in a row of one object is logged as a warning: the 1st,
+/// 2nd, 4th, 8th… The others go to debug, so an object failing for a long time writes a few
+/// lines, not one per retry (a namespace deletion once wrote 11,000 in 10 s).
+pub fn worth_a_warning(failures: u32) -> bool {
+    failures.is_power_of_two()
+}
+
+/// The retry after a failed pass: logged (sparingly), counted, with the object's backoff.
 fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action
 where
     K: Resource<DynamicType = ()>,
@@ -477,15 +495,16 @@ where
             obj.namespace().unwrap_or_default(),
             obj.name_any()
         );
-        let delay = ctx.failures.failed(&key);
-        tracing::warn!(
-            controller,
-            namespace = obj.namespace().unwrap_or_default(),
-            name = obj.name_any(),
-            error = %error,
-            retry_in = ?delay,
-            "reconcile failed"
-        );
+        let (failures, delay) = ctx.failures.count(&key);
+        let namespace = obj.namespace().unwrap_or_default();
+        let name = obj.name_any();
+        if worth_a_warning(failures) {
+            tracing::warn!(controller, %namespace, %name, error = %error, failures,
+                retry_in = ?delay, "reconcile failed");
+        } else {
+            tracing::debug!(controller, %namespace, %name, error = %error, failures,
+                retry_in = ?delay, "reconcile failed");
+        }
         Action::requeue(delay)
     }
 }
@@ -600,6 +619,15 @@ mod tests {
                 "{failures}"
             );
         }
+    }
+
+    #[test]
+    fn repeated_failures_warn_sparingly() {
+        let warned: Vec<u32> = (1..=40).filter(|n| worth_a_warning(*n)).collect();
+        assert_eq!(warned, [1, 2, 4, 8, 16, 32]);
+        let f = Failures::default();
+        assert_eq!(f.count("a"), (1, Duration::from_secs(1)));
+        assert_eq!(f.count("a"), (2, Duration::from_secs(2)));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::{
 use crate::decide::run_strategy::{self, EffectiveRunStrategy, RunStrategy, StrategyField};
 use crate::decide::start_failure::{StartFailureState, StartFailureUpdate};
 use crate::decide::vm::{decide, is_set_to_start, DeleteReason, VmAction, VmObservation};
-use crate::error::{is_status, Error, Result};
+use crate::error::{is_namespace_terminating, is_status, Error, Result};
 use crate::observed::ObservedVmi;
 use crate::status::printable::{
     created, printable_status, ready, vm_conditions, PrintableInput, SyncFailure,
@@ -349,6 +349,11 @@ async fn sync(vm: &VirtualMachine, ctx: &Context, ns: &str, name: &str) -> Resul
                     start_expected = true;
                     requeue = RACE_RETRY;
                 }
+                // The namespace is going away, and this VM with it: nothing to make, and
+                // no error to retry (the deletion comes as the next change).
+                Err(e) if is_namespace_terminating(&e) => {
+                    tracing::debug!("namespace terminating: no VMI made");
+                }
                 Err(e) => {
                     let message = format!("Error creating virtual machine instance: {e}");
                     ctx.event(
@@ -486,23 +491,25 @@ async fn sync(vm: &VirtualMachine, ctx: &Context, ns: &str, name: &str) -> Resul
         ..old_status.clone()
     };
     let body = owned_status(&status);
+    let mut status_error = None;
     if body != owned_status(&old_status) {
         match apply_status(&vms, name, resource_version.as_deref(), body).await {
             Ok(()) => ctx.metrics.operation("vm", "status"),
             // The VM went away meanwhile.
             Err(Error::Kube(e)) if deleting && is_status(&e, 404) => {}
-            Err(e) => return Err(e),
+            Err(e) => status_error = Some(e),
         }
     }
 
-    // KubeVirt keeps its finalizer on a VMI until the VM has seen it final.
+    // KubeVirt keeps its finalizer on a VMI until the VM has seen it final. This pass has
+    // seen it; a status write that failed (and is retried) must not hold the VMI's deletion.
     if let (Some(v), Some(o)) = (vmi.as_ref(), observed.as_ref()) {
         if o.phase.is_final() && remove_finalizer(&vmis, v, VM_FINALIZER).await? {
             ctx.metrics.operation("vmi", "remove_finalizer");
         }
     }
 
-    match pass_error {
+    match pass_error.or(status_error) {
         Some(e) => Err(e),
         None => Ok(Action::requeue(requeue)),
     }

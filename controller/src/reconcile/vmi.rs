@@ -19,7 +19,7 @@
 use super::{
     apply_status, measured, namespace_and_name, now, remove_finalizer, uid, Context, RESYNC,
 };
-use crate::error::{is_status, Result};
+use crate::error::{is_namespace_terminating, is_status, Result};
 use crate::observed::VmiPhase;
 use crate::reconcile::add_finalizer;
 use crate::reconcile::vm::VM_FINALIZER;
@@ -263,8 +263,19 @@ pub fn phase_event(
     }
 }
 
-/// Whether the VM named as this VMI's controller still exists (same uid).
-async fn owner_vm_exists(ctx: &Context, ns: &str, vmi: &VirtualMachineInstance) -> Result<bool> {
+/// Whether `vm` (the VM named as the VMI's controller, read live) still wants to see the
+/// final VMI before its VM finalizer goes: only the same VM (uid), and only while it is not
+/// being deleted. A VM being deleted has no use for the VMI's last state, and waiting for its
+/// pass to drop the finalizer made the two wait on each other when that pass kept failing
+/// (a namespace being deleted): VMIs stayed Terminating until the leader restarted.
+pub fn vm_awaits_final_vmi(owner_uid: &str, vm: Option<&VirtualMachine>) -> bool {
+    vm.is_some_and(|vm| {
+        vm.metadata.uid.as_deref() == Some(owner_uid) && vm.metadata.deletion_timestamp.is_none()
+    })
+}
+
+/// Whether the VMI's controlling VM still holds its VM finalizer on it.
+async fn owner_vm_awaits(ctx: &Context, ns: &str, vmi: &VirtualMachineInstance) -> Result<bool> {
     let Some(owner) = vmi
         .owner_references()
         .iter()
@@ -273,10 +284,8 @@ async fn owner_vm_exists(ctx: &Context, ns: &str, vmi: &VirtualMachineInstance) 
         return Ok(false);
     };
     let vms: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), ns);
-    Ok(vms
-        .get_opt(&owner.name)
-        .await?
-        .is_some_and(|vm| vm.metadata.uid.as_deref() == Some(owner.uid.as_str())))
+    let vm = vms.get_opt(&owner.name).await?;
+    Ok(vm_awaits_final_vmi(&owner.uid, vm.as_ref()))
 }
 
 async fn sync(vmi: &VirtualMachineInstance, ctx: &Context, ns: &str) -> Result<Action> {
@@ -365,6 +374,10 @@ async fn sync(vmi: &VirtualMachineInstance, ctx: &Context, ns: &str) -> Result<A
                             ))
                     });
                     pod = Some(created);
+                }
+                // The namespace is going away, and this VMI with it: nothing to make.
+                Err(e) if is_namespace_terminating(&e) => {
+                    tracing::debug!("namespace terminating: no pod made");
                 }
                 Err(e) => {
                     let message = format!("Error creating pod: {e}");
@@ -488,7 +501,7 @@ async fn sync(vmi: &VirtualMachineInstance, ctx: &Context, ns: &str) -> Result<A
             ctx.metrics.operation("vmi", "remove_finalizer");
         }
         if vmi.finalizers().iter().any(|f| f == VM_FINALIZER)
-            && !owner_vm_exists(ctx, ns, vmi).await?
+            && !owner_vm_awaits(ctx, ns, vmi).await?
         {
             // Re-read: the first patch changed the finalizer list the second one tests.
             if let Some(fresh) = api.get_opt(&name).await? {
@@ -537,6 +550,27 @@ mod tests {
                 ..Default::default()
             },
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_live_owner_vm_holds_the_vm_finalizer() {
+        let vm = |uid: &str, deleting: bool| {
+            let mut vm = VirtualMachine::new("vm", Default::default());
+            vm.metadata.uid = Some(uid.into());
+            vm.metadata.deletion_timestamp =
+                deleting.then(|| Time(Timestamp::from_second(1).unwrap()));
+            vm
+        };
+        let table = [
+            (None, false),
+            (Some(vm("u1", false)), true),
+            (Some(vm("u2", false)), false),
+            // Being deleted (a namespace going away): the finalizer must not wait on its pass.
+            (Some(vm("u1", true)), false),
+        ];
+        for (vm, want) in table {
+            assert_eq!(vm_awaits_final_vmi("u1", vm.as_ref()), want, "{vm:?}");
         }
     }
 
