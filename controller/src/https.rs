@@ -13,13 +13,22 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request headers must arrive within this.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The next connection on `listener`. Accept errors (out of file descriptors and the like) are
-/// logged and retried after a short pause: the server keeps serving. `what` names the server
-/// in logs.
+/// The next connection on `listener`, with Nagle's algorithm off. Accept errors (out of file
+/// descriptors and the like) are logged and retried after a short pause: the server keeps
+/// serving. `what` names the server in logs.
+///
+/// Without TCP_NODELAY a response written in two segments (headers, then body) waits for the
+/// client's delayed ACK — about 40 ms per request, which made every admission review of a
+/// `kubectl apply` of 500 VMs slow (the handler had the same 43.6 ms per exchange).
 pub async fn accept(listener: &TcpListener, what: &str) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
-            Ok(pair) => return pair,
+            Ok((tcp, peer)) => {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY on a {what} connection");
+                }
+                return (tcp, peer);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "accepting a {what} connection");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -46,5 +55,20 @@ pub async fn handshake(
             tracing::debug!(%peer, "{what} TLS handshake timed out");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::spawn(async move { TcpStream::connect(addr).await });
+        let (tcp, _) = accept(&listener, "test").await;
+        assert!(tcp.nodelay().expect("nodelay"), "TCP_NODELAY is set");
+        drop(client.await);
     }
 }
