@@ -24,7 +24,7 @@ use crate::observed::VmiPhase;
 use crate::reconcile::add_finalizer;
 use crate::reconcile::vm::VM_FINALIZER;
 use crate::status::conditions::{self, FALSE};
-use crate::status::vmi_phase::{vmi_status, VmiStatusInput, SYNCHRONIZED};
+use crate::status::vmi_phase::{compute_failure, vmi_status, VmiStatusInput, SYNCHRONIZED};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -490,8 +490,13 @@ async fn sync(vmi: &VirtualMachineInstance, ctx: &Context, ns: &str) -> Result<A
             }
         }
         if let Some((type_, reason, note)) = phase_event(phase, new_phase) {
-            ctx.event(&reference, type_, reason, "Sync", note.to_owned())
-                .await;
+            // A failed launcher says why (the compute container's termination message).
+            let failure = pod.as_ref().and_then(compute_failure);
+            let note = match failure {
+                Some(failure) if new_phase == VmiPhase::Failed => format!("{note}: {failure}"),
+                _ => note.to_owned(),
+            };
+            ctx.event(&reference, type_, reason, "Sync", note).await;
         }
     }
 

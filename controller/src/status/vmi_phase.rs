@@ -105,6 +105,27 @@ fn compute_exit_code(pod: &Pod) -> Option<i32> {
         .map(|t| t.exit_code)
 }
 
+/// Why the compute container failed, as the kubelet reports it (its termination message,
+/// e.g. the shim's "/boot/vmlinuz-virt does not exist in the image", else the reason and exit
+/// code), from its current state or, failing that, its last one. `None` while it has not
+/// failed. KubeVirt carries the launcher's failure into the VMI the same way.
+pub fn compute_failure(pod: &Pod) -> Option<String> {
+    let status = compute_status(pod)?;
+    let terminated = [status.state.as_ref(), status.last_state.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.terminated.as_ref())
+        .find(|t| t.exit_code != 0)?;
+    let reason = terminated.reason.as_deref().unwrap_or("Error");
+    let code = terminated.exit_code;
+    Some(match terminated.message.as_deref().map(str::trim) {
+        Some(message) if !message.is_empty() => {
+            format!("compute container failed ({reason}, exit code {code}): {message}")
+        }
+        _ => format!("compute container failed ({reason}, exit code {code})"),
+    })
+}
+
 fn compute_running(pod: &Pod) -> bool {
     compute_status(pod)
         .and_then(|c| c.state.as_ref())
@@ -217,7 +238,16 @@ pub fn ready_condition(phase: VmiPhase, pod: Option<&Pod>, now: &Time) -> Condit
         );
     };
     if pod_down_or_going_down(pod) {
-        return not_ready(REASON_POD_TERMINATING, "virt-launcher pod is terminating");
+        return match compute_failure(pod) {
+            Some(failure) => condition(
+                READY,
+                FALSE,
+                REASON_POD_TERMINATING,
+                &format!("virt-launcher pod is terminating: {failure}"),
+                now,
+            ),
+            None => not_ready(REASON_POD_TERMINATING, "virt-launcher pod is terminating"),
+        };
     }
     if phase != VmiPhase::Running {
         return not_ready(
@@ -399,6 +429,69 @@ mod tests {
             p.metadata.deletion_timestamp = Some(now());
         }
         p
+    }
+
+    #[test]
+    fn a_failed_launcher_says_why() {
+        let failed = |message: Option<&str>, last: bool| {
+            let mut p = pod("Failed", Compute::Exited(1), false);
+            let status = &mut p
+                .status
+                .as_mut()
+                .unwrap()
+                .container_statuses
+                .as_mut()
+                .unwrap()[0];
+            let terminated = ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 1,
+                    reason: Some("Error".into()),
+                    message: message.map(str::to_owned),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            if last {
+                status.state = Some(ContainerState {
+                    waiting: Some(ContainerStateWaiting::default()),
+                    ..Default::default()
+                });
+                status.last_state = Some(terminated);
+            } else {
+                status.state = Some(terminated);
+            }
+            p
+        };
+        let missing = "/boot/vmlinuz-virt does not exist in the image";
+        let table = [
+            (
+                failed(Some(missing), false),
+                Some(format!(
+                    "compute container failed (Error, exit code 1): {missing}"
+                )),
+            ),
+            (
+                failed(Some(missing), true),
+                Some(format!(
+                    "compute container failed (Error, exit code 1): {missing}"
+                )),
+            ),
+            (
+                failed(None, false),
+                Some("compute container failed (Error, exit code 1)".to_owned()),
+            ),
+            (pod("Succeeded", Compute::Exited(0), false), None),
+            (pod("Running", Compute::Up, false), None),
+        ];
+        for (p, want) in table {
+            assert_eq!(compute_failure(&p), want);
+        }
+        let ready = ready_condition(Failed, Some(&failed(Some(missing), false)), &now());
+        assert_eq!(ready.reason.as_deref(), Some(REASON_POD_TERMINATING));
+        assert!(
+            ready.message.as_deref().unwrap_or("").ends_with(missing),
+            "{ready:?}"
+        );
     }
 
     #[test]
