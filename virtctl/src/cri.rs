@@ -8,8 +8,10 @@
 //! useful part of the answer, and errors that name the RPC that failed with its gRPC status.
 //!
 //! [`Cri`] is async; [`blocking::BlockingCri`] wraps it with a private runtime for callers (tests,
-//! `Drop` impls) that are not async. [`log`] reads the CRI's container log files.
+//! `Drop` impls) that are not async. [`log`] reads the CRI's container log files; [`attach`]
+//! opens the stream behind Attach.
 
+pub mod attach;
 pub mod blocking;
 pub mod log;
 

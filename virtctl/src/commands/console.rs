@@ -43,13 +43,14 @@ pub fn split_escape(chunk: &[u8]) -> Vec<Input> {
     }
 }
 
-/// The terminal in raw mode while this lives (when standard input is a terminal).
-struct RawTerminal {
+/// The terminal in raw mode while this lives (when standard input is a terminal); dropping it,
+/// on the way out or on an error, restores the mode it had.
+pub struct RawTerminal {
     saved: Option<rustix::termios::Termios>,
 }
 
 impl RawTerminal {
-    fn enable() -> Result<Self> {
+    pub fn enable() -> Result<Self> {
         let stdin = std::io::stdin();
         if !rustix::termios::isatty(stdin.as_fd()) {
             return Ok(Self { saved: None });
@@ -81,7 +82,7 @@ impl Drop for RawTerminal {
 
 /// Reads standard input on a thread of its own (a blocking read cannot be cancelled); `None`
 /// from the channel means end of input.
-fn keyboard() -> tokio::sync::mpsc::Receiver<Input> {
+pub fn keyboard() -> tokio::sync::mpsc::Receiver<Input> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin();

@@ -1,7 +1,8 @@
-//! `virtctl local run|ls|logs|stop|rm`: a VM on this node through containerd's CRI, no cluster.
+//! `virtctl local run|console|ls|logs|stop|rm`: a VM on this node through containerd's CRI, no cluster.
 
 use anyhow::{bail, Context, Result};
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use virtctl::cri::blocking::BlockingCri;
@@ -24,7 +25,9 @@ enum Verb {
     Run {
         #[arg(short = 'f', long = "filename")]
         file: String,
-        /// Stream the serial console until the VM stops (Ctrl+C leaves it running).
+        /// Stay on the serial console until the VM stops. On a terminal it is interactive, as
+        /// `virtctl local console` (Ctrl+] leaves, the VM keeps running); otherwise, or with
+        /// --until, the console log is printed (Ctrl+C leaves it running).
         #[arg(long)]
         attach: bool,
         /// With --attach: return once the console shows this text.
@@ -43,6 +46,9 @@ enum Verb {
         #[arg(long = "pvc", value_name = "CLAIM=DIR[:SIZE]|DEVICE")]
         claims: Vec<String>,
     },
+    /// Type into a VM's serial console: what it prints shows here, every key goes to the guest
+    /// (the terminal is raw); Ctrl+] leaves and the VM keeps running. Works with a pipe too.
+    Console { name: String },
     /// List the VMs virtctl local started.
     Ls,
     /// Print a VM's serial console log.
@@ -140,6 +146,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 plan.pod_name,
                 &started.sandbox_id[..12.min(started.sandbox_id.len())]
             );
+            let interactive = rustix::termios::isatty(std::io::stdin().as_fd());
+            if *attach && interactive && until.is_none() {
+                return console(&cri, &name);
+            }
             if *attach {
                 return follow(
                     &cri,
@@ -150,6 +160,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 );
             }
         }
+        Verb::Console { name } => return console(&cri, name),
         Verb::Ls => {
             println!(
                 "{:<24} {:<10} {:<14} {:<20} EXIT",
@@ -230,6 +241,97 @@ fn name_dirs(
         out.insert(name.to_owned(), dir);
     }
     Ok(out)
+}
+
+/// An interactive serial console through the CRI's Attach, as `kubectl attach -it` reaches
+/// it: chosen over the pod's console socket because it needs only the CRI socket virtctl talks
+/// to anyway, wherever the shim keeps its state. Keys go to the guest until Ctrl+] or the end
+/// of standard input; the VM keeps running either way.
+fn console(cri: &BlockingCri, name: &str) -> Result<ExitCode> {
+    let vm = local::find(cri, name)?;
+    let Some(compute) = vm.compute_id.as_deref().filter(|_| vm.is_running()) else {
+        bail!(
+            "virtualmachineinstance/{name} is not running ({}): virtctl local logs {name} shows its console log",
+            vm.state
+        );
+    };
+    let url = cri
+        .attach(compute, true)
+        .with_context(|| format!("attaching to virtualmachineinstance/{name}"))?;
+    let broken = super::block_on(async {
+        let socket = virtctl::cri::attach::open(&url).await?;
+        let terminal = super::console::RawTerminal::enable()?;
+        eprint!("Connected to the console of {name}. Type Ctrl+] to leave.\r\n");
+        let result = relay(socket).await;
+        drop(terminal);
+        eprintln!();
+        result
+    })?;
+    if let Some(why) = broken {
+        let state = local::find(cri, name)
+            .map(|vm| vm.state)
+            .unwrap_or_default();
+        eprintln!("Disconnected from the console of {name} ({why}); the VM is {state}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Moves keys to the attach stream and its output to standard output until Ctrl+], the end of
+/// input, or the stream's end; why the stream broke, if it did.
+async fn relay(
+    socket: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+) -> Result<Option<String>> {
+    use super::console::Input;
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use virtctl::cri::attach::{parse, stdin_message, Output};
+    let (mut tx, mut rx) = socket.split();
+    let mut keys = super::console::keyboard();
+    let mut stdout = tokio::io::stdout();
+    loop {
+        tokio::select! {
+            key = keys.recv() => match key {
+                Some(Input::Bytes(bytes)) => {
+                    if let Err(e) = tx.send(Message::Binary(stdin_message(&bytes).into())).await {
+                        return Ok(Some(e.to_string()));
+                    }
+                }
+                Some(Input::Escape) | None => {
+                    let _ = tx.send(Message::Close(None)).await;
+                    return Ok(None);
+                }
+            },
+            message = rx.next() => match message {
+                Some(Ok(Message::Binary(data))) => match parse(&data) {
+                    Output::Data(bytes) => {
+                        stdout.write_all(bytes).await?;
+                        stdout.flush().await?;
+                    }
+                    Output::Status(status) if !status.is_empty() => {
+                        return Ok(Some(stream_status(status)));
+                    }
+                    Output::Status(_) | Output::Other => {}
+                },
+                Some(Ok(Message::Close(_))) | None => {
+                    return Ok(Some("the stream ended".into()));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Ok(Some(e.to_string())),
+            },
+        }
+    }
+}
+
+/// Words the Kubernetes `Status` a streaming server closes with.
+fn stream_status(status: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(status).unwrap_or_default();
+    match (value["status"].as_str(), value["message"].as_str()) {
+        (Some("Success"), _) => "the console closed".to_owned(),
+        (_, Some(message)) => message.to_owned(),
+        _ => String::from_utf8_lossy(status).into_owned(),
+    }
 }
 
 /// One `--pvc CLAIM=PATH[:SIZE]` flag.
