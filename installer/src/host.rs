@@ -188,6 +188,8 @@ pub fn restart_containerd(config: &Path) -> Result<(), HostError> {
         run("systemctl", &["restart", "containerd"])?;
     } else {
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        // Opened before the old containerd goes: its namespaces live on through these files.
+        let namespaces = host_namespaces_of(pid)?;
         let target = nix::unistd::Pid::from_raw(pid);
         let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
         let started = Instant::now();
@@ -205,14 +207,28 @@ pub fn restart_containerd(config: &Path) -> Result<(), HostError> {
             .try_clone()
             .map_err(io("opening /var/log/containerd.log"))?;
         // `setsid` without `-f` execs containerd in the child itself (a fresh child is no
-        // process group leader), so the child's pid is containerd's.
-        let child = Command::new("setsid")
-            .args(&cmdline)
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .map_err(io("starting containerd again (setsid)"))?;
+        // process group leader), so the child's pid is containerd's. It is spawned from a
+        // thread that joined the old containerd's network, UTS and IPC namespaces: started
+        // from the installer's pod as it is, containerd would otherwise plumb every later
+        // pod's network into the installer pod's namespace. (setns of these is per thread.)
+        let spawn = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    for (file, flag) in namespaces {
+                        nix::sched::setns(file, flag).map_err(HostError::Namespace)?;
+                    }
+                    Command::new("setsid")
+                        .args(&cmdline)
+                        .stdin(std::process::Stdio::null())
+                        .stdout(log)
+                        .stderr(err)
+                        .spawn()
+                        .map_err(io("starting containerd again (setsid)"))
+                })
+                .join()
+        });
+        let child =
+            spawn.map_err(|_| HostError::NoHostNamespace("the spawning thread died".into()))??;
         // Started from the installer's pod, containerd would live in the pod's cgroups and be
         // killed with the pod; it goes back where it was before the restart.
         for failure in move_to_cgroups(child.id(), &cgroups) {
@@ -230,6 +246,25 @@ pub fn restart_containerd(config: &Path) -> Result<(), HostError> {
         std::thread::sleep(Duration::from_millis(100));
     }
     Err(HostError::ContainerdDown(limit))
+}
+
+/// containerd's network, UTS and IPC namespaces, which the containerd started again must
+/// share (the host's, whatever the installer's pod has).
+fn host_namespaces_of(pid: i32) -> Result<Vec<(std::fs::File, nix::sched::CloneFlags)>, HostError> {
+    use nix::sched::CloneFlags;
+    [
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+    ]
+    .into_iter()
+    .map(|(name, flag)| {
+        let path = format!("/proc/{pid}/ns/{name}");
+        std::fs::File::open(&path)
+            .map(|f| (f, flag))
+            .map_err(io(format!("opening {path}")))
+    })
+    .collect()
 }
 
 /// The `cgroup.procs` files of the cgroups that `/proc/<pid>/cgroup` (`cgroups`) names:
