@@ -7,12 +7,22 @@
 #                      import them into containerd (guest-images: the test guests only)
 #   make install-node  install the shim on this node's containerd (uninstall-node removes it)
 #   make bench         measurements recorded in BENCHMARKS.md
+#   make cluster       a single-node Kubernetes on this machine (cluster/up.sh; idempotent),
+#                      KUBECONFIG=/var/lib/virtshim-cluster/admin.kubeconfig
+#   make cluster-down  stop it (WIPE=1 also removes its state)
+#   make crictl        crictl (and the Kubernetes commands) built from Go modules into out/cluster/bin
 
 CARGO ?= cargo
 EXAMPLES ?= $(abspath ../shared/examples/kubevirt)
 export VIRTSHIM_EXAMPLES := $(EXAMPLES)
+# kubectl, crictl and the Kubernetes commands the project builds from Go modules.
+export PATH := $(CURDIR)/out/cluster/bin:$(PATH)
+CLUSTER_DIR ?= /var/lib/virtshim-cluster
+# make test's cluster: the one KUBECONFIG names, else the project's own, started first.
+TEST_KUBECONFIG := $(if $(KUBECONFIG),$(KUBECONFIG),$(CLUSTER_DIR)/admin.kubeconfig)
 
-.PHONY: all build deps test demo crds lint images guest-images install-node uninstall-node node bench
+.PHONY: all build deps test demo crds lint images guest-images install-node uninstall-node node bench \
+	cluster cluster-down crictl
 
 all: build
 
@@ -30,7 +40,17 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: deps lint
-	$(CARGO) test --workspace --no-fail-fast -- --show-output
+	@$(if $(KUBECONFIG),echo "test: using the cluster KUBECONFIG names ($(KUBECONFIG))",bash cluster/up.sh)
+	KUBECONFIG=$(TEST_KUBECONFIG) $(CARGO) test --workspace --no-fail-fast -- --show-output
+
+cluster: deps
+	@bash cluster/up.sh
+
+cluster-down:
+	@bash cluster/down.sh $(if $(filter 1,$(WIPE)),--wipe)
+
+crictl:
+	@bash cluster/build.sh
 
 # containerd running with the settings this node needs.
 node: deps

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# `make cluster`: a single-node Kubernetes on this machine for virtshim's tests and for trying
+# virtshim as a cluster user would. Idempotent: what runs is left alone, what is down is started.
+#
+#   etcd (Debian's etcd-server), kube-apiserver (RBAC, the aggregation layer's front-proxy
+#   certificates, aggregator routing to endpoints), kube-controller-manager, kube-scheduler, and a
+#   kubelet on the node's own containerd (scripts/node-containerd.sh). virtshim itself is then
+#   installed as the README tells a user: component images imported, `kubectl apply -k manifests/`,
+#   and the installer DaemonSet puts the shim and its runtime on the node.
+#
+# Pods use the node's CNI bridge vsnode0 (10.66.0.0/24); the node's address is its gateway
+# 10.66.0.1, so every connection stays between this host and the namespaces it made. There is no
+# kube-proxy: one DNAT rule makes the `kubernetes` Service (10.96.0.1:443) reach the apiserver,
+# and the apiserver reaches aggregated APIs and webhooks through their endpoints.
+#
+# State: $VIRTSHIM_CLUSTER_DIR (default /var/lib/virtshim-cluster): pki/, etcd/, kubelet/, log/,
+# and admin.kubeconfig, which `make test` and the README use. When the control plane is not
+# running, up.sh starts it on a fresh etcd and kubelet state (the certificates are kept), so a
+# run never inherits the objects of an earlier one; `cluster/down.sh --wipe` removes everything.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+DIR=${VIRTSHIM_CLUSTER_DIR:-/var/lib/virtshim-cluster}
+BIN=${CLUSTER_BIN:-$ROOT/out/cluster/bin}
+PKI=$DIR/pki
+LOG=$DIR/log
+NODE_IP=10.66.0.1
+BRIDGE=vsnode0
+SERVICE_IP=10.96.0.1
+NODE=$(hostname)
+export PATH="$BIN:$PATH"
+started=$SECONDS
+
+step() { echo "cluster: $*"; }
+alive() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
+start() { # name command...
+  local name=$1; shift
+  alive "$name" && return
+  setsid "$@" >>"$LOG/$name.log" 2>&1 < /dev/null &
+  echo $! > "$DIR/$name.pid"
+}
+wait_until() { # seconds what command...
+  local limit=$1 what=$2; shift 2
+  for _ in $(seq $((limit * 2))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  echo "cluster: $what did not happen within ${limit}s; logs in $LOG" >&2
+  return 1
+}
+
+bash "$HERE/build.sh"
+mkdir -p "$PKI" "$LOG"
+
+# A control plane that is not running starts from nothing but its certificates.
+if ! alive apiserver; then
+  for c in kubelet scheduler controller-manager apiserver etcd; do
+    alive "$c" && kill "$(cat "$DIR/$c.pid")" 2>/dev/null || true
+  done
+  if [ -d "$DIR/kubelet" ]; then
+    # The kubelet's pod volumes may still be mounted after an unclean stop.
+    grep -o " $DIR/kubelet/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  fi
+  rm -rf "$DIR/etcd" "$DIR/kubelet"
+fi
+mkdir -p "$DIR/etcd" "$DIR/kubelet"
+
+# The node: containerd with this machine's settings and its CNI bridge, virtshim's runtime.
+bash "$ROOT/scripts/node-containerd.sh" | sed 's/^/cluster: /'
+ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+ip addr show dev "$BRIDGE" | grep -q " $NODE_IP/" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
+ip link set "$BRIDGE" up
+sysctl -qw net.ipv4.ip_forward=1
+for chain in OUTPUT PREROUTING; do
+  rule=(-d "$SERVICE_IP/32" -p tcp --dport 443 -j DNAT --to-destination "$NODE_IP:6443")
+  iptables -t nat -C "$chain" "${rule[@]}" 2>/dev/null || iptables -t nat -A "$chain" "${rule[@]}"
+done
+
+# Certificates: one CA for the cluster, one for the front proxy (aggregated APIs trust it).
+cd "$PKI"
+ca() { # name cn
+  [ -f "$1.crt" ] && return
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$1.key" -subj "/CN=$2" -days 3650 -out "$1.crt" 2>/dev/null
+}
+cert() { # name subject sans ca
+  local name=$1 subject=$2 sans=$3 signer=${4:-ca}
+  [ -f "$name.crt" ] && return
+  openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -subj "$subject" -out "$name.csr" 2>/dev/null
+  if [ -n "$sans" ]; then
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$sans" > "$name.ext"
+  else
+    printf 'extendedKeyUsage=clientAuth\n' > "$name.ext"
+  fi
+  openssl x509 -req -in "$name.csr" -CA "$signer.crt" -CAkey "$signer.key" -CAcreateserial \
+    -days 3650 -extfile "$name.ext" -out "$name.crt" 2>/dev/null
+  rm -f "$name.csr" "$name.ext"
+}
+ca ca virtshim-cluster-ca
+ca front-proxy-ca virtshim-cluster-front-proxy-ca
+cert apiserver /CN=kube-apiserver \
+  "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:localhost,IP:127.0.0.1,IP:$SERVICE_IP,IP:$NODE_IP"
+cert admin "/O=system:masters/CN=admin" ""
+cert controller-manager /CN=system:kube-controller-manager ""
+cert scheduler /CN=system:kube-scheduler ""
+cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" ""
+cert front-proxy-client /CN=front-proxy-client "" front-proxy-ca
+cert "node-$NODE" "/O=system:nodes/CN=system:node:$NODE" "DNS:$NODE,DNS:localhost,IP:127.0.0.1,IP:$NODE_IP"
+[ -f sa.key ] || { openssl genrsa -out sa.key 2048 2>/dev/null; openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null; }
+cd - >/dev/null
+
+kubeconfig() { # file cert
+  local f=$DIR/$1.kubeconfig
+  [ -f "$f" ] && return
+  KUBECONFIG=$f kubectl config set-cluster virtshim --server="https://$NODE_IP:6443" \
+    --certificate-authority="$PKI/ca.crt" --embed-certs >/dev/null
+  KUBECONFIG=$f kubectl config set-credentials "$2" --client-certificate="$PKI/$2.crt" \
+    --client-key="$PKI/$2.key" --embed-certs >/dev/null
+  KUBECONFIG=$f kubectl config set-context virtshim --cluster=virtshim --user="$2" >/dev/null
+  KUBECONFIG=$f kubectl config use-context virtshim >/dev/null
+}
+kubeconfig admin admin
+kubeconfig controller-manager controller-manager
+kubeconfig scheduler scheduler
+kubeconfig kubelet "node-$NODE"
+export KUBECONFIG=$DIR/admin.kubeconfig
+
+step "control plane"
+start etcd etcd --name virtshim-cluster --data-dir "$DIR/etcd" \
+  --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+  --initial-cluster virtshim-cluster=http://127.0.0.1:2380
+wait_until 30 "etcd answering" curl -sf http://127.0.0.1:2379/health
+start apiserver kube-apiserver --etcd-servers=http://127.0.0.1:2379 \
+  --bind-address="$NODE_IP" --advertise-address="$NODE_IP" --secure-port=6443 \
+  --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true \
+  --client-ca-file="$PKI/ca.crt" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+  --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+  --kubelet-certificate-authority="$PKI/ca.crt" --kubelet-preferred-address-types=InternalIP \
+  --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+  --service-account-issuer=https://kubernetes.default.svc --authorization-mode=Node,RBAC \
+  --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+  --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+  --requestheader-extra-headers-prefix=X-Remote-Extra- \
+  --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
+  --enable-aggregator-routing=true
+wait_until 90 "the apiserver ready" kubectl get --raw /readyz
+start controller-manager kube-controller-manager --kubeconfig="$DIR/controller-manager.kubeconfig" \
+  --authentication-kubeconfig="$DIR/controller-manager.kubeconfig" --authorization-kubeconfig="$DIR/controller-manager.kubeconfig" \
+  --bind-address=127.0.0.1 --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" \
+  --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
+  --use-service-account-credentials=true --controllers='*,-nodeipam,-cloud-node-lifecycle' \
+  ${VIRTSHIM_CLUSTER_KCM_FLAGS:-}
+start scheduler kube-scheduler --kubeconfig="$DIR/scheduler.kubeconfig" \
+  --authentication-kubeconfig="$DIR/scheduler.kubeconfig" --authorization-kubeconfig="$DIR/scheduler.kubeconfig" \
+  --bind-address=127.0.0.1
+
+step "kubelet on the node's containerd"
+cat > "$DIR/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+authentication: {anonymous: {enabled: false}, webhook: {enabled: true}, x509: {clientCAFile: $PKI/ca.crt}}
+authorization: {mode: Webhook}
+cgroupDriver: cgroupfs
+# This machine kind has cgroup v1, which Kubernetes 1.35+ refuses unless told otherwise.
+failCgroupV1: false
+failSwapOn: false
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+tlsCertFile: $PKI/node-$NODE.crt
+tlsPrivateKeyFile: $PKI/node-$NODE.key
+address: $NODE_IP
+resolvConf: /etc/resolv.conf
+serializeImagePulls: false
+# A small disk must not evict the test pods.
+evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
+imageGCHighThresholdPercent: 100
+EOF
+start kubelet kubelet --config="$DIR/kubelet.yaml" --kubeconfig="$DIR/kubelet.kubeconfig" \
+  --root-dir="$DIR/kubelet" --node-ip="$NODE_IP" --hostname-override="$NODE"
+wait_until 120 "node $NODE Ready" sh -c "kubectl get node '$NODE' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+# The default ServiceAccount exists once the controller-manager runs; pods need it.
+wait_until 60 "the default ServiceAccount" kubectl -n default get serviceaccount default
+
+step "up in $((SECONDS - started)) s: export KUBECONFIG=$KUBECONFIG"
