@@ -1,8 +1,10 @@
 //! Shared harness for virtshim's integration tests: finding the repository, the KubeVirt
-//! examples, and the cluster the environment gives (tests that need one skip, saying so,
-//! when there is none); a private containerd per test ([`containerd`]) and the OCI images
+//! examples, and the cluster the environment gives (`make test` starts the project's own,
+//! cluster/up.sh; without one, tests that need it skip, saying so, and under `CI=true` fail),
+//! virtshim installed on it as the README says ([`cluster`]); a private containerd per test ([`containerd`]) and the OCI images
 //! the tests import into it ([`oci`]).
 
+pub mod cluster;
 pub mod containerd;
 pub mod handler;
 pub mod oci;
@@ -24,12 +26,20 @@ pub fn examples_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("../shared/examples/kubevirt"))
 }
 
+/// Whether this run is CI's (`CI` set and not empty): there a test that cannot get its real
+/// parts fails rather than skips.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
 /// A cluster given by the environment: `$KUBECONFIG` naming a readable file whose apiserver
-/// answers. `None` (with the reason printed) means cluster tests must skip.
+/// answers (`make test` starts the project's cluster and sets it). `None` (with the reason
+/// printed) means cluster tests must skip; under CI they fail instead.
 pub fn cluster(test: &str) -> Option<Kubectl> {
     let Some(kubeconfig) = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) else {
-        println!(
-            "SKIPPED {test}: no cluster given (set KUBECONFIG, e.g. from ../shared/cluster/up.sh)"
+        skip(
+            test,
+            "no cluster given (set KUBECONFIG; `make test` and `make cluster` start one)",
         );
         return None;
     };
@@ -46,8 +56,12 @@ pub fn cluster(test: &str) -> Option<Kubectl> {
 }
 
 /// Says that a test skipped and why. `make test` runs with `--show-output`, so the line
-/// appears in CI's log and a skip is never mistaken for a pass.
+/// appears in the log and a skip is never mistaken for a pass; under CI, where every real part
+/// is provided, a skip is a failure with that reason.
 pub fn skip(test: &str, why: &str) {
+    if in_ci() {
+        panic!("{test} cannot run in CI: {why}");
+    }
     eprintln!("SKIPPED {test}: {why}");
 }
 

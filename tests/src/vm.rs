@@ -40,6 +40,13 @@ pub fn installer_binary() -> PathBuf {
         .clone()
 }
 
+/// `virtctl`, built like the shim.
+pub fn virtctl_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| cargo_build("virtctl", "virtctl"))
+        .clone()
+}
+
 /// Builds `package` into the target folder (and profile) these tests run from; the path of
 /// its binary `binary`.
 fn cargo_build(package: &str, binary: &str) -> PathBuf {

@@ -13,11 +13,8 @@
 //! Each runs with our virtctl, and also with the upstream one when `VIRTSHIM_UPSTREAM_VIRTCTL`
 //! names its binary (built from KubeVirt's source, for testing only).
 //!
-//! Needs: `KUBECONFIG` (e.g. from ../shared/cluster/up.sh) with virtshim installed from
-//! `manifests/` (the controller serving the APIService, the handler DaemonSet, the RuntimeClass)
-//! and the test guest image `localhost/virtshim/guest-kernel-boot:v1` (images/guest/build.sh)
-//! imported into the node's containerd. Skipped, saying so, when no cluster is given or the
-//! APIService is not available.
+//! Runs on the cluster `make test` starts (or the one `KUBECONFIG` names), with virtshim
+//! installed from `manifests/` as the README says ([`virtshim_tests::cluster::installed`]).
 
 #![allow(clippy::unwrap_used)]
 
@@ -29,31 +26,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use virtshim_tests::vm::KERNEL_BOOT_IMAGE;
-use virtshim_tests::{cluster, repo_root, skip, wait_for, Kubectl};
+use virtshim_tests::{repo_root, wait_for, Kubectl};
 
 /// Ctrl+].
 const ESCAPE: u8 = 0x1d;
 
-/// The cluster, or `None` (with the reason printed) when these tests must skip.
+/// The cluster with virtshim installed from `manifests/` (its APIService Available), or `None`
+/// (with the reason printed) when no cluster is given outside CI.
 fn setup(test: &str) -> Option<Kubectl> {
-    let k = cluster(test)?;
-    let available = k
-        .run(&[
-            "get",
-            "apiservice",
-            "v1.subresources.kubevirt.io",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type=='Available')].status}",
-        ])
-        .unwrap_or_default();
-    if available.trim() != "True" {
-        skip(
-            test,
-            "APIService v1.subresources.kubevirt.io is not available (install manifests/ first)",
-        );
-        return None;
-    }
-    Some(k)
+    virtshim_tests::cluster::installed(test)
 }
 
 /// Our virtctl, built from this workspace into the target folder these tests run from.

@@ -88,7 +88,8 @@ fn local_console_types_into_the_guest_and_rm_powers_it_off() {
     vm::wait_for_console(
         &started.console_log(),
         vm::READY_MARKER,
-        Duration::from_secs(120),
+        // TCG on a busy machine can be slow to boot.
+        Duration::from_secs(180),
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", containerd.log_tail()));
 

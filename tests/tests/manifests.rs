@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use virtshim_controller::admission::{self, certs};
-use virtshim_tests::{cluster, repo_root};
+use virtshim_tests::repo_root;
 
 const NAMESPACE: &str = "virtshim-system";
 const PART_OF: &str = "app.kubernetes.io/part-of";
@@ -921,67 +921,15 @@ fn until(
 
 #[test]
 fn manifests_install_and_remove_on_a_cluster() {
-    let Some(k) = cluster("manifests_install_and_remove_on_a_cluster") else {
+    // Installs as the README says (images imported, `kubectl apply -k manifests/`, the node
+    // labelled, the controller Available, handler Ready, APIServices Available).
+    let Some(k) = virtshim_tests::cluster::installed("manifests_install_and_remove_on_a_cluster")
+    else {
         return;
     };
     let dir = manifests();
     let dir = dir.to_str().unwrap();
-    let installer = format!("{NAME_LABEL}=virtshim-installer");
-    let ready_label = format!("{READY_LABEL}=true");
     let installed = std::panic::catch_unwind(|| {
-        must(&k, &["apply", "-k", dir]);
-        // The installer sets the node up and labels it; then the handler is scheduled there.
-        until(
-            &k,
-            120,
-            &["get", "nodes", "-l", &ready_label, "-o", "name"],
-            |out| !out.trim().is_empty(),
-        );
-        let wait = ["--timeout=120s", "-n", NAMESPACE];
-        must(
-            &k,
-            &[
-                &["wait", "--for=condition=Ready", "pod", "-l", &installer][..],
-                &wait,
-            ]
-            .concat(),
-        );
-        must(
-            &k,
-            &[
-                &[
-                    "wait",
-                    "--for=condition=Available",
-                    "deployment/virtshim-controller",
-                ][..],
-                &wait,
-            ]
-            .concat(),
-        );
-        until(
-            &k,
-            120,
-            &[
-                "get",
-                "ds/virtshim-handler",
-                "-n",
-                NAMESPACE,
-                "-o",
-                "jsonpath={.status.desiredNumberScheduled} {.status.numberReady}",
-            ],
-            |out| matches!(out.split_once(' '), Some((d, r)) if d == r && d != "0"),
-        );
-        for a in objects_of("APIService") {
-            must(
-                &k,
-                &[
-                    "wait",
-                    "--for=condition=Available",
-                    &format!("apiservice/{}", name(a)),
-                    "--timeout=120s",
-                ],
-            );
-        }
         // The controller made the handlers' certificates and put its CA into the webhooks.
         must(&k, &["get", "secret", HANDLER_SECRET, "-n", NAMESPACE]);
         until(
@@ -996,6 +944,13 @@ fn manifests_install_and_remove_on_a_cluster() {
             ],
             |out| !out.trim().is_empty(),
         );
+        // The node has the shim and the runtime handler.
+        assert!(Path::new(NODE_SHIM).exists(), "{NODE_SHIM} installed");
+        let config = std::fs::read_to_string(NODE_CONTAINERD_CONFIG).unwrap_or_default();
+        assert!(
+            config.contains("runtimes.virtshim"),
+            "runtime in {NODE_CONTAINERD_CONFIG}"
+        );
     });
     if installed.is_err() {
         for what in [
@@ -1006,7 +961,7 @@ fn manifests_install_and_remove_on_a_cluster() {
         }
     }
     // Removal waits for the namespace and the CRDs (so every VM) to go; the installer's
-    // uninstall removes the node's labels.
+    // uninstall removes the node's labels, the runtime handler and the shim.
     let removed = k.run(&[
         "delete",
         "-k",
@@ -1025,4 +980,29 @@ fn manifests_install_and_remove_on_a_cluster() {
         &["get", "nodes", "-l", READY_LABEL, "-o", "name"],
         |out| out.trim().is_empty(),
     );
+    virtshim_tests::wait_for(
+        "the node has no shim and no virtshim runtime left",
+        std::time::Duration::from_secs(120),
+        || {
+            let config = std::fs::read_to_string(NODE_CONTAINERD_CONFIG).ok()?;
+            (!Path::new(NODE_SHIM).exists() && !config.contains("runtimes.virtshim")).then_some(())
+        },
+    );
+    // containerd, restarted by the uninstall from inside the installer's pod, outlived that pod.
+    until(
+        &k,
+        120,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[0].status.conditions[?(@.type=='Ready')].status}",
+        ],
+        |out| out.trim() == "True",
+    );
+    virtshim_tests::cluster::forget_install();
 }
+
+/// Where the installer puts the shim and which containerd config it edits, on this node.
+const NODE_SHIM: &str = "/usr/local/bin/containerd-shim-virtshim-v2";
+const NODE_CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
