@@ -268,11 +268,21 @@ fn console(cri: &BlockingCri, name: &str) -> Result<ExitCode> {
         result
     })?;
     if let Some(why) = broken {
-        let state = local::find(cri, name)
-            .map(|vm| vm.state)
-            .unwrap_or_default();
-        eprintln!("Disconnected from the console of {name} ({why}); the VM is {state}");
-        return Ok(ExitCode::FAILURE);
+        // The guest powering off ends the stream too; that is no failure of the console.
+        match local::find(cri, name) {
+            Ok(vm) if !vm.is_running() => {
+                eprintln!(
+                    "virtualmachineinstance/{name} stopped (exit code {})",
+                    vm.exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "?".into())
+                );
+            }
+            _ => {
+                eprintln!("Disconnected from the console of {name} ({why})");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
