@@ -196,9 +196,13 @@ fn vm_cirros_follows_kubevirt_run_strategies() {
             .get_json(&ns, "vmi", VM)
             .expect("the VMI survives an orphan delete");
         assert_eq!(orphan["metadata"]["uid"].as_str(), Some(fourth.as_str()));
-        k.run(&["apply", "-n", &ns, "-f", example])
+        // Created again as it was, running (applied Halted, KubeVirt's VM would adopt the VMI
+        // and then stop it, as ours does).
+        let running_again = std::fs::read_to_string(example_path())
+            .unwrap()
+            .replace("runStrategy: Halted", "runStrategy: Always");
+        k.run_stdin(&["apply", "-n", &ns, "-f", "-"], Some(&running_again))
             .expect("vm-cirros applies again");
-        patch_vm(&k, &ns, VM, r#"{"spec":{"runStrategy":"Always"}}"#);
         let vm_uid = k.get_json(&ns, "vm", VM).unwrap()["metadata"]["uid"]
             .as_str()
             .unwrap()
