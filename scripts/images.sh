@@ -19,13 +19,16 @@ fi
 if [ ! -s "$OUT/placeholder.oci.tar" ]; then
   python3 "$HERE/images/oci_image.py" --name localhost/virtshim/placeholder:v1 --entrypoint /bin/busybox --cmd true \
     --add /bin/busybox /bin/busybox:0755 "$OUT/placeholder.oci.tar" >/dev/null
+  echo "placeholder image localhost/virtshim/placeholder:v1: built"
+else
+  echo "placeholder image localhost/virtshim/placeholder:v1: up to date (cached)"
 fi
 if ctr version >/dev/null 2>&1; then
   for tar in "$OUT"/guest/*.oci.tar "$OUT"/components/*.oci.tar "$OUT/placeholder.oci.tar"; do
     [ -e "$tar" ] || continue
     ctr -n k8s.io images import "$tar" >/dev/null
   done
-  echo "images: imported into containerd (k8s.io): $(ctr -n k8s.io images ls -q | grep '^localhost/virtshim/' | tr '\n' ' ')"
+  echo "images: imported into containerd's k8s.io namespace ($(ctr -n k8s.io images ls -q | grep -c '^localhost/virtshim/') localhost/virtshim images)"
 else
-  echo "images: built in $OUT (containerd is not running; import with: ctr -n k8s.io images import FILE)"
+  echo "images: built in ${OUT#"$HERE"/} (containerd is not running; import with: ctr -n k8s.io images import FILE)"
 fi

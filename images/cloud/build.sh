@@ -59,7 +59,7 @@ if [ -z "${FORCE:-}" ] && [ "$(cat "$OUT/.cloud-inputs" 2>/dev/null)" = "$HASH" 
 	ok=1
 	for f in $OUTPUTS; do [ -s "$OUT/$f" ] || ok=; done
 	if [ -n "$ok" ]; then
-		echo "cloud/build.sh: $OUT is up to date"
+		echo "cloud image $IMAGE: up to date (cached by input hash)"
 		exit 0
 	fi
 fi
@@ -79,7 +79,7 @@ cleanup() {
 }
 trap cleanup EXIT
 T0=$(date +%s)
-echo "cloud/build.sh: debootstrap $SUITE from $MIRROR"
+echo "cloud image $IMAGE: building (debootstrap $SUITE from $MIRROR, a few minutes)"
 
 # 1. The root file system.
 if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOT" "$MIRROR" \
@@ -88,7 +88,6 @@ if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOT" "$MIRR
 	[ -f "$ROOT/debootstrap/debootstrap.log" ] && tail -n 30 "$ROOT/debootstrap/debootstrap.log" >&2
 	die "debootstrap failed"
 fi
-echo "cloud/build.sh: debootstrap done in $(( $(date +%s) - T0 )) s"
 
 echo "UUID=$ROOT_UUID / ext4 defaults,errors=remount-ro 0 1" > "$ROOT/etc/fstab"
 echo debian-cloud > "$ROOT/etc/hostname"
@@ -164,9 +163,8 @@ chmod 0644 "$TMP/debian-cloud.qcow2"
 
 # 3. The containerDisk.
 python3 "$IMAGES/oci_image.py" --name "$IMAGE" \
-	--add "$TMP/debian-cloud.qcow2" /disk/debian-cloud.qcow2:0444 "$TMP/debian-cloud.oci.tar"
+	--add "$TMP/debian-cloud.qcow2" /disk/debian-cloud.qcow2:0444 "$TMP/debian-cloud.oci.tar" >/dev/null
 
 for f in $OUTPUTS; do mv -f "$TMP/$f" "$OUT/$f"; done
 echo "$HASH" > "$OUT/.cloud-inputs"
-echo "cloud/build.sh: done in $(( $(date +%s) - T0 )) s"
-ls -l "$OUT/debian-cloud.qcow2" "$OUT/debian-cloud.oci.tar"
+echo "cloud image $IMAGE: built in $(( $(date +%s) - T0 )) s ($(( $(stat -c %s "$OUT/debian-cloud.oci.tar") / 1048576 )) MiB)"

@@ -63,13 +63,13 @@ image() {
 	hash=$({ echo "${args[*]}"; sha256sum "$BIN/$binary" "$HERE/build.sh" "$REPO/images/oci_image.py";
 		for a in "$@"; do [ -f "$a" ] && sha256sum "$a"; done; true; } | sha256sum | cut -d' ' -f1)
 	if [ -s "$tar" ] && [ "$(cat "$OUT/.$name.inputs" 2>/dev/null)" = "$hash" ]; then
-		echo "components/build.sh: $name is up to date"
+		echo "component image $PREFIX/$name:$TAG: up to date (cached by input hash)"
 		return
 	fi
 	python3 "$REPO/images/oci_image.py" "${args[@]}" "$tar.tmp" >/dev/null
 	mv -f "$tar.tmp" "$tar"
 	echo "$hash" > "$OUT/.$name.inputs"
-	echo "components/build.sh: $PREFIX/$name:$TAG → $tar ($(( $(stat -c %s "$tar") / 1024 )) KiB)"
+	echo "component image $PREFIX/$name:$TAG: built ($(( $(stat -c %s "$tar") / 1024 )) KiB)"
 }
 
 image controller virtshim-controller
