@@ -10,7 +10,7 @@
 #   make cluster       a single-node Kubernetes on this machine (cluster/up.sh; idempotent),
 #                      KUBECONFIG=/var/lib/virtshim-cluster/admin.kubeconfig
 #   make cluster-down  stop it (WIPE=1 also removes its state)
-#   make crictl        crictl (and the Kubernetes commands) built from Go modules into out/cluster/bin
+#   make crictl        crictl built from its Go module into out/cluster/bin (the demo shows crictl ps/inspect)
 
 CARGO ?= cargo
 EXAMPLES ?= $(abspath ../shared/examples/kubevirt)
@@ -22,7 +22,7 @@ CLUSTER_DIR ?= /var/lib/virtshim-cluster
 TEST_KUBECONFIG := $(if $(KUBECONFIG),$(KUBECONFIG),$(CLUSTER_DIR)/admin.kubeconfig)
 
 .PHONY: all build deps test demo crds lint images guest-images install-node uninstall-node node bench \
-	cluster cluster-down crictl
+	cluster cluster-down crictl release-bins
 
 all: build
 
@@ -49,8 +49,8 @@ cluster: deps
 cluster-down:
 	@bash cluster/down.sh $(if $(filter 1,$(WIPE)),--wipe)
 
-crictl:
-	@bash cluster/build.sh
+crictl: deps
+	@bash cluster/build.sh crictl
 
 # containerd running with the settings this node needs.
 node: deps
@@ -63,15 +63,19 @@ images: node
 guest-images: node
 	@bash scripts/images.sh guests
 
-install-node: node
-	$(CARGO) build -q --release -p virtshim-shim
+# The release binaries the node and the demo use, in one cargo run with its own progress
+# (a first build takes several minutes on 2 cores).
+release-bins:
+	@echo "build: release binaries of the shim and virtctl (first time: ~10 min on 2 cores; then seconds)"
+	$(CARGO) build --release -p virtshim-shim -p virtctl
+
+install-node: node release-bins
 	@SHIM=target/release/containerd-shim-virtshim-v2 bash runtimeclass/install-node.sh
 
 uninstall-node:
 	@bash runtimeclass/install-node.sh --uninstall
 
-demo: install-node guest-images
-	$(CARGO) build -q --release -p virtctl
+demo: install-node guest-images crictl
 	@bash scripts/demo.sh
 
 bench: deps

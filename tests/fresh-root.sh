@@ -7,14 +7,15 @@
 #
 #   tests/fresh-root.sh SHIM_BINARY
 #
-# Cached under out/fresh-root: the bare debootstrap root as a tarball (made once, a few minutes)
-# and the downloaded packages; each run unpacks the tarball into a new root. Needs root.
+# Cached in /var/cache/virtshim/fresh-root (FRESH_ROOT_CACHE), outside the clone so that clean
+# clones share it: the bare debootstrap root as a tarball (made once, a few minutes) and the
+# downloaded packages; each run unpacks the tarball into a new root, removed afterwards. Needs root.
 # DEBIAN_MIRROR overrides the archive taken from this machine's apt sources.
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 SHIM_BINARY" >&2; exit 2; }
 SHIM=$(readlink -f "$1")
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-CACHE=${FRESH_ROOT_CACHE:-$HERE/out/fresh-root}
+CACHE=${FRESH_ROOT_CACHE:-/var/cache/virtshim/fresh-root}
 SUITE=bookworm
 BASE=$CACHE/$SUITE-minbase.tar
 ROOT=$CACHE/root
@@ -25,8 +26,9 @@ say() { echo "fresh-root: $*"; }
 
 mounted=()
 cleanup() {
-  local m
   for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[i]}" 2>/dev/null || true; done
+  # 1.6 GB once installed; only the cache is kept.
+  if ! grep -q " $ROOT/" /proc/mounts; then rm -rf "$ROOT"; fi
 }
 trap cleanup EXIT
 bind() { # source target [ro]
