@@ -1,19 +1,24 @@
 #!/bin/bash
 # Builds the virtshim test guest images into OUT_DIR (see README.md next to this script):
-#   vmlinuz, initrd.img                 Debian kernel + busybox initramfs (the whole guest OS)
-#   guest.qcow2                         MBR + FAT16 partition, same kernel/initramfs; boots under
-#                                       BIOS (syslinux) and UEFI (Debian's signed shim + GRUB,
-#                                       so also with Secure Boot and Microsoft's keys enrolled)
+#   vmlinuz, initrd.img                 small kernel (kernel.sh: Debian's linux-source, tinyconfig
+#                                       + kernel.config, everything built in) + busybox initramfs
+#                                       (the whole guest OS); boots in 64 MiB
+#   guest.qcow2                         MBR + FAT16 partition; under BIOS (syslinux) the same small
+#                                       kernel and initramfs; under UEFI Debian's signed shim + GRUB
+#                                       + Debian's signed kernel (Secure Boot with Microsoft's keys
+#                                       enrolled) with an initramfs holding its modules
 #   guest-kernel-boot.oci.tar           localhost/virtshim/guest-kernel-boot:v1 (/boot/vmlinuz, /boot/initrd.img)
 #   guest-container-disk.oci.tar        localhost/virtshim/guest-container-disk:v1 (/disk/guest.qcow2)
 #
-# Cached: a hash of every input (these scripts, the rootfs files, kernel, busybox, syslinux,
+# Cached: a hash of every input (these scripts, the rootfs files, both kernels, busybox, syslinux,
 # the shim-signed and grub-efi-amd64-signed packages) is
 # kept in OUT_DIR/.inputs; when it matches and all outputs exist, nothing is rebuilt.
-# Set FORCE=1 to rebuild anyway, GUEST_KVER to pick a kernel other than the newest installed.
+# Set FORCE=1 to rebuild anyway, GUEST_KVER to pick a Debian kernel (the UEFI path's) other than
+# the newest installed.
 #
 # Debian packages needed (make deps):
 #   build.sh: linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools fdisk
+#             linux-source-6.1 gcc make bc flex bison libelf-dev (kernel.sh)
 #             qemu-utils python3 coreutils util-linux; shim-signed and grub-efi-amd64-signed are
 #             fetched with `apt-get download` and unpacked here, never installed: their install
 #             scripts would write to the build machine's own EFI system partition.
@@ -27,8 +32,9 @@ OUT=$1
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 IMAGES=$(dirname "$HERE")
 
-# The guest's drivers: disks (virtio, SATA/AHCI, IDE, SCSI), CD-ROMs and ISO9660 (cloud-init),
-# VFAT (config drives), NICs (virtio, e1000, e1000e), virtio rng/console/balloon, ACPI power button.
+# The Debian kernel's drivers (UEFI path only; the small kernel has them built in): disks
+# (virtio, SATA/AHCI, IDE, SCSI), CD-ROMs and ISO9660 (cloud-init), VFAT (config drives), NICs
+# (virtio, e1000, e1000e), virtio rng/console/balloon, ACPI power button.
 MODULES="virtio_pci virtio_blk virtio_scsi virtio_net virtio_rng virtio_console virtio_balloon
 ahci ata_piix sd_mod sr_mod isofs vfat nls_cp437 nls_ascii nls_utf8 e1000 e1000e button evdev"
 
@@ -64,6 +70,9 @@ OUT=$(cd "$OUT" && pwd)
 exec 9>"$OUT/.lock"
 flock 9
 
+# The small kernel (BIOS and kernelBoot): built once, cached outside the work tree.
+SMALL_KERNEL=$(bash "$HERE/kernel.sh") || die "the small guest kernel did not build"
+
 # Debian's Secure Boot chain for the UEFI path: shim (signed by Microsoft's UEFI CA, trusting
 # Debian's CA), GRUB's CD image (signed by Debian; finds its config through /.disk/info), and the
 # kernel above (linux-image-*-amd64 is signed by Debian). Kept in OUT_DIR/.debs, by version.
@@ -94,8 +103,9 @@ inputs_hash() {
 		"$BUSYBOX" 2>&1 | head -n 1 || true
 		syslinux --version 2>&1 | head -n 1 || true
 		qemu-img --version | head -n 1
-		sha256sum "$KERNEL" "$BUSYBOX" "$MBR_BIN" "/lib/modules/$KVER/modules.dep" "${EFI_DEBS[@]}" \
-			"$HERE/build.sh" "$HERE/mkinitramfs.py" "$IMAGES/oci_image.py"
+		sha256sum "$KERNEL" "$SMALL_KERNEL" "$BUSYBOX" "$MBR_BIN" "/lib/modules/$KVER/modules.dep" \
+			"${EFI_DEBS[@]}" "$HERE/build.sh" "$HERE/mkinitramfs.py" "$HERE/kernel.sh" \
+			"$HERE/kernel.config" "$IMAGES/oci_image.py" | cut -d' ' -f1
 		(cd "$HERE/rootfs" && find . -type f -printf '%p %m\n' | LC_ALL=C sort &&
 			find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
 	} | sha256sum | cut -d' ' -f1
@@ -107,7 +117,7 @@ if [ -z "${FORCE:-}" ] && [ "$(cat "$OUT/.inputs" 2>/dev/null)" = "$HASH" ]; the
 	ok=1
 	for f in $OUTPUTS; do [ -s "$OUT/$f" ] || ok=; done
 	if [ -n "$ok" ]; then
-		echo "guest images: up to date (kernel $KVER; cached by input hash)"
+		echo "guest images: up to date (cached by input hash)"
 		exit 0
 	fi
 fi
@@ -117,15 +127,18 @@ rm -f "$OUT/.inputs"
 TMP=$(mktemp -d "$OUT/.build.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 T0=$(date +%s)
-echo "guest images: building for kernel $KVER (about 10 s)"
+echo "guest images: building (about 10 s)"
 
-# 1. kernel + initramfs
+# 1. kernels + initramfs: the small kernel needs no modules; Debian's (UEFI) gets its drivers.
 MODARGS=()
 for m in $MODULES; do MODARGS+=(--module "$m"); done
 python3 "$HERE/mkinitramfs.py" --quiet --kver "$KVER" --busybox "$BUSYBOX" --rootfs "$HERE/rootfs" \
-	"${MODARGS[@]}" "$TMP/initrd.img"
-cp "$KERNEL" "$TMP/vmlinuz"
-chmod 0644 "$TMP/vmlinuz" "$TMP/initrd.img"
+	"$TMP/initrd.img"
+python3 "$HERE/mkinitramfs.py" --quiet --kver "$KVER" --busybox "$BUSYBOX" --rootfs "$HERE/rootfs" \
+	"${MODARGS[@]}" "$TMP/initrd-efi.img"
+cp "$SMALL_KERNEL" "$TMP/vmlinuz"
+cp "$KERNEL" "$TMP/vmlinuz-efi"
+chmod 0644 "$TMP/vmlinuz" "$TMP/initrd.img" "$TMP/vmlinuz-efi" "$TMP/initrd-efi.img"
 
 # 2. bootable disk: MBR (syslinux mbr.bin) + one bootable FAT16 partition at 1 MiB holding
 #    ldlinux.sys/ldlinux.c32 (syslinux, installed through mtools: no mount), syslinux.cfg,
@@ -142,12 +155,13 @@ cat > "$TMP/efi/boot/grub/grub.cfg" <<EOF
 set timeout=0
 set default=0
 menuentry guest {
-  linux /vmlinuz $CMDLINE
-  initrd /initrd.img
+  linux /vmlinuz-efi $CMDLINE
+  initrd /initrd-efi.img
 }
 EOF
 find "$TMP/efi" -exec touch -h -d '2000-01-01 00:00:00 UTC' {} +
 need_mb=$(( ($(stat -c %s "$TMP/vmlinuz") + $(stat -c %s "$TMP/initrd.img") +
+	$(stat -c %s "$TMP/vmlinuz-efi") + $(stat -c %s "$TMP/initrd-efi.img") +
 	$(du -sb "$TMP/efi" | cut -f1)) / 1048576 + 8 ))
 [ "$DISK_MB" -ge "$need_mb" ] || DISK_MB=$need_mb
 RAW=$TMP/disk.raw
@@ -168,11 +182,11 @@ LABEL guest
   INITRD /initrd.img
   APPEND $CMDLINE
 EOF
-cp "$TMP/vmlinuz" "$TMP/initrd.img" "$TMP/fat/"
+cp "$TMP/vmlinuz" "$TMP/initrd.img" "$TMP/vmlinuz-efi" "$TMP/initrd-efi.img" "$TMP/fat/"
 touch -d '2000-01-01 00:00:00 UTC' "$TMP/fat/"*
 export MTOOLSRC=/dev/null MTOOLS_SKIP_CHECK=1
 mcopy -m -i "$RAW@@$(( PART_START * 512 ))" "$TMP/fat/syslinux.cfg" "$TMP/fat/vmlinuz" \
-	"$TMP/fat/initrd.img" ::/
+	"$TMP/fat/initrd.img" "$TMP/fat/vmlinuz-efi" "$TMP/fat/initrd-efi.img" ::/
 mcopy -s -m -i "$RAW@@$(( PART_START * 512 ))" "$TMP/efi/EFI" "$TMP/efi/boot" "$TMP/efi/.disk" ::/
 syslinux --offset $(( PART_START * 512 )) --install "$RAW"
 dd if="$MBR_BIN" of="$RAW" bs=440 count=1 conv=notrunc status=none
