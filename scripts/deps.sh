@@ -8,6 +8,8 @@ set -euo pipefail
 # Guests: kernel, busybox, bootloader and ISO tools for the test images; debootstrap for the
 # Debian cloud image (real cloud-init); an SSH client to log into it with keys from
 # accessCredentials.
+# The test guest's small kernel (images/guest/kernel.sh: Debian's kernels cannot boot in the
+# 64 MiB of KubeVirt's quick-start VM): the kernel source and what builds it.
 # Cluster (cluster/up.sh): etcd for the Kubernetes that cluster/build.sh builds from Go modules,
 # openssl for its certificates.
 PACKAGES=(
@@ -18,6 +20,7 @@ PACKAGES=(
   genisoimage cpio kmod python3 curl
   debootstrap e2fsprogs openssh-client
   etcd-server openssl
+  linux-source-6.1 gcc make bc flex bison libelf-dev
 )
 
 missing=()

@@ -248,6 +248,32 @@ pub fn restart_containerd(config: &Path) -> Result<(), HostError> {
     Err(HostError::ContainerdDown(limit))
 }
 
+/// Whether systemd manages this host (containerd then restarts as its service).
+pub fn has_systemd() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// Moves this process into the cgroups of the containerd reading `config`, out of its pod's.
+/// The uninstall runs as the installer pod's preStop hook and restarts containerd: that ends
+/// the hook's exec stream, the kubelet then kills the container's cgroups, and an installer
+/// still in them would die before containerd is back, leaving the node without one.
+pub fn leave_pod_cgroups(config: &Path) -> Result<(), HostError> {
+    // With systemd, containerd restarts as a service and nothing of ours needs to move.
+    if has_systemd() {
+        return Ok(());
+    }
+    let pid = containerd_pid(config).ok_or(HostError::NoContainerd)?;
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(io(format!("reading /proc/{pid}/cgroup")))?;
+    match move_to_cgroups(std::process::id(), &cgroups).as_slice() {
+        [] => Ok(()),
+        failures => Err(HostError::Command {
+            command: "moving the installer out of its pod's cgroups".into(),
+            message: failures.join("; "),
+        }),
+    }
+}
+
 /// containerd's network, UTS and IPC namespaces, which the containerd started again must
 /// share (the host's, whatever the installer's pod has).
 fn host_namespaces_of(pid: i32) -> Result<Vec<(std::fs::File, nix::sched::CloneFlags)>, HostError> {

@@ -81,6 +81,9 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
+    if args.host && matches!(args.command, Command::Install { wait: true, .. }) {
+        return install_in_child_then_wait();
+    }
     // Read what lives in the installer's own image or pod before switching to the host's
     // files: the shim to install and the service account's credentials.
     let shim = match &args.command {
@@ -92,6 +95,10 @@ fn run() -> anyhow::Result<ExitCode> {
     let cluster = node::in_cluster_config().context("reading the in-cluster configuration")?;
     if args.host {
         host::enter_host_mounts(&args.config)?;
+        if args.restart && !matches!(args.command, Command::Check) {
+            host::leave_pod_cgroups(&args.config)
+                .context("leaving the pod's cgroups before containerd may restart")?;
+        }
     }
     match &args.command {
         Command::Install { wait, .. } => {
@@ -165,7 +172,12 @@ fn run() -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::SUCCESS);
                 }
             }
-            label(cluster, args.node_name.as_deref(), None)?;
+            // Best effort: when virtshim is removed with `kubectl delete -k`, the installer's
+            // credentials usually go before this runs; the node is cleaned up all the same
+            // (a stale label is harmless once the RuntimeClass is gone).
+            if let Err(e) = label(cluster, args.node_name.as_deref(), None) {
+                eprintln!("virtshim-installer: the node keeps its labels: {e:#}");
+            }
             let left = host::wait_for_shims(Duration::from_secs(*wait_for_vms));
             if left > 0 {
                 eprintln!("virtshim-installer: {left} VM(s) still run after {wait_for_vms} s; removing virtshim anyway (they keep running, unmanaged)");
@@ -180,9 +192,13 @@ fn run() -> anyhow::Result<ExitCode> {
                         "containerd: runtime handler '{}' removed",
                         containerd_config::HANDLER
                     );
-                    if args.restart {
+                    if args.restart && (host::has_systemd() || !args.host) {
                         host::restart_containerd(&args.config).context("restarting containerd")?;
                         println!("containerd: restarted");
+                    } else if args.restart {
+                        // From a terminating pod without systemd, the containerd started
+                        // again did not outlive the pod (seen on the project's cluster).
+                        println!("containerd: not restarted (no systemd); the runtime handler leaves it at its next restart");
                     }
                 }
             }
@@ -280,6 +296,24 @@ where
         .build()
         .context("starting the async runtime")?;
     Ok(runtime.block_on(future)?)
+}
+
+/// `--host install --wait`, as the DaemonSet runs it: the host's work is done by a child
+/// (the same command without `--wait`), and this process (the container's first) then waits
+/// for SIGTERM in the container's own mount namespace. It must not enter the host's itself:
+/// `runc exec`, which runs the preStop hook (`/virtshim-installer --host uninstall`), joins
+/// the mount namespace the container's first process is in at that moment, where the
+/// installer's binary then would not exist and the uninstall would never run.
+fn install_in_child_then_wait() -> anyhow::Result<ExitCode> {
+    let status = std::process::Command::new("/proc/self/exe")
+        .args(std::env::args_os().skip(1).filter(|a| a != "--wait"))
+        .status()
+        .context("running the install")?;
+    if !status.success() {
+        return Ok(ExitCode::FAILURE);
+    }
+    wait_for_term()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn wait_for_term() -> anyhow::Result<()> {

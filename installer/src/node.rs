@@ -190,6 +190,9 @@ pub async fn daemonset_remains(
     match sets.get_opt(name).await {
         Ok(Some(set)) => Ok(set.metadata.deletion_timestamp.is_none()),
         Ok(None) => Ok(false),
+        // `kubectl delete -k manifests/` removes the installer's RBAC and ServiceAccount at the
+        // moment its pods start terminating: being refused is how removal looks from here.
+        Err(kube::Error::Api(status)) if status.code == 401 || status.code == 403 => Ok(false),
         Err(source) => Err(NodeError::Lookup {
             what: format!("daemonset {namespace}/{name}"),
             source,

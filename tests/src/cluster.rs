@@ -150,6 +150,14 @@ pub fn install(k: &Kubectl) {
     for (name, ours) in EXAMPLE_IMAGES {
         ctr(&["images", "tag", "--force", ours, name]);
     }
+    // An earlier `kubectl delete -k` may still be deleting the namespace: applying into it
+    // fails, and would re-create the APIServices whose dead backends then block its deletion.
+    let _ = k.run(&[
+        "wait",
+        "--for=delete",
+        &format!("namespace/{NAMESPACE}"),
+        "--timeout=300s",
+    ]);
     let manifests = repo_root().join("manifests");
     must(k, &["apply", "-k", &manifests.to_string_lossy()]);
     // Images are tagged v1 whatever they hold: pods of an earlier install keep the image they
