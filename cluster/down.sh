@@ -18,7 +18,7 @@ for c in kubelet scheduler controller-manager apiserver etcd; do
   rm -f "$f"
 done
 if [ "$wipe" = 1 ] && [ -d "$DIR" ]; then
-  grep -o " $DIR/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  awk -v d="$DIR" 'index($2, d "/") == 1 {print $2}' /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf "$DIR"
   echo "cluster: removed $DIR"
 fi

@@ -55,8 +55,10 @@ if ! alive apiserver; then
     alive "$c" && kill "$(cat "$DIR/$c.pid")" 2>/dev/null || true
   done
   if [ -d "$DIR/kubelet" ]; then
-    # The kubelet's pod volumes may still be mounted after an unclean stop.
-    grep -o " $DIR/kubelet/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    # The kubelet's pod volumes, and its root dir itself (it bind-mounts it onto itself), may
+    # still be mounted after an unclean stop.
+    awk -v d="$DIR/kubelet" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/mounts |
+      sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   fi
   rm -rf "$DIR/etcd" "$DIR/kubelet"
 fi
