@@ -22,6 +22,16 @@ pub const LABEL_VMI: &str = "virtshim.io/vmi-name";
 /// Where `virtctl local` keeps the host side of emptyDir volumes.
 pub const LOCAL_VOLUMES: &str = "/var/lib/virtshim/local";
 
+/// Where the CRI writes the consoles (container logs) of `virtctl local`'s pods. Not the
+/// kubelet's `/var/log/pods`: a kubelet on the same node deletes every folder there that belongs
+/// to no pod it knows, as an orphan, and a local VM's console would vanish under it.
+pub const LOCAL_LOGS: &str = "/var/log/virtshim/pods";
+
+/// The log folder of one local pod, named as the kubelet names its own.
+fn log_directory(namespace: &str, pod: &str, uid: &str) -> String {
+    format!("{LOCAL_LOGS}/{namespace}_{pod}_{uid}")
+}
+
 /// What can go wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -266,12 +276,7 @@ pub fn sandbox_config(plan: &Plan) -> api::PodSandboxConfig {
             attempt: 0,
         }),
         hostname: spec.hostname.unwrap_or_else(|| plan.pod_name.clone()),
-        log_directory: format!(
-            "/var/log/pods/{}_{}_{}",
-            namespace(plan),
-            plan.pod_name,
-            plan.uid
-        ),
+        log_directory: log_directory(namespace(plan), &plan.pod_name, &plan.uid),
         labels: pod_labels(plan),
         annotations: pod_annotations(plan),
         linux: Some(api::LinuxPodSandboxConfig {
@@ -565,10 +570,7 @@ pub fn list(cri: &BlockingCri) -> Result<Vec<LocalVm>> {
             compute_id: compute.map(|c| c.id),
             state,
             exit_code,
-            log_directory: format!(
-                "/var/log/pods/{}_{}_{}",
-                meta.namespace, meta.name, meta.uid
-            ),
+            log_directory: log_directory(&meta.namespace, &meta.name, &meta.uid),
             grace_period: grace_period(&sandbox.annotations),
         });
     }
@@ -670,6 +672,20 @@ mod tests {
         .unwrap();
         let annotations = plan.pod.metadata.annotations.clone().unwrap_or_default();
         assert!(!annotations.contains_key(contract::CLAIM_CAPACITY_ANNOTATION));
+    }
+
+    /// A kubelet on the node garbage-collects `/var/log/pods/*` of pods it does not know (each
+    /// minute): a local VM's console there vanished after a minute while a cluster ran.
+    #[test]
+    fn local_consoles_live_outside_the_kubelets_log_folder() {
+        let yaml = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: logs}\nspec:\n  domain:\n    memory: {guest: 64Mi}\n    devices: {}\n";
+        let object = virtshim_api::manifest::parse_documents(yaml)
+            .remove(0)
+            .unwrap();
+        let plan = plan(object).unwrap();
+        let dir = sandbox_config(&plan).log_directory;
+        assert!(dir.starts_with(&format!("{LOCAL_LOGS}/default_")), "{dir}");
+        assert!(!dir.starts_with("/var/log/pods"), "{dir}");
     }
 
     #[test]
