@@ -6,7 +6,8 @@
 #   make images        build the test guests, the Debian cloud image and the component images,
 #                      import them into containerd (guest-images: the test guests only)
 #   make install-node  install the shim on this node's containerd (uninstall-node removes it)
-#   make bench         measurements recorded in BENCHMARKS.md
+#   make bench         measurements recorded in BENCHMARKS.md (ONLY=boot,memory,... some sections,
+#                      RUNS=N runs each; all sections, 5 runs by default)
 #   make cluster       a single-node Kubernetes on this machine (cluster/up.sh; idempotent),
 #                      KUBECONFIG=/var/lib/virtshim-cluster/admin.kubeconfig
 #   make cluster-down  stop it (WIPE=1 also removes its state)
@@ -79,4 +80,4 @@ demo: install-node guest-images crictl
 	@bash scripts/demo.sh
 
 bench: deps
-	@bash scripts/bench.sh
+	@bash scripts/bench.sh $(if $(ONLY),--only $(ONLY)) $(if $(RUNS),--runs $(RUNS))
