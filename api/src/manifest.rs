@@ -6,7 +6,6 @@
 use crate::types::{VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceReplicaSet};
 use crate::validate::ValidationErrors;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 
 /// The API versions accepted for KubeVirt objects (v1alpha3 is served with v1's schema).
 pub const API_VERSIONS: &[&str] = &["kubevirt.io/v1", "kubevirt.io/v1alpha3"];
@@ -132,9 +131,21 @@ fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ManifestEr
 pub fn parse_documents(text: &str) -> Vec<Result<Object, ManifestError>> {
     let mut out = Vec::new();
     for document in serde_yaml_ng::Deserializer::from_str(text) {
-        match serde_json::Value::deserialize(document) {
+        let twice = std::cell::RefCell::new(None);
+        let seed = strict::Strict {
+            path: "",
+            twice: &twice,
+        };
+        match serde::de::DeserializeSeed::deserialize(seed, document) {
             Ok(serde_json::Value::Null) => {}
             Ok(value) => out.push(Object::from_value(value)),
+            Err(_) if twice.borrow().is_some() => {
+                let path = twice.into_inner().unwrap_or_default();
+                out.push(Err(ManifestError::Decode {
+                    path,
+                    message: "key given twice in one mapping (kubectl refuses it too)".to_owned(),
+                }));
+            }
             Err(e) => {
                 // After a syntax error the stream cannot be resynchronised.
                 out.push(Err(ManifestError::Yaml(e)));
@@ -148,4 +159,137 @@ pub fn parse_documents(text: &str) -> Vec<Result<Object, ManifestError>> {
 /// Decodes a single JSON object, as the `virtshim.io/vmi` annotation carries it.
 pub fn parse_json(text: &str) -> Result<Object, ManifestError> {
     Object::from_value(serde_json::from_str(text).map_err(ManifestError::Json)?)
+}
+
+/// YAML read into JSON values the way kubectl reads it: a key given twice in one mapping is an
+/// error. serde_json's own `Value` keeps the last one silently, so a second `devices:` under
+/// `domain` replaced the first without a word, and the VM lost its disks.
+mod strict {
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+    use std::cell::RefCell;
+    use std::fmt;
+
+    /// Reads the value at `path` (dotted, as errors name fields); the path of a key given twice
+    /// goes to `twice` (serde_yaml_ng would prefix its own, coarser path to an error's text).
+    pub(super) struct Strict<'a> {
+        pub(super) path: &'a str,
+        pub(super) twice: &'a RefCell<Option<String>>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Strict<'_> {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Strict<'_> {
+        type Value = Value;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a YAML value")
+        }
+        fn visit_bool<E: Error>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
+            // As serde_json's Value: a float JSON cannot hold (NaN, infinity) is null.
+            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E: Error>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_none<E: Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_unit<E: Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut items = Vec::new();
+            loop {
+                let path = format!("{}[{}]", self.path, items.len());
+                let seed = Strict {
+                    path: &path,
+                    twice: self.twice,
+                };
+                match seq.next_element_seed(seed)? {
+                    Some(item) => items.push(item),
+                    None => return Ok(Value::Array(items)),
+                }
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut object = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.path)
+                };
+                if object.contains_key(&key) {
+                    let error = A::Error::custom(format!("{path}: key given twice"));
+                    *self.twice.borrow_mut() = Some(path);
+                    return Err(error);
+                }
+                let value = map.next_value_seed(Strict {
+                    path: &path,
+                    twice: self.twice,
+                })?;
+                object.insert(key, value);
+            }
+            Ok(Value::Object(object))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_given_twice_is_refused_naming_it_and_its_line() {
+        let yaml = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: dup}\nspec:\n  domain:\n    devices: {disks: [{name: root}]}\n    memory: {guest: 64Mi}\n    devices: {}\n";
+        let error = match parse_documents(yaml).remove(0) {
+            Err(e) => e.to_string(),
+            Ok(o) => panic!("accepted: {o:?}"),
+        };
+        assert_eq!(
+            error,
+            "spec.domain.devices: key given twice in one mapping (kubectl refuses it too)"
+        );
+        // Inside a list, the path names the item.
+        let yaml = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: dup}\nspec:\n  volumes:\n  - {name: a, name: b}\n";
+        let error = parse_documents(yaml).remove(0).unwrap_err().to_string();
+        assert!(
+            error.contains("spec.volumes[0].name: key given twice"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn values_read_as_serde_json_reads_them() {
+        let yaml = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: v, labels: {a: 'x', b: ~}}\nspec:\n  domain: {memory: {guest: 64Mi}, cpu: {cores: 2}, devices: {autoattachPodInterface: false}}\n";
+        let doc = serde_yaml_ng::Deserializer::from_str(yaml).next().unwrap();
+        let twice = std::cell::RefCell::new(None);
+        let seed = strict::Strict {
+            path: "",
+            twice: &twice,
+        };
+        let strict = serde::de::DeserializeSeed::deserialize(seed, doc).unwrap();
+        let plain: serde_json::Value = serde_yaml_ng::from_str(yaml).unwrap();
+        assert_eq!(strict, plain);
+    }
 }
