@@ -49,6 +49,9 @@ fn make_bench_only_boot_runs_outside_cargo() {
             .and_then(|r| r.split_whitespace().next())
             .and_then(|r| r.parse().ok())
             .unwrap_or_else(|| panic!("no ratio on {line:?}"));
-        assert!(ratio > 0.0, "a ratio of {ratio} is a failed reading: {line}");
+        assert!(
+            ratio > 0.0,
+            "a ratio of {ratio} is a failed reading: {line}"
+        );
     }
 }
