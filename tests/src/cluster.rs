@@ -7,7 +7,8 @@
 //! The images are built with the profile of the running tests (debug under `make test`:
 //! `make images` builds the same images in release mode for users).
 
-use crate::{repo_root, wait_for, Kubectl};
+use crate::{poll, repo_root, wait_for, Kubectl};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -242,4 +243,195 @@ pub fn install(k: &Kubectl) {
         "virtshim installed from manifests/ in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// A namespace of a test's own (made afresh), deleted without waiting when dropped.
+#[derive(Debug)]
+pub struct Namespace<'a> {
+    k: &'a Kubectl,
+    pub name: String,
+}
+
+impl<'a> Namespace<'a> {
+    /// Deletes a leftover namespace of that name (waiting for it to go), then creates it.
+    pub fn new(k: &'a Kubectl, name: &str) -> Self {
+        let _ = k.run(&[
+            "delete",
+            "namespace",
+            name,
+            "--wait=true",
+            "--ignore-not-found",
+        ]);
+        k.run(&["create", "namespace", name])
+            .unwrap_or_else(|e| panic!("expected namespace {name} to be created: {e}"));
+        Self {
+            k,
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Drop for Namespace<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .k
+            .run(&["delete", "namespace", &self.name, "--wait=false"]);
+    }
+}
+
+/// The objects of `kind` in `ns` matching the label `selector` (empty when none or kubectl
+/// fails).
+pub fn list(k: &Kubectl, ns: &str, kind: &str, selector: &str) -> Vec<Value> {
+    k.run(&["get", "-n", ns, kind, "-l", selector, "-o", "json"])
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .and_then(|v| v["items"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// The launcher pods of the VMI with `uid` (label `kubevirt.io/created-by`).
+pub fn vmi_pods(k: &Kubectl, ns: &str, uid: &str) -> Vec<Value> {
+    list(k, ns, "pods", &format!("kubevirt.io/created-by={uid}"))
+}
+
+/// A VMI's status in one line: phase, node, interfaces, conditions.
+pub fn vmi_summary(vmi: &Value) -> String {
+    let status = &vmi["status"];
+    let conditions: Vec<String> = status["conditions"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|c| {
+                    format!(
+                        "{}={} {} {}",
+                        c["type"].as_str().unwrap_or("?"),
+                        c["status"].as_str().unwrap_or("?"),
+                        c["reason"].as_str().unwrap_or(""),
+                        c["message"].as_str().unwrap_or("")
+                    )
+                    .trim_end()
+                    .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "VMI {} phase={} nodeName={} interfaces={} conditions=[{}]",
+        vmi["metadata"]["name"].as_str().unwrap_or("?"),
+        status["phase"],
+        status["nodeName"],
+        status["interfaces"],
+        conditions.join("; ")
+    )
+}
+
+/// A pod's status in one line: phase, node, IP, its containers' states.
+pub fn pod_summary(pod: &Value) -> String {
+    let containers: Vec<String> = pod["status"]["containerStatuses"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|c| format!("{}: {}", c["name"].as_str().unwrap_or("?"), c["state"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "pod {} phase={} nodeName={} podIP={} containers=[{}]",
+        pod["metadata"]["name"].as_str().unwrap_or("?"),
+        pod["status"]["phase"],
+        pod["spec"]["nodeName"],
+        pod["status"]["podIP"],
+        containers.join("; ")
+    )
+}
+
+/// Whether the VMI is on the pod network (a network with `pod`; none given means KubeVirt's
+/// default one unless `autoattachPodInterface: false`).
+pub fn on_pod_network(vmi: &Value) -> bool {
+    match vmi["spec"]["networks"].as_array() {
+        Some(networks) if !networks.is_empty() => networks.iter().any(|n| n.get("pod").is_some()),
+        _ => vmi["spec"]["domain"]["devices"]["autoattachPodInterface"] != false,
+    }
+}
+
+/// A VMI running as KubeVirt reports one, and its pod, as [`running_vmi`] saw them.
+#[derive(Debug, Clone)]
+pub struct RunningVmi {
+    pub vmi: Value,
+    pub pod: Value,
+}
+
+impl RunningVmi {
+    /// The launcher pod's name.
+    pub fn pod_name(&self) -> &str {
+        self.pod["metadata"]["name"].as_str().unwrap_or_default()
+    }
+}
+
+/// What is wrong with VMI `name` as a running one, or it and its pod: `Running`, one launcher
+/// pod (RuntimeClass `virtshim`) whose node is `status.nodeName`, the pod's IP in
+/// `status.interfaces[0].ipAddress` when the VMI is on the pod network, condition `Ready` true.
+pub fn check_running_vmi(k: &Kubectl, ns: &str, name: &str) -> Result<RunningVmi, String> {
+    let vmi = k
+        .get_json(ns, "vmi", name)
+        .ok_or_else(|| format!("no VMI {name}"))?;
+    let uid = vmi["metadata"]["uid"].as_str().unwrap_or_default();
+    let pods = vmi_pods(k, ns, uid);
+    let [pod] = pods.as_slice() else {
+        return Err(format!(
+            "{} with {} launcher pods, expected 1: [{}]",
+            vmi_summary(&vmi),
+            pods.len(),
+            pods.iter().map(pod_summary).collect::<Vec<_>>().join(", ")
+        ));
+    };
+    let seen = || format!("{}; {}", vmi_summary(&vmi), pod_summary(pod));
+    let mut wrong = Vec::new();
+    if vmi["status"]["phase"] != "Running" {
+        wrong.push("phase Running".to_owned());
+    }
+    if pod["spec"]["runtimeClassName"] != "virtshim" {
+        wrong.push(format!(
+            "runtimeClassName virtshim (got {})",
+            pod["spec"]["runtimeClassName"]
+        ));
+    }
+    if vmi["status"]["nodeName"].is_null() || vmi["status"]["nodeName"] != pod["spec"]["nodeName"] {
+        wrong.push("status.nodeName equal to the pod's node".to_owned());
+    }
+    if on_pod_network(&vmi) {
+        let ip = pod["status"]["podIP"].as_str().unwrap_or_default();
+        if ip.is_empty() || vmi["status"]["interfaces"][0]["ipAddress"].as_str() != Some(ip) {
+            wrong.push("status.interfaces[0].ipAddress equal to the pod's IP".to_owned());
+        }
+    }
+    let ready = vmi["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    });
+    if !ready {
+        wrong.push("condition Ready=True".to_owned());
+    }
+    if wrong.is_empty() {
+        Ok(RunningVmi {
+            vmi,
+            pod: pod.clone(),
+        })
+    } else {
+        Err(format!("expected {}; seen {}", wrong.join(", "), seen()))
+    }
+}
+
+/// Waits until [`check_running_vmi`] passes; `Err` shows what was last seen.
+pub fn running_vmi(
+    k: &Kubectl,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<RunningVmi, String> {
+    poll(
+        &format!("VMI {ns}/{name} Running with its pod's IP and node, Ready"),
+        timeout,
+        || check_running_vmi(k, ns, name),
+    )
 }

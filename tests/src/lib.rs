@@ -86,6 +86,30 @@ pub fn wait_for<T>(
     }
 }
 
+/// Polls `probe` every half second until it returns `Ok` (saying how long it took); after
+/// `timeout`, `Err` saying what was expected and what the last probe saw.
+pub fn poll<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let start = std::time::Instant::now();
+    loop {
+        match probe() {
+            Ok(v) => {
+                println!("{what}: after {:.1} s", start.elapsed().as_secs_f64());
+                return Ok(v);
+            }
+            Err(seen) if start.elapsed() >= timeout => {
+                return Err(format!(
+                    "expected {what} within {timeout:?}; last seen: {seen}"
+                ));
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    }
+}
+
 /// kubectl against the given cluster.
 #[derive(Debug, Clone)]
 pub struct Kubectl {
@@ -101,6 +125,13 @@ impl Kubectl {
             .and_then(|s| serde_json::from_str(&s).ok())
     }
 
+    /// A kubectl command for this cluster, to run as a child (attach, port-forward).
+    pub fn command(&self) -> Command {
+        let mut command = Command::new("kubectl");
+        command.env("KUBECONFIG", &self.kubeconfig);
+        command
+    }
+
     /// Runs kubectl; `Ok(stdout)` on success, `Err(stderr)` otherwise.
     pub fn run(&self, args: &[&str]) -> Result<String, String> {
         self.run_stdin(args, None)
@@ -109,8 +140,8 @@ impl Kubectl {
     /// Runs kubectl with `input` on its standard input.
     pub fn run_stdin(&self, args: &[&str], input: Option<&str>) -> Result<String, String> {
         use std::io::Write;
-        let mut child = Command::new("kubectl")
-            .env("KUBECONFIG", &self.kubeconfig)
+        let mut child = self
+            .command()
             .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

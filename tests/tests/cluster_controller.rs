@@ -7,22 +7,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
-use virtshim_tests::cluster::installed;
+use virtshim_tests::cluster::{installed, list};
 use virtshim_tests::{examples_dir, wait_for, Kubectl};
 
 const TEST: &str = "vm_cirros_follows_kubevirt_run_strategies";
 const VM: &str = "vm-cirros";
-
-fn list(k: &Kubectl, ns: &str, kind: &str, selector: &str) -> Vec<Value> {
-    k.run(&["get", "-n", ns, kind, "-l", selector, "-o", "json"])
-        .ok()
-        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-        .and_then(|v| v["items"].as_array().cloned())
-        .unwrap_or_default()
-}
 
 fn patch_vm(k: &Kubectl, ns: &str, name: &str, patch: &str) {
     k.run(&[

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use virtshim_tests::cluster::Namespace;
 use virtshim_tests::vm::KERNEL_BOOT_IMAGE;
 use virtshim_tests::{repo_root, wait_for, Kubectl};
 
@@ -84,37 +85,6 @@ fn virtctl(bin: &Path, kubeconfig: &Path, ns: &str, args: &[&str]) -> Result<Str
         Ok(text)
     } else {
         Err(text)
-    }
-}
-
-/// A namespace of the test's own, deleted when dropped.
-struct Namespace<'a> {
-    k: &'a Kubectl,
-    name: String,
-}
-
-impl<'a> Namespace<'a> {
-    fn new(k: &'a Kubectl, name: &str) -> Self {
-        let _ = k.run(&[
-            "delete",
-            "namespace",
-            name,
-            "--wait=true",
-            "--ignore-not-found",
-        ]);
-        k.run(&["create", "namespace", name]).unwrap();
-        Self {
-            k,
-            name: name.to_owned(),
-        }
-    }
-}
-
-impl Drop for Namespace<'_> {
-    fn drop(&mut self) {
-        let _ = self
-            .k
-            .run(&["delete", "namespace", &self.name, "--wait=false"]);
     }
 }
 
