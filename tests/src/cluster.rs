@@ -153,12 +153,29 @@ pub fn install(k: &Kubectl) {
     }
     // An earlier `kubectl delete -k` may still be deleting the namespace: applying into it
     // fails, and would re-create the APIServices whose dead backends then block its deletion.
-    let _ = k.run(&[
-        "wait",
-        "--for=delete",
-        &format!("namespace/{NAMESPACE}"),
-        "--timeout=300s",
-    ]);
+    // (Only then: `kubectl wait --for=delete` on a namespace that stays waits its whole timeout,
+    // which cost every test binary after the first five minutes.)
+    wait_for(
+        &format!("namespace {NAMESPACE} not terminating"),
+        Duration::from_secs(300),
+        || {
+            let out = k
+                .run(&[
+                    "get",
+                    "namespace",
+                    NAMESPACE,
+                    "--ignore-not-found",
+                    "-o",
+                    "json",
+                ])
+                .ok()?;
+            if out.trim().is_empty() {
+                return Some(());
+            }
+            let ns: serde_json::Value = serde_json::from_str(&out).ok()?;
+            ns["metadata"]["deletionTimestamp"].is_null().then_some(())
+        },
+    );
     let manifests = repo_root().join("manifests");
     must(k, &["apply", "-k", &manifests.to_string_lossy()]);
     // Images are tagged v1 whatever they hold: pods of an earlier install keep the image they
