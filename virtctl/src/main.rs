@@ -34,6 +34,8 @@ enum Command {
     /// Open a VNC connection to a VirtualMachineInstance (a local proxy, and a viewer if one
     /// is installed).
     Vnc(commands::vnc::Args),
+    /// Forward local TCP ports to a VM's ports: `port-forward vm/NAME[.NAMESPACE] [LOCAL:]REMOTE…`.
+    PortForward(commands::port_forward::Args),
     /// Start a VirtualMachine.
     Start(commands::start::Args),
     /// Stop a VirtualMachine.
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Local(args) => commands::local::run(&args),
         Command::Console(args) => commands::console::run(&args, &cli.cluster),
         Command::Vnc(args) => commands::vnc::run(&args, &cli.cluster),
+        Command::PortForward(args) => commands::port_forward::run(&args, &cli.cluster),
         Command::Start(args) => commands::start::run(&args, &cli.cluster),
         Command::Stop(args) => commands::stop::run(&args, &cli.cluster),
         Command::Restart(args) => commands::restart::run(&args, &cli.cluster),

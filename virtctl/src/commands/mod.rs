@@ -5,6 +5,7 @@ pub mod console;
 pub mod expose;
 pub mod local;
 pub mod pause;
+pub mod port_forward;
 pub mod restart;
 pub mod start;
 pub mod stop;
