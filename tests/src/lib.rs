@@ -125,6 +125,11 @@ impl Kubectl {
             .and_then(|s| serde_json::from_str(&s).ok())
     }
 
+    /// The kubeconfig file naming this cluster.
+    pub fn kubeconfig(&self) -> &std::path::Path {
+        &self.kubeconfig
+    }
+
     /// A kubectl command for this cluster, to run as a child (attach, port-forward).
     pub fn command(&self) -> Command {
         let mut command = Command::new("kubectl");
