@@ -36,6 +36,12 @@ pub const EXAMPLE_IMAGES: &[(&str, &str)] = &[
     ),
 ];
 
+/// KubeVirt's kernel-boot example image, `/boot/vmlinuz-virt` and `/boot/initramfs-virt` in
+/// Alpine's layout: the test guest's kernel and initramfs under those names (a tag cannot
+/// rename files, so this image is built rather than tagged).
+pub const EXAMPLE_KERNEL_BOOT_IMAGE: &str =
+    "registry:5000/kubevirt/alpine-ext-kernel-boot-demo:devel";
+
 /// Whether this process installed virtshim already.
 static INSTALLED: Mutex<bool> = Mutex::new(false);
 
@@ -102,6 +108,30 @@ fn placeholder_image() -> PathBuf {
     out
 }
 
+/// [`EXAMPLE_KERNEL_BOOT_IMAGE`] built from the test guest (deterministic: the same guest
+/// gives the same image).
+fn example_kernel_boot_image() -> PathBuf {
+    let guest = crate::vm::guest_images();
+    let out = repo_root().join("target/component-images/example-kernel-boot.oci.tar");
+    let status = Command::new("python3")
+        .arg(repo_root().join("images/oci_image.py"))
+        .args(["--name", EXAMPLE_KERNEL_BOOT_IMAGE, "--add"])
+        .arg(guest.join("vmlinuz"))
+        .arg("/boot/vmlinuz-virt")
+        .arg("--add")
+        .arg(guest.join("initrd.img"))
+        .arg("/boot/initramfs-virt")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run images/oci_image.py");
+    assert!(
+        status.success(),
+        "building {EXAMPLE_KERNEL_BOOT_IMAGE} failed"
+    );
+    out
+}
+
 fn ctr(args: &[&str]) {
     let out = Command::new("ctr")
         .args(["-n", "k8s.io"])
@@ -145,6 +175,7 @@ pub fn install(k: &Kubectl) {
     let mut tars = oci_tars(&component_images());
     tars.extend(oci_tars(&crate::vm::guest_images()));
     tars.push(placeholder_image());
+    tars.push(example_kernel_boot_image());
     for tar in &tars {
         ctr(&["images", "import", &tar.to_string_lossy()]);
     }
