@@ -86,6 +86,12 @@ pub fn wait_for<T>(
     }
 }
 
+/// The last `n` characters of `text` (to show the end of a long log in a message).
+pub fn tail(text: &str, n: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    chars[chars.len().saturating_sub(n)..].iter().collect()
+}
+
 /// Polls `probe` every half second until it returns `Ok` (saying how long it took); after
 /// `timeout`, `Err` saying what was expected and what the last probe saw.
 pub fn poll<T>(

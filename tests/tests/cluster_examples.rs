@@ -7,7 +7,8 @@
 //! denied by the webhook with the validator's field paths in kubectl's message, and nothing
 //! stored; everything else is in scope and must run — each of its VMIs `Running` with its
 //! pod's IP in `status.interfaces[0].ipAddress` (when on the pod network), the pod's node in
-//! `status.nodeName` and `Ready` true. What the examples take for granted on a KubeVirt cluster
+//! `status.nodeName` and `Ready` true, and its guest must boot (the test guest's marker in
+//! `kubectl logs -c compute`). What the examples take for granted on a KubeVirt cluster
 //! is provided first: the containerDisk and kernel images under the examples' names (the test
 //! guests, tagged or repackaged by the fixture), their PersistentVolumeClaims (bound to
 //! hostPath volumes on the node; a boot disk holds the test guest, the others start blank) and
@@ -27,12 +28,16 @@ use virtshim_api::manifest::parse_documents;
 use virtshim_tests::cluster::{
     check_running_vmi, installed, list, pod_summary, running_vmi, vmi_pods, vmi_summary, Namespace,
 };
-use virtshim_tests::{examples_dir, poll, Kubectl};
+use virtshim_tests::vm::READY_MARKER;
+use virtshim_tests::{examples_dir, poll, tail, Kubectl};
 
 /// Guests booted together at most (TCG on 2 cores).
 const MAX_GUESTS: usize = 3;
 /// How long a VMI may take to run (a bound for a stuck VMI, not a timing assertion).
 const RUNNING: Duration = Duration::from_secs(300);
+/// How long a guest may take to boot once running (UEFI under TCG with two others is slow; a
+/// bound, not a timing assertion).
+const BOOT: Duration = Duration::from_secs(420);
 /// Where the hostPath PersistentVolumes live on the node.
 const PV_ROOT: &str = "/var/lib/virtshim-tests/pv";
 
@@ -323,8 +328,13 @@ fn selector(rs: &Value) -> String {
 }
 
 /// Applies an in-scope example (starting a VM, as `virtctl start` would) and waits for its
-/// VMIs to run as KubeVirt reports them; what went wrong otherwise.
-fn run_example(k: &Kubectl, ns: &str, example: &Example, r: &Runnable) -> Result<String, String> {
+/// VMIs to run as KubeVirt reports them: what it saw and the launcher pods, or what went wrong.
+fn run_example(
+    k: &Kubectl,
+    ns: &str,
+    example: &Example,
+    r: &Runnable,
+) -> Result<(String, Vec<String>), String> {
     k.run(&["apply", "-n", ns, "-f", example.path.to_str().unwrap()])
         .map_err(|e| format!("expected kubectl apply to succeed: {e}"))?;
     if r.kind == "VirtualMachine" {
@@ -340,8 +350,10 @@ fn run_example(k: &Kubectl, ns: &str, example: &Example, r: &Runnable) -> Result
     }
     let names = vmi_names(k, ns, r)?;
     let mut seen = Vec::new();
+    let mut pods = Vec::new();
     for name in &names {
         let vmi = running_vmi(k, ns, name, RUNNING)?;
+        pods.push(vmi.pod_name().to_owned());
         seen.push(format!(
             "{name} on {} at {}",
             vmi.vmi["status"]["nodeName"].as_str().unwrap_or("?"),
@@ -350,7 +362,25 @@ fn run_example(k: &Kubectl, ns: &str, example: &Example, r: &Runnable) -> Result
                 .unwrap_or("(no pod network)")
         ));
     }
-    Ok(format!("Running: {}", seen.join(", ")))
+    Ok((format!("Running: {}", seen.join(", ")), pods))
+}
+
+/// Waits until the guest in each pod has booted: the test guest's marker in `kubectl logs -c
+/// compute`, the serial console.
+fn guests_boot(k: &Kubectl, ns: &str, pods: &[String]) -> Result<(), String> {
+    for pod in pods {
+        poll(
+            &format!("{READY_MARKER} in kubectl logs {pod} -c compute"),
+            BOOT,
+            || {
+                let logs = k.run(&["logs", "-n", ns, pod, "-c", "compute"])?;
+                logs.contains(READY_MARKER)
+                    .then_some(())
+                    .ok_or_else(|| format!("the console ends with {:?}", tail(&logs, 400)))
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// Deletes what a batch applied and waits until no launcher pod is left in `ns`.
@@ -493,12 +523,19 @@ fn kubevirt_examples_run_or_are_denied() {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        let mut running = Vec::new();
         for example in &batch {
             let Verdict::Runs(r) = &example.verdict else {
                 continue;
             };
-            let outcome = run_example(&k, &ns.name, example, r);
-            outcomes.push((example.file.clone(), outcome));
+            running.push((example.file.clone(), run_example(&k, &ns.name, example, r)));
+        }
+        // Then the batch's guests boot together.
+        for (file, outcome) in running {
+            let booted = outcome.and_then(|(seen, pods)| {
+                guests_boot(&k, &ns.name, &pods).map(|()| format!("{seen}; guest booted"))
+            });
+            outcomes.push((file, booted));
         }
         delete_batch(&k, &ns.name, &batch);
     }

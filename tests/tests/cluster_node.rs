@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use virtshim_tests::cluster::{installed, running_vmi, Namespace};
 use virtshim_tests::vm::{kernel_boot_vmi, READY_MARKER};
-use virtshim_tests::{poll, repo_root, Kubectl};
+use virtshim_tests::{poll, repo_root, tail, Kubectl};
 
 /// The marker the test guest prints once its network is up (images/guest/README.md).
 const UP_MARKER: &str = "VIRTSHIM-GUEST-UP";
@@ -60,12 +60,6 @@ fn uint(v: &Value) -> u64 {
     v.as_u64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
         .unwrap_or(0)
-}
-
-/// The last `n` characters of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    chars[chars.len().saturating_sub(n)..].iter().collect()
 }
 
 /// A child's output as chunks on a channel.
