@@ -4,8 +4,20 @@
 use super::status::ApiError;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+/// The close frame `virtctl` gets when the handler's side ends without one (its pod deleted or
+/// its node gone): a plain close would read as a normal end, and the user would not learn
+/// that the console was cut rather than closed by the VM.
+fn handler_lost() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Error,
+        reason: "lost the connection to virtshim-handler on the VM's node".into(),
+    }))
+}
 
 /// Checks an upgrade request (version 13, offering `plain.kubevirt.io`) and computes its
 /// `Sec-WebSocket-Accept` (the same check the handler makes: `virtshim_api::websocket`).
@@ -70,11 +82,14 @@ where
                     break Ended::HandlerClosed;
                 }
                 None => {
-                    let _ = client_tx.send(Message::Close(None)).await;
+                    let _ = client_tx.send(handler_lost()).await;
                     break Ended::HandlerClosed;
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => break Ended::Failed(format!("reading from the handler: {e}")),
+                Some(Err(e)) => {
+                    let _ = client_tx.send(handler_lost()).await;
+                    break Ended::Failed(format!("reading from the handler: {e}"));
+                }
             },
         }
     };
@@ -169,5 +184,33 @@ mod tests {
             Some(Ok(Message::Close(_))) | None
         ));
         assert_eq!(relay.await.expect("relay"), Ended::HandlerClosed);
+    }
+
+    /// The handler's connection cut without a close frame (its pod deleted): virtctl gets a
+    /// close that says so, not a normal one.
+    #[tokio::test]
+    async fn a_lost_handler_is_an_abnormal_close_that_says_so() {
+        let (client_near, client_far) = tokio::io::duplex(1024);
+        let (handler_near, handler_far) = tokio::io::duplex(1024);
+        let client_side = WebSocketStream::from_raw_socket(client_near, Role::Server, None).await;
+        let handler_side = WebSocketStream::from_raw_socket(handler_near, Role::Client, None).await;
+        let relay = tokio::spawn(relay(client_side, handler_side));
+        let mut virtctl = WebSocketStream::from_raw_socket(client_far, Role::Client, None).await;
+        drop(handler_far);
+        match virtctl.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(frame.code, CloseCode::Error);
+                assert!(
+                    frame.reason.contains("virtshim-handler"),
+                    "{}",
+                    frame.reason
+                );
+            }
+            other => panic!("expected an abnormal close frame, got {other:?}"),
+        }
+        assert!(matches!(
+            relay.await.expect("relay"),
+            Ended::Failed(_) | Ended::HandlerClosed
+        ));
     }
 }
