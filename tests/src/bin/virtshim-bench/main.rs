@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod cluster;
+
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -530,11 +532,13 @@ fn main() -> std::process::ExitCode {
         .and_then(|n| n.parse().ok())
         .unwrap_or(5)
         .max(1);
-    // `--only boot,memory,network,console,portforward` runs some sections; all by default.
+    // `--only boot,memory,network,console,portforward,cluster` runs some sections; all but
+    // cluster by default (it needs the project's cluster: `make cluster`, KUBECONFIG);
+    // cluster-start, cluster-console and cluster-admission run one part of it.
     let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
-    let want = |section: &str| {
-        only.as_deref()
-            .is_none_or(|o| o.split(',').any(|s| s == section))
+    let want = |section: &str| match only.as_deref() {
+        Some(only) => only.split(',').any(|s| s == section),
+        None => !section.starts_with("cluster"),
     };
     let Some(containerd) = vm::containerd("virtshim-bench") else {
         eprintln!("virtshim-bench: needs root and containerd");
@@ -668,6 +672,16 @@ fn main() -> std::process::ExitCode {
                 eprintln!("port-forward run: {e}");
                 failed = true;
             }
+        }
+    }
+    let cluster_part = |part: &str| want("cluster") || want(&format!("cluster-{part}"));
+    if ["start", "console", "admission"]
+        .iter()
+        .any(|p| cluster_part(p))
+    {
+        if let Err(e) = cluster::run(&containerd, cluster_part) {
+            eprintln!("cluster run: {e}");
+            failed = true;
         }
     }
     let _ = containerd.stop();
