@@ -186,6 +186,13 @@ fn restart_kubelet() {
     );
 }
 
+/// `spec.running` of the VM, as `kubectl patch` sets it.
+fn set_running(k: &Kubectl, ns: &str, running: bool) {
+    let patch = format!(r#"{{"spec":{{"running":{running}}}}}"#);
+    k.run(&["patch", "vm", "-n", ns, VM, "--type=merge", "-p", &patch])
+        .unwrap();
+}
+
 fn lease_holder(k: &Kubectl) -> Option<String> {
     let lease = k.get_json(NAMESPACE, "lease", "virtshim-controller")?;
     lease["spec"]["holderIdentity"]
@@ -281,17 +288,7 @@ fn kubelet_restart_leader_loss_and_handler_loss() {
         "--force",
     ])
     .unwrap();
-    k.run(&[
-        "patch",
-        "vm",
-        "-n",
-        ns,
-        VM,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"running":false}}"#,
-    ])
-    .unwrap();
+    set_running(&k, ns, false);
     let new_leader = wait_for("another replica leading", Duration::from_secs(120), || {
         lease_holder(&k).filter(|h| *h != leader)
     });
@@ -304,17 +301,7 @@ fn kubelet_restart_leader_loss_and_handler_loss() {
         qemu_pids(ns).is_empty().then_some(())
     });
     println!("{test}: leader {leader} killed, {new_leader} took over and stopped the VM");
-    k.run(&[
-        "patch",
-        "vm",
-        "-n",
-        ns,
-        VM,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"running":true}}"#,
-    ])
-    .unwrap();
+    set_running(&k, ns, true);
     running_vmi(&k, ns, VM, Duration::from_secs(240)).unwrap_or_else(|e| panic!("restarted: {e}"));
     k.run(&[
         "rollout",

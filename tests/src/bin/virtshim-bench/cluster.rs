@@ -280,7 +280,6 @@ fn start_lines(k: &Kubectl, cri_socket: &std::path::Path, count: usize) -> Resul
 /// Console echo round trips through the aggregated API beside the pod's console socket.
 fn console_lines(k: &Kubectl, kubeconfig: PathBuf) -> Result<String, String> {
     use futures::{SinkExt, StreamExt};
-    use std::io::{Read, Write};
     use tungstenite::Message;
     const KEYS: usize = 200;
     let ns = format!("virtshim-bench-{}-console", std::process::id());
@@ -313,32 +312,9 @@ fn console_lines(k: &Kubectl, kubeconfig: PathBuf) -> Result<String, String> {
             .join(&sandbox.id[..16.min(sandbox.id.len())])
             .join("console.sock");
         // Directly: the pod's console socket.
-        let mut direct = std::os::unix::net::UnixStream::connect(&socket)
+        let direct = std::os::unix::net::UnixStream::connect(&socket)
             .map_err(|e| format!("{}: {e}", socket.display()))?;
-        direct
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .map_err(|e| e.to_string())?;
-        let mut reader = direct.try_clone().map_err(|e| e.to_string())?;
-        let bare = crate::keystroke_rtts(
-            KEYS,
-            |key| direct.write_all(&[key]).map_err(|e| e.to_string()),
-            || {
-                let mut buf = [0u8; 4096];
-                match reader.read(&mut buf) {
-                    Ok(n) => Ok(buf[..n].to_vec()),
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        Ok(Vec::new())
-                    }
-                    Err(e) => Err(e.to_string()),
-                }
-            },
-        )?;
-        drop((reader, direct));
+        let bare = crate::socket_keystroke_rtts(KEYS, direct)?;
         // Through apiserver → controller → handler, as virtctl console connects.
         let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
         let target = virtctl::cluster::Target {

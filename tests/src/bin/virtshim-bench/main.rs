@@ -734,12 +734,43 @@ fn keystroke_rtts(
     Ok(rtts)
 }
 
+/// [`keystroke_rtts`] on a console's unix socket (the pod's `console.sock`), read with a short
+/// timeout so that a keystroke whose echo is late is polled again.
+fn socket_keystroke_rtts(
+    count: usize,
+    mut direct: std::os::unix::net::UnixStream,
+) -> Result<Vec<Duration>, String> {
+    use std::io::Write;
+    direct
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
+    let mut reader = direct.try_clone().map_err(|e| e.to_string())?;
+    keystroke_rtts(
+        count,
+        |k| direct.write_all(&[k]).map_err(|e| e.to_string()),
+        || {
+            let mut buf = [0u8; 4096];
+            match reader.read(&mut buf) {
+                Ok(n) => Ok(buf[..n].to_vec()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+}
+
 /// Console echo round trips over 200 keystrokes and the time to a VNC greeting, through
 /// virtshim-handler (mutual TLS, WebSocket `plain.kubevirt.io`, as the controller connects)
 /// beside the pod's sockets directly. The apiserver and controller hops of a cluster are not in
 /// this figure: there is no cluster here.
 fn console_latency(cri: &BlockingCri) -> Result<Vec<String>, String> {
-    use std::io::Write;
     use std::os::unix::net::UnixStream;
     use tungstenite::Message;
     use virtshim_tests::handler::{connect, read_frame, setup, websocket, RunningHandler};
@@ -756,34 +787,9 @@ fn console_latency(cri: &BlockingCri) -> Result<Vec<String>, String> {
         wait_in_file(&started.console_log(), "VIRTSHIM-GUEST-UP", Instant::now())?;
         let run = vm::pod_dirs(&started.sandbox_id)[0].clone();
         // Direct: the pod's console socket.
-        let mut direct =
-            UnixStream::connect(run.join("console.sock")).map_err(|e| e.to_string())?;
-        direct
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .map_err(|e| e.to_string())?;
+        let direct = UnixStream::connect(run.join("console.sock")).map_err(|e| e.to_string())?;
         std::thread::sleep(Duration::from_millis(300));
-        let mut reader = direct.try_clone().map_err(|e| e.to_string())?;
-        let bare = keystroke_rtts(
-            KEYS,
-            |k| direct.write_all(&[k]).map_err(|e| e.to_string()),
-            || {
-                let mut buf = [0u8; 4096];
-                match reader.read(&mut buf) {
-                    Ok(n) => Ok(buf[..n].to_vec()),
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        Ok(Vec::new())
-                    }
-                    Err(e) => Err(e.to_string()),
-                }
-            },
-        )?;
-        drop(reader);
-        drop(direct);
+        let bare = socket_keystroke_rtts(KEYS, direct)?;
         // Through the handler.
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let (pki, files, controller) = setup(dir.path());
