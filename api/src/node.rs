@@ -4,7 +4,7 @@
 //!
 //! Per pod the shim keeps `<run dir>/p/<first 16 characters of the sandbox id>/` (unix socket
 //! paths must stay under 108 bytes) holding [`STATE_FILE`], [`CONSOLE_SOCKET`] and
-//! [`VNC_SOCKET`]. The record exists only while the VM runs.
+//! [`QEMU_DIR`]`/`[`VNC_SOCKET`]. The record exists only while the VM runs.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -18,8 +18,13 @@ pub const POD_DIR_ID_LEN: usize = 16;
 pub const STATE_FILE: &str = "state.json";
 /// The serial console: every client reads the output and may type.
 pub const CONSOLE_SOCKET: &str = "console.sock";
-/// QEMU's VNC server (RFB).
+/// The folder of the VM's QEMU user, in the pod's folder: QEMU's own sockets.
+pub const QEMU_DIR: &str = "vm";
+/// QEMU's VNC server (RFB), in [`QEMU_DIR`]. QEMU's user owns that folder, so whoever connects
+/// must not follow a symlink there (the handler checks what it opens is a socket of that user).
 pub const VNC_SOCKET: &str = "vnc.sock";
+/// In the pod's folder: the uid the VM's QEMU runs as (decimal), which owns [`QEMU_DIR`].
+pub const QEMU_ID_FILE: &str = "qemu-id";
 
 /// The folder of the pod `sandbox_id` under `run_dir`.
 pub fn pod_run_dir(run_dir: &Path, sandbox_id: &str) -> PathBuf {
@@ -39,6 +44,10 @@ pub struct PodState {
     pub embed_root: PathBuf,
     #[serde(default)]
     pub vmi: Option<VmiRecord>,
+    /// The pod as containerd's CRI plugin named it (not as the pod's annotations say): the
+    /// handler serves a VM only when its VMI is of the pod's namespace.
+    #[serde(default)]
+    pub pod: Option<PodRecord>,
     #[serde(default)]
     pub sandbox_id: String,
     /// The compute container (the containerd task that is the VM).
@@ -54,6 +63,14 @@ pub struct PodState {
 /// Who the VM is, as the pod's VMI annotation says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmiRecord {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// The pod a VM runs in, from the CRI sandbox's metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodRecord {
     pub namespace: String,
     pub name: String,
     pub uid: String,

@@ -198,6 +198,37 @@ pub enum PodError {
     Serialize(#[from] serde_json::Error),
 }
 
+/// The `generateName` of a VMI's pod, as KubeVirt names its launcher pods.
+fn launcher_generate_name(vmi_name: &str) -> String {
+    format!("virt-launcher-{vmi_name}-")
+}
+
+/// The apiserver keeps at most this much of a `generateName` and appends five characters.
+const GENERATED_NAME_BASE: usize = 63 - GENERATED_SUFFIX;
+const GENERATED_SUFFIX: usize = 5;
+
+/// What every name the apiserver makes from a VMI's pod `generateName` starts with.
+pub fn launcher_name_prefix(vmi_name: &str) -> String {
+    let mut base = launcher_generate_name(vmi_name);
+    // Names are ASCII (DNS subdomains); a cut inside a character cannot happen, but is refused
+    // rather than panicking.
+    if base.len() > GENERATED_NAME_BASE && base.is_char_boundary(GENERATED_NAME_BASE) {
+        base.truncate(GENERATED_NAME_BASE);
+    }
+    base
+}
+
+/// Whether `pod_name` is a name the apiserver could have made for the pod of VMI `vmi_name`:
+/// how the shim ties the VMI an annotation names to the pod containerd names.
+pub fn is_launcher_pod_of(pod_name: &str, vmi_name: &str) -> bool {
+    let prefix = launcher_name_prefix(vmi_name);
+    pod_name.len() == prefix.len() + GENERATED_SUFFIX
+        && pod_name.starts_with(&prefix)
+        && pod_name[prefix.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
 /// Builds the pod that runs `vmi` (already defaulted and validated into `config`).
 ///
 /// `block_claims` names the PersistentVolumeClaims whose `volumeMode` is `Block`: the VMI does
@@ -305,7 +336,7 @@ pub fn pod_for_vmi(
     let spec = &vmi.spec;
     Ok(Pod {
         metadata: ObjectMeta {
-            generate_name: Some(format!("virt-launcher-{name}-")),
+            generate_name: Some(launcher_generate_name(&name)),
             namespace: vmi.metadata.namespace.clone(),
             labels: Some(labels),
             annotations: Some(annotations),
@@ -632,6 +663,25 @@ spec:
 
     fn vmi_with_domain(domain: &str) -> String {
         format!("apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: r}}\nspec:\n  domain: {{devices: {{}}, {domain}}}\n")
+    }
+
+    #[test]
+    fn launcher_pod_names_are_tied_to_their_vmi() {
+        assert!(is_launcher_pod_of("virt-launcher-vm1-x7k2q", "vm1"));
+        assert!(!is_launcher_pod_of("virt-launcher-vm1-x7k2", "vm1"));
+        assert!(!is_launcher_pod_of("virt-launcher-vm1-x7k2qq", "vm1"));
+        assert!(!is_launcher_pod_of("virt-launcher-vm2-x7k2q", "vm1"));
+        assert!(!is_launcher_pod_of("virt-launcher-vm1-X7K2Q", "vm1"));
+        assert!(!is_launcher_pod_of("attacker", "vm1"));
+        // A long VMI name: the apiserver cuts generateName to 58 characters.
+        let long = "a".repeat(80);
+        let prefix = launcher_name_prefix(&long);
+        assert_eq!(prefix.len(), 58);
+        assert!(is_launcher_pod_of(&format!("{prefix}abcde"), &long));
+        assert!(!is_launcher_pod_of(
+            &format!("{prefix}abcde"),
+            &"b".repeat(80)
+        ));
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub enum Error {
     Cgroup(String),
     #[error("reading the OCI bundle: {0}")]
     Bundle(String),
+    /// The pod is something a VM pod must never be (host namespaces, privileged, host paths,
+    /// another namespace's VMI): `field` is where the pod's author must change it.
+    #[error("{field}: {message}")]
+    Refused { field: String, message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -83,6 +87,7 @@ impl From<Error> for ttrpc::Error {
             Error::AlreadyExists(_) => Code::ALREADY_EXISTS,
             Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Error::Unsupported(_) => Code::UNIMPLEMENTED,
+            Error::Refused { .. } => Code::PERMISSION_DENIED,
             Error::InvalidArgument { .. } | Error::Vmi { .. } | Error::Disk { .. } => {
                 Code::INVALID_ARGUMENT
             }

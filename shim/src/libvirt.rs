@@ -6,6 +6,7 @@
 //! libvirt forks from the worker starts inside it.
 
 use crate::error::{Error, Result};
+use crate::qemu_ids::QemuIds;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Once;
@@ -14,10 +15,23 @@ use virt::connect::Connect;
 use virt::domain::{Domain, DomainShutoffReason, DomainState, DomainStateReason};
 use virt::enumutil::Enum;
 
-/// `etc/qemu.conf` of every embed root: QEMU runs as the shim's user, libvirt touches no
-/// cgroups (the shim places QEMU in the container's), no security driver, and QEMU's log goes to
-/// a file (else libvirt wants virtlogd).
-const QEMU_CONF: &str = "user = \"root\"\ngroup = \"root\"\ncgroup_controllers = [ ]\nsecurity_driver = \"none\"\nstdio_handler = \"file\"\nremember_owner = 0\n";
+/// `etc/qemu.conf` of a pod's embed root. QEMU runs as the VM's own unprivileged user (numeric:
+/// no passwd entry is needed), which libvirt starts with no capabilities (its default
+/// `clear_emulator_capabilities`); libvirt's DAC driver gives the VM's disks to that user as it
+/// starts QEMU (`dynamic_ownership`) and does not try to remember earlier owners (which needs
+/// extended attributes). `security_driver = "none"` names no MAC driver (no SELinux or
+/// AppArmor here); libvirt stacks its DAC driver under it regardless when it runs as root, and
+/// refuses to start when DAC is named as the primary. libvirt touches no cgroups (the shim places QEMU in the container's),
+/// and QEMU's log goes to a file (else libvirt wants virtlogd). QEMU's own seccomp sandbox is
+/// libvirt's default (`seccomp_sandbox = 1`: `-sandbox on,…`).
+fn qemu_conf(ids: QemuIds) -> String {
+    format!(
+        "user = \"+{uid}\"\ngroup = \"+{gid}\"\ncgroup_controllers = [ ]\nsecurity_driver = \"none\"\n\
+         dynamic_ownership = 1\nremember_owner = 0\nstdio_handler = \"file\"\nseccomp_sandbox = 1\n",
+        uid = ids.uid,
+        gid = ids.gid
+    )
+}
 
 type Job = Box<dyn FnOnce(&Connect) + Send>;
 
@@ -67,7 +81,9 @@ fn explain_open_failure(message: String) -> String {
 /// the node installer's check and the fresh-machine test. Returns libvirt's version.
 pub fn check_node(run: &Path, capabilities_cache: &Path) -> Result<String> {
     let root = run.join(format!("node-check.{}", std::process::id()));
-    let opened = Libvirt::open(&root, capabilities_cache).and_then(|l| {
+    // QEMU's capabilities are probed as a VM's user would run it.
+    let probe = crate::qemu_ids::for_probing();
+    let opened = Libvirt::open(&root, capabilities_cache, probe).and_then(|l| {
         l.call(|conn| conn.lib_version())?
             .map_err(libvirt_error("reading the library version"))
     });
@@ -112,13 +128,13 @@ fn start_event_loop() -> Result<()> {
 
 impl Libvirt {
     /// Prepares the embed root (config, capabilities cache seeded from the node's) and opens it.
-    pub fn open(root: &Path, capabilities_cache: &Path) -> Result<Self> {
+    pub fn open(root: &Path, capabilities_cache: &Path, ids: QemuIds) -> Result<Self> {
         crate::reaper::start();
         start_event_loop()?;
         let etc = root.join("etc");
         std::fs::create_dir_all(&etc)
             .map_err(|e| Error::path("creating the libvirt root", &etc, e))?;
-        std::fs::write(etc.join("qemu.conf"), QEMU_CONF)
+        std::fs::write(etc.join("qemu.conf"), qemu_conf(ids))
             .map_err(|e| Error::path("writing qemu.conf", &etc, e))?;
         let pod_cache = root.join("cache/qemu/capabilities");
         // Probing QEMU's capabilities takes seconds; a copy of the node's cache makes the first

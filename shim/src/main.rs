@@ -2,24 +2,8 @@
 //! pod's VMI as a libvirt/QEMU domain. containerd starts it for the runtime type
 //! `io.containerd.virtshim.v2`; see DESIGN.md ("The shim").
 
-mod accel;
-mod bundle;
-mod cgroup;
-mod command;
-mod console;
-mod error;
-mod libvirt;
-mod lifecycle;
-mod network;
-mod paths;
-mod pod;
-mod reaper;
-mod rootfs;
-mod service;
-mod state;
-mod vm;
-
 use std::io::Write;
+use virtshim_shim::{accel, libvirt, lifecycle, paths, vm};
 
 fn main() {
     match std::env::args().nth(1).as_deref() {

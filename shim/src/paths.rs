@@ -64,15 +64,20 @@ impl PodPaths {
     pub fn embed_root(&self) -> PathBuf {
         self.run.join("libvirt")
     }
+    /// Where QEMU makes its sockets: a folder of the VM's QEMU user, apart from the records and
+    /// sockets the shim keeps for the handler (which QEMU must not be able to replace).
+    pub fn qemu_sockets(&self) -> PathBuf {
+        self.run.join(node::QEMU_DIR)
+    }
     pub fn serial_socket(&self) -> PathBuf {
-        self.run.join("serial.sock")
+        self.qemu_sockets().join("serial.sock")
     }
     /// The console for the node daemon: every client reads the output and may type.
     pub fn console_socket(&self) -> PathBuf {
         self.run.join(node::CONSOLE_SOCKET)
     }
     pub fn vnc_socket(&self) -> PathBuf {
-        self.run.join(node::VNC_SOCKET)
+        self.qemu_sockets().join(node::VNC_SOCKET)
     }
     pub fn state_file(&self) -> PathBuf {
         self.run.join(node::STATE_FILE)

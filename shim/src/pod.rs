@@ -6,18 +6,16 @@
 //! CreateContainer, before anything runs), Start boots QEMU with its CPUs paused, gives QEMU
 //! to the container's cgroup, attaches the console and only then lets the guest run.
 
-use crate::bundle::{check_id, Bundle, Role};
+use crate::bundle::{check_id, Bundle, MountPolicy, Role};
 use crate::cgroup::Cgroup;
 use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::libvirt::{Libvirt, OffReason, VmState};
 use crate::paths::{PodPaths, Roots};
 use crate::rootfs::{self, RootfsMount};
-use crate::service::Events;
 use crate::state::{PodState, PodStateFile};
 use crate::vm::domain_xml::DomainPlan;
 use crate::vm::{self, VmiIdentity};
-use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,7 +46,7 @@ pub enum Status {
 #[derive(Clone, Debug)]
 pub struct ExitInfo {
     pub code: u32,
-    pub at: Timestamp,
+    pub at: std::time::SystemTime,
 }
 
 /// What `State` reports.
@@ -133,6 +131,8 @@ struct Running {
 struct VmSlot {
     identity: VmiIdentity,
     plan: DomainPlan,
+    /// Who QEMU runs as.
+    ids: crate::qemu_ids::QemuIds,
     nic: Option<crate::network::NicPlan>,
     start_paused: bool,
     running: Option<Running>,
@@ -150,6 +150,8 @@ struct Container {
     exit: Arc<ExitCell>,
     rootfs_mounted: bool,
     vm: Option<VmSlot>,
+    /// While the VM starts (without the pod's lock): set by a `Kill` to cancel the start.
+    starting: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug, Default)]
@@ -162,21 +164,61 @@ struct Inner {
     libvirt: Option<Arc<Libvirt>>,
 }
 
+/// What a VM's preparation reads of its pod, taken under the pod's lock.
+#[derive(Debug)]
+struct PodView {
+    paths: Option<PodPaths>,
+    sandbox_annotations: HashMap<String, String>,
+    /// The root filesystems of the containers carrying images, by container name.
+    carriers: HashMap<String, PathBuf>,
+}
+
+impl PodView {
+    fn of(inner: &Inner) -> Self {
+        Self {
+            paths: inner.paths.clone(),
+            sandbox_annotations: inner.sandbox_annotations.clone(),
+            carriers: inner
+                .containers
+                .values()
+                .filter(|c| c.kind == Kind::Carrier)
+                .filter_map(|c| match &c.bundle.role {
+                    Role::Container { name, .. } => Some((name.clone(), c.bundle.rootfs())),
+                    Role::Sandbox => None,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One pod, served by one shim.
 #[derive(Debug)]
 pub struct Pod {
     roots: Roots,
+    exits: Arc<dyn ExitSink>,
+    mounts: MountPolicy,
+    /// Why the shim is not in the pod's network namespace, when it could not enter it.
+    netns_failure: Option<String>,
     inner: Mutex<Inner>,
 }
 
-fn now() -> Timestamp {
-    containerd_shim::util::timestamp().unwrap_or_default()
+fn now() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
+/// Where the pod reports a task's exit (containerd's `TaskExit` event, from the service): the
+/// pod's lifecycle knows nothing of ttrpc or protobuf.
+pub trait ExitSink: Send + Sync + std::fmt::Debug {
+    fn exit(&self, container_id: &str, pid: u32, exit: &ExitInfo);
 }
 
 impl Pod {
-    pub fn new(roots: Roots) -> Self {
+    pub fn new(roots: Roots, exits: Arc<dyn ExitSink>, netns_failure: Option<String>) -> Self {
         Self {
             roots,
+            exits,
+            mounts: MountPolicy::from_node(),
+            netns_failure,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -200,7 +242,12 @@ impl Pod {
         io: &TaskIo,
     ) -> Result<u32> {
         check_id(id)?;
-        let bundle = Bundle::read(std::path::Path::new(bundle_dir))?;
+        let bundle = Bundle::read(std::path::Path::new(bundle_dir), id, &self.mounts)?;
+        if let Some(failure) = &self.netns_failure {
+            return Err(Error::FailedPrecondition(format!(
+                "{failure}: the shim stops rather than work in the node's namespace"
+            )));
+        }
         let mut inner = self.lock();
         if inner.containers.contains_key(id) {
             return Err(Error::AlreadyExists(id.to_owned()));
@@ -230,6 +277,10 @@ impl Pod {
                 }
             }
         };
+        // What the VM's preparation reads of the pod; it runs without the lock (qemu-img, the
+        // cloud-init image, bind mounts: seconds on a slow disk).
+        let view = (kind == Kind::Compute).then(|| PodView::of(&inner));
+        drop(inner);
         let _span = tracing::info_span!("create", container_id = id, pod = %bundle.pod).entered();
 
         let mut rootfs_mounted = false;
@@ -248,32 +299,43 @@ impl Pod {
             exit: Arc::new(ExitCell::default()),
             rootfs_mounted,
             vm: None,
+            starting: None,
         };
-        if container.kind == Kind::Compute {
-            match self.prepare_vm(&inner, &container) {
+        // Nothing half-made: a failure undoes the mount and whatever the preparation wrote.
+        let undo = |container: &Container, view: Option<&PodView>| {
+            if let Some(paths) = view.and_then(|v| v.paths.as_ref()) {
+                crate::vm::exposed::remove_dir(&paths.disks());
+            }
+            if container.rootfs_mounted {
+                rootfs::unmount(&container.bundle.rootfs());
+            }
+        };
+        if let Some(view) = &view {
+            match self.prepare_vm(view, &container) {
                 Ok(slot) => {
                     container.vm = Some(slot);
                     container.pid = 0;
                 }
                 Err(e) => {
-                    // Nothing half-made: undo the mount and whatever the preparation wrote.
-                    if let Some(paths) = &inner.paths {
-                        let _ = std::fs::remove_dir_all(paths.disks());
-                    }
-                    rootfs::unmount(&container.bundle.rootfs());
+                    undo(&container, Some(view));
                     tracing::warn!(error = %e, "create failed");
                     return Err(e);
                 }
             }
         }
         let pid = container.pid;
+        let mut inner = self.lock();
+        if inner.containers.contains_key(id) {
+            undo(&container, view.as_ref());
+            return Err(Error::AlreadyExists(id.to_owned()));
+        }
         inner.containers.insert(id.to_owned(), container);
         tracing::info!(pid, "created");
         Ok(pid)
     }
 
     /// Reads and validates the VMI and prepares its disks.
-    fn prepare_vm(&self, inner: &Inner, compute: &Container) -> Result<VmSlot> {
+    fn prepare_vm(&self, inner: &PodView, compute: &Container) -> Result<VmSlot> {
         // A pod annotation, on compute's bundle or else on the sandbox's.
         let annotation = |key: &str| {
             compute
@@ -313,37 +375,12 @@ impl Pod {
             annotation: contract::VMI_ANNOTATION,
             message: e.to_string().replace('\n', "; "),
         })?;
-        let identity = VmiIdentity {
-            namespace: vmi
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".to_owned()),
-            name: vmi.metadata.name.clone().unwrap_or_default(),
-            uid: vmi.metadata.uid.clone().unwrap_or_default(),
-        };
-        // The apiserver's own rules for these names; they end up in the libvirt domain's name
-        // and in log fields, so a hostile annotation must not get anything else through.
-        if !is_dns_subdomain(&identity.name) || !is_dns_label(&identity.namespace) {
-            return Err(Error::Vmi {
-                annotation: contract::VMI_ANNOTATION,
-                message: "metadata.name must be a DNS subdomain and metadata.namespace a DNS label"
-                    .into(),
-            });
-        }
+        let identity = verified_identity(&vmi, &compute.bundle.pod)?;
         let paths = inner
             .paths
             .as_ref()
             .ok_or_else(|| Error::FailedPrecondition("the pod sandbox is missing".into()))?;
-        let containers: HashMap<String, PathBuf> = inner
-            .containers
-            .values()
-            .filter(|c| c.kind == Kind::Carrier)
-            .filter_map(|c| match &c.bundle.role {
-                Role::Container { name, .. } => Some((name.clone(), c.bundle.rootfs())),
-                Role::Sandbox => None,
-            })
-            .collect();
+        let containers = &inner.carriers;
         let rootfs = compute.bundle.rootfs();
         let claim_capacities =
             contract::claim_capacities(annotation(contract::CLAIM_CAPACITY_ANNOTATION));
@@ -351,159 +388,153 @@ impl Pod {
             compute_rootfs: &rootfs,
             compute_mounts: &compute.bundle.mounts,
             compute_devices: &compute.bundle.block_devices,
-            containers: &containers,
+            containers,
             claim_capacities: &claim_capacities,
         };
         let accel = crate::accel::choose(&self.roots.run);
         let nic = vm::plan_nic(&identity, &config, &sources)?;
-        let plan = vm::plan(&identity, &config, &sources, paths, accel, nic.as_ref())?;
+        let ids = crate::qemu_ids::claim(&paths.run)?;
+        let plan = vm::plan(
+            &identity,
+            &config,
+            &sources,
+            paths,
+            accel,
+            nic.as_ref(),
+            ids,
+        )?;
         tracing::info!(
             namespace = %identity.namespace,
             vmi = %identity.name,
             vmi_uid = %identity.uid,
             ?accel,
+            qemu_uid = ids.uid,
             disks = plan.disks.len(),
             "VM prepared"
         );
         Ok(VmSlot {
             identity,
             plan,
+            ids,
             nic,
             start_paused: config.start_paused,
             running: None,
         })
     }
 
-    pub fn start(self: &Arc<Self>, id: &str, events: &Events) -> Result<u32> {
-        let mut inner = self.lock();
-        let paths = inner
-            .paths
-            .clone()
-            .ok_or_else(|| Error::FailedPrecondition("the pod sandbox is missing".into()))?;
-        let libvirt = match (&inner.libvirt, inner.containers.get(id).map(|c| &c.kind)) {
-            (Some(l), _) => Some(l.clone()),
-            (None, Some(Kind::Compute)) => {
-                let opened = std::time::Instant::now();
-                let l = Arc::new(Libvirt::open(
-                    &paths.embed_root(),
-                    &paths.capabilities_cache,
-                )?);
-                tracing::info!(
-                    elapsed_ms = opened.elapsed().as_millis() as u64,
-                    "libvirt opened"
-                );
-                inner.libvirt = Some(l.clone());
-                Some(l)
+    /// Starts a container. For the VM, the slow part (opening libvirt, which probes QEMU on a
+    /// fresh root; wiring the network; QEMU's start) runs without the pod's lock, so containerd's
+    /// `State`, `Pids` and `Connect` answer meanwhile and a `Kill` cancels the start.
+    pub fn start(self: &Arc<Self>, id: &str) -> Result<u32> {
+        let job = {
+            let mut inner = self.lock();
+            let paths = inner
+                .paths
+                .clone()
+                .ok_or_else(|| Error::FailedPrecondition("the pod sandbox is missing".into()))?;
+            let sandbox_id = inner.sandbox_id.clone().unwrap_or_default();
+            let libvirt = inner.libvirt.clone();
+            let container = inner
+                .containers
+                .get_mut(id)
+                .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            if container.status != Status::Created || container.starting.is_some() {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {id} was started already"
+                )));
             }
-            _ => None,
+            let Some(slot) = container.vm.as_ref() else {
+                container.status = Status::Running;
+                return Ok(container.pid);
+            };
+            let cancel = Arc::new(AtomicBool::new(false));
+            container.starting = Some(cancel.clone());
+            StartJob {
+                id: id.to_owned(),
+                sandbox_id,
+                paths,
+                libvirt,
+                ids: slot.ids,
+                identity: slot.identity.clone(),
+                plan: slot.plan.clone(),
+                nic: slot.nic.clone(),
+                start_paused: slot.start_paused,
+                pod: container.bundle.pod.clone(),
+                cgroups_path: container.bundle.cgroups_path.clone(),
+                resources: container.bundle.resources.clone(),
+                stdout: container.stdout.clone(),
+                stdin: container.stdin.clone(),
+                cancel,
+            }
         };
-        let sandbox_id = inner.sandbox_id.clone().unwrap_or_default();
-        let container = inner
-            .containers
-            .get_mut(id)
-            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        if container.status != Status::Created {
-            return Err(Error::FailedPrecondition(format!(
-                "container {id} was started already"
-            )));
-        }
-        let Some(slot) = container.vm.as_mut() else {
-            container.status = Status::Running;
-            return Ok(container.pid);
-        };
-        let libvirt =
-            libvirt.ok_or_else(|| Error::FailedPrecondition("libvirt is not open".into()))?;
-        let vmi = format!("{}/{}", slot.identity.namespace, slot.identity.name);
+        let vmi = format!("{}/{}", job.identity.namespace, job.identity.name);
         let _span = tracing::info_span!("start", container_id = id, %vmi).entered();
-        let domain = slot.plan.name.clone();
-        if let Some(nic) = &slot.nic {
-            crate::network::apply(nic)?;
-            tracing::info!(binding = ?nic.binding, guest = %nic.lease.address, "pod network wired to the VM");
+        let launched = launch(&job);
+
+        let mut inner = self.lock();
+        if let Some(opened) = launched.as_ref().ok().map(|l| &l.libvirt) {
+            inner.libvirt.get_or_insert_with(|| opened.clone());
         }
-        let launched = std::time::Instant::now();
-        let pid = libvirt.start_paused(&domain, slot.plan.to_xml())?;
-        tracing::info!(
-            elapsed_ms = launched.elapsed().as_millis() as u64,
-            pid,
-            "QEMU started, CPUs paused"
-        );
-        let started = (|| -> Result<(Option<Cgroup>, Option<Console>)> {
-            let cgroup = match &container.bundle.cgroups_path {
-                Some(path) => {
-                    let cgroup = Cgroup::create(path, &container.bundle.resources)?;
-                    cgroup.add(pid)?;
-                    Some(cgroup)
+        let Some(container) = inner.containers.get_mut(id) else {
+            return Err(Error::NotFound(id.to_owned()));
+        };
+        container.starting = None;
+        let cancelled = job.cancel.load(Ordering::SeqCst);
+        let vm = match launched {
+            Ok(vm) if !cancelled => vm,
+            outcome => {
+                // Killed while starting, or failed: nothing of the VM stays.
+                if let Ok(vm) = &outcome {
+                    let _ = vm.libvirt.destroy(&vm.domain);
+                    let _ = vm.libvirt.undefine(&vm.domain);
+                    let _ = std::fs::remove_file(job.paths.state_file());
                 }
-                None => None,
-            };
-            let console = match &slot.plan.serial_socket {
-                Some(socket) => {
-                    let endpoints = crate::console::Endpoints {
-                        stdout: container.stdout.clone(),
-                        stdin: container.stdin.clone(),
-                        listen: paths.console_socket(),
-                    };
-                    Some(Console::start(
-                        std::path::Path::new(socket),
-                        &endpoints,
-                        id,
-                    )?)
+                if !cancelled {
+                    return Err(outcome
+                        .err()
+                        .unwrap_or_else(|| Error::FailedPrecondition("the start failed".into())));
                 }
-                None => None,
-            };
-            PodState {
-                qemu_pid: pid,
-                domain: domain.clone(),
-                embed_root: paths.embed_root(),
-                vmi: Some(crate::state::VmiRecord {
-                    namespace: slot.identity.namespace.clone(),
-                    name: slot.identity.name.clone(),
-                    uid: slot.identity.uid.clone(),
-                }),
-                sandbox_id: sandbox_id.clone(),
-                container_id: id.to_owned(),
-                pod_ip: slot.nic.as_ref().map(|n| n.pod.address.into()),
-            }
-            .write(&paths.state_file())?;
-            if !slot.start_paused {
-                libvirt.resume(&domain)?;
-            }
-            Ok((cgroup, console))
-        })();
-        let (cgroup, console) = match started {
-            Ok(parts) => parts,
-            Err(e) => {
-                tracing::warn!(error = %e, "start failed; stopping QEMU");
-                let _ = libvirt.destroy(&domain);
-                let _ = libvirt.undefine(&domain);
-                let _ = std::fs::remove_file(paths.state_file());
-                return Err(e);
+                let exit = ExitInfo {
+                    code: 137,
+                    at: now(),
+                };
+                container.status = Status::Stopped;
+                container.exit.set(exit.clone());
+                let pid = container.pid;
+                drop(inner);
+                tracing::info!("killed while starting");
+                self.exits.exit(id, pid, &exit);
+                return Err(Error::FailedPrecondition(format!(
+                    "container {id} was killed while it started"
+                )));
             }
         };
         let killed = Arc::new(AtomicBool::new(false));
+        let Some(slot) = container.vm.as_mut() else {
+            return Err(Error::NotFound(id.to_owned()));
+        };
         slot.running = Some(Running {
-            domain: domain.clone(),
-            cgroup,
+            domain: vm.domain.clone(),
+            cgroup: vm.cgroup,
             killed: killed.clone(),
         });
-        container.status = if slot.start_paused {
+        container.status = if job.start_paused {
             Status::Paused
         } else {
             Status::Running
         };
-        container.pid = pid;
+        container.pid = vm.pid;
         drop(inner);
-        tracing::info!(pid, "VM started");
+        tracing::info!(pid = vm.pid, "VM started");
         self.watch_exit(
             id.to_owned(),
-            pid,
-            domain,
-            libvirt,
+            vm.pid,
+            vm.domain,
+            vm.libvirt,
             killed,
-            console,
-            events.clone(),
+            vm.console,
         )?;
-        Ok(pid)
+        Ok(vm.pid)
     }
 
     /// Waits for QEMU to exit (the shim is its subreaper), then records why.
@@ -516,9 +547,9 @@ impl Pod {
         libvirt: Arc<Libvirt>,
         killed: Arc<AtomicBool>,
         console: Option<Console>,
-        events: Events,
     ) -> Result<()> {
         let pod = Arc::clone(self);
+        let events = self.exits.clone();
         std::thread::Builder::new()
             .name("qemu-exit".into())
             .spawn(move || {
@@ -554,7 +585,7 @@ impl Pod {
             .map_err(|e| Error::io("starting the exit watcher", e))
     }
 
-    pub fn kill(&self, id: &str, signal: u32, events: &Events) -> Result<()> {
+    pub fn kill(&self, id: &str, signal: u32) -> Result<()> {
         let mut inner = self.lock();
         let libvirt = inner.libvirt.clone();
         let container = inner
@@ -580,6 +611,19 @@ impl Pod {
             return Err(Error::NotFound(format!(
                 "process of container {id} already finished"
             )));
+        }
+        if let Some(cancel) = container.starting.clone() {
+            cancel.store(true, Ordering::SeqCst);
+            let embed_root = inner.paths.as_ref().map(PodPaths::embed_root);
+            drop(inner);
+            tracing::info!("cancelling the start in progress");
+            // A QEMU already running for the start (or libvirt's probe of it) is ended, so the
+            // start returns now rather than whenever QEMU would have answered; it records the
+            // exit.
+            if let Some(root) = embed_root {
+                crate::state::kill_qemus_under(&root);
+            }
+            return Ok(());
         }
         let running = container.vm.as_ref().and_then(|vm| vm.running.as_ref());
         match (running, libvirt) {
@@ -614,7 +658,7 @@ impl Pod {
                 container.exit.set(exit.clone());
                 let pid = container.pid;
                 drop(inner);
-                events.exit(id, pid, &exit);
+                self.exits.exit(id, pid, &exit);
                 Ok(())
             }
         }
@@ -654,33 +698,49 @@ impl Pod {
         self.set_paused(id, false)
     }
 
+    /// Pauses or resumes the VM's CPUs; libvirt is called without the pod's lock (a QEMU that
+    /// does not answer must not hold up `State` or the `Kill` that would end it).
     fn set_paused(&self, id: &str, pause: bool) -> Result<()> {
-        let mut inner = self.lock();
-        let libvirt = inner.libvirt.clone();
-        let c = inner
-            .containers
-            .get_mut(id)
-            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        let (Some(run), Some(libvirt)) = (c.vm.as_ref().and_then(|v| v.running.as_ref()), libvirt)
-        else {
-            return Err(Error::FailedPrecondition(format!(
-                "container {id} is not a running VM"
-            )));
-        };
-        match (pause, c.status) {
-            (true, Status::Running) => libvirt.suspend(&run.domain)?,
-            (false, Status::Paused) => libvirt.resume(&run.domain)?,
-            (_, status) => {
+        let (libvirt, domain) = {
+            let inner = self.lock();
+            let c = inner
+                .containers
+                .get(id)
+                .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            let (Some(run), Some(libvirt)) = (
+                c.vm.as_ref().and_then(|v| v.running.as_ref()),
+                inner.libvirt.clone(),
+            ) else {
                 return Err(Error::FailedPrecondition(format!(
-                    "container {id} is {status:?}"
-                )))
+                    "container {id} is not a running VM"
+                )));
+            };
+            match (pause, c.status) {
+                (true, Status::Running) | (false, Status::Paused) => {}
+                (_, status) => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "container {id} is {status:?}"
+                    )))
+                }
+            }
+            (libvirt, run.domain.clone())
+        };
+        if pause {
+            libvirt.suspend(&domain)?;
+        } else {
+            libvirt.resume(&domain)?;
+        }
+        let mut inner = self.lock();
+        if let Some(c) = inner.containers.get_mut(id) {
+            // The VM may have stopped meanwhile: its exit stays what it is.
+            if c.status != Status::Stopped {
+                c.status = if pause {
+                    Status::Paused
+                } else {
+                    Status::Running
+                };
             }
         }
-        c.status = if pause {
-            Status::Paused
-        } else {
-            Status::Running
-        };
         Ok(())
     }
 
@@ -709,7 +769,7 @@ impl Pod {
             .containers
             .get(id)
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-        if matches!(c.status, Status::Running | Status::Paused) {
+        if matches!(c.status, Status::Running | Status::Paused) || c.starting.is_some() {
             return Err(Error::FailedPrecondition(format!(
                 "container {id} is still running; kill it first"
             )));
@@ -718,9 +778,19 @@ impl Pod {
         let Some(c) = inner.containers.remove(id) else {
             return Err(Error::NotFound(id.to_owned()));
         };
+        // Taken under the lock; the cleanup (libvirt, unmounts, folders) runs without it.
+        let libvirt = inner.libvirt.clone();
+        let paths = inner.paths.clone();
+        let sandbox_libvirt = if c.kind == Kind::Sandbox {
+            inner.paths = None;
+            inner.libvirt.take()
+        } else {
+            None
+        };
+        drop(inner);
         let exit = c.exit.get().unwrap_or(ExitInfo { code: 0, at: now() });
         if let Some(run) = c.vm.as_ref().and_then(|v| v.running.as_ref()) {
-            if let Some(libvirt) = &inner.libvirt {
+            if let Some(libvirt) = &libvirt {
                 if let Err(e) = libvirt.undefine(&run.domain) {
                     tracing::warn!(error = %e, "cannot undefine the domain");
                 }
@@ -729,12 +799,12 @@ impl Pod {
                 cgroup.remove();
             }
         }
+        drop(libvirt);
         if c.kind == Kind::Compute {
-            if let Some(paths) = &inner.paths {
-                let _ = std::fs::remove_dir_all(paths.disks());
+            if let Some(paths) = &paths {
+                crate::vm::exposed::remove_dir(&paths.disks());
                 let _ = std::fs::remove_file(paths.state_file());
-                let _ = std::fs::remove_file(paths.serial_socket());
-                let _ = std::fs::remove_file(paths.vnc_socket());
+                let _ = std::fs::remove_dir_all(paths.qemu_sockets());
                 let _ = std::fs::remove_file(paths.console_socket());
             }
         }
@@ -742,9 +812,12 @@ impl Pod {
             rootfs::unmount(&c.bundle.rootfs());
         }
         if c.kind == Kind::Sandbox {
-            inner.libvirt = None;
-            if let Some(paths) = inner.paths.take() {
+            // The last reference: closing the connection joins libvirt's thread.
+            drop(sandbox_libvirt);
+            if let Some(paths) = paths {
                 crate::state::kill_qemus_under(&paths.embed_root());
+                crate::vm::exposed::remove_dir(&paths.disks());
+                crate::qemu_ids::release(&paths.run);
                 for dir in [&paths.run, &paths.lib] {
                     if let Err(e) = std::fs::remove_dir_all(dir) {
                         if e.kind() != std::io::ErrorKind::NotFound {
@@ -757,6 +830,220 @@ impl Pod {
         tracing::info!(code = exit.code, "deleted");
         Ok((c.pid, exit))
     }
+}
+
+/// What a VM's start needs, taken from the pod under its lock.
+#[derive(Debug)]
+struct StartJob {
+    id: String,
+    sandbox_id: String,
+    paths: PodPaths,
+    /// The pod's libvirt, when a start before opened it.
+    libvirt: Option<Arc<Libvirt>>,
+    ids: crate::qemu_ids::QemuIds,
+    identity: VmiIdentity,
+    plan: DomainPlan,
+    nic: Option<crate::network::NicPlan>,
+    start_paused: bool,
+    pod: crate::bundle::PodRef,
+    cgroups_path: Option<String>,
+    resources: crate::bundle::Resources,
+    stdout: String,
+    stdin: String,
+    /// Set by a `Kill` while the start runs.
+    cancel: Arc<AtomicBool>,
+}
+
+/// A VM that [`launch`] started.
+struct Launched {
+    libvirt: Arc<Libvirt>,
+    domain: String,
+    pid: u32,
+    cgroup: Option<Cgroup>,
+    console: Option<Console>,
+}
+
+/// For tests that need a start in progress: while the file named by `VIRTSHIM_TEST_START_GATE`
+/// (in containerd's environment, which only the node's administrator sets) exists, a VM's
+/// start waits before it opens libvirt, as a slow probe or a stuck QEMU would make it wait.
+const START_GATE: &str = "VIRTSHIM_TEST_START_GATE";
+
+fn wait_at_gate(cancel: &AtomicBool) -> Result<()> {
+    let Some(gate) = std::env::var_os(START_GATE) else {
+        return Ok(());
+    };
+    let gate = std::path::PathBuf::from(gate);
+    if gate.exists() {
+        tracing::info!(gate = %gate.display(), "start waits at the test gate");
+    }
+    while gate.exists() {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(Error::FailedPrecondition("killed while starting".into()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// The slow part of a VM's start, run without the pod's lock: opens the pod's libvirt (the
+/// first time), wires the pod network to the VM, starts QEMU with its CPUs paused, puts it in
+/// the container's cgroup, attaches the console, writes the node record, and lets the guest
+/// run. A failure after QEMU started stops it again.
+fn launch(job: &StartJob) -> Result<Launched> {
+    let cancelled = || {
+        if job.cancel.load(Ordering::SeqCst) {
+            Err(Error::FailedPrecondition("killed while starting".into()))
+        } else {
+            Ok(())
+        }
+    };
+    wait_at_gate(&job.cancel)?;
+    let libvirt = match &job.libvirt {
+        Some(l) => l.clone(),
+        None => {
+            let opened = std::time::Instant::now();
+            let l = Arc::new(Libvirt::open(
+                &job.paths.embed_root(),
+                &job.paths.capabilities_cache,
+                job.ids,
+            )?);
+            tracing::info!(
+                elapsed_ms = opened.elapsed().as_millis() as u64,
+                "libvirt opened"
+            );
+            l
+        }
+    };
+    cancelled()?;
+    if let Some(nic) = &job.nic {
+        crate::network::apply(nic)?;
+        tracing::info!(binding = ?nic.binding, guest = %nic.lease.address, "pod network wired to the VM");
+    }
+    let domain = job.plan.name.clone();
+    let launched = std::time::Instant::now();
+    let pid = libvirt.start_paused(&domain, job.plan.to_xml())?;
+    tracing::info!(
+        elapsed_ms = launched.elapsed().as_millis() as u64,
+        pid,
+        "QEMU started, CPUs paused"
+    );
+    let attached = (|| -> Result<(Option<Cgroup>, Option<Console>)> {
+        cancelled()?;
+        let cgroup = match &job.cgroups_path {
+            Some(path) => {
+                let cgroup = Cgroup::create(path, &job.resources)?;
+                cgroup.add(pid)?;
+                Some(cgroup)
+            }
+            None => None,
+        };
+        let console = match &job.plan.serial_socket {
+            Some(socket) => {
+                let endpoints = crate::console::Endpoints {
+                    stdout: job.stdout.clone(),
+                    stdin: job.stdin.clone(),
+                    listen: job.paths.console_socket(),
+                };
+                Some(Console::start(
+                    std::path::Path::new(socket),
+                    &endpoints,
+                    &job.id,
+                )?)
+            }
+            None => None,
+        };
+        PodState {
+            qemu_pid: pid,
+            domain: domain.clone(),
+            embed_root: job.paths.embed_root(),
+            vmi: Some(crate::state::VmiRecord {
+                namespace: job.identity.namespace.clone(),
+                name: job.identity.name.clone(),
+                uid: job.identity.uid.clone(),
+            }),
+            pod: Some(crate::state::PodRecord {
+                namespace: job.pod.namespace.clone(),
+                name: job.pod.name.clone(),
+                uid: job.pod.uid.clone(),
+            }),
+            sandbox_id: job.sandbox_id.clone(),
+            container_id: job.id.clone(),
+            pod_ip: job.nic.as_ref().map(|n| n.pod.address.into()),
+        }
+        .write(&job.paths.state_file())?;
+        cancelled()?;
+        if !job.start_paused {
+            libvirt.resume(&domain)?;
+        }
+        Ok((cgroup, console))
+    })();
+    match attached {
+        Ok((cgroup, console)) => Ok(Launched {
+            libvirt,
+            domain,
+            pid,
+            cgroup,
+            console,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "start failed; stopping QEMU");
+            let _ = libvirt.destroy(&domain);
+            let _ = libvirt.undefine(&domain);
+            let _ = std::fs::remove_file(job.paths.state_file());
+            Err(e)
+        }
+    }
+}
+
+/// Who the VM is: its namespace is the pod's, as containerd's CRI plugin names it, and its name
+/// must be the one the pod's name was made from (`virt-launcher-<vmi>-xxxxx`). The annotation
+/// says which VMI the pod runs; it cannot make a pod in one namespace run (or be found by the
+/// handler as) a VMI of another.
+fn verified_identity(
+    vmi: &virtshim_api::types::VirtualMachineInstance,
+    pod: &crate::bundle::PodRef,
+) -> Result<VmiIdentity> {
+    let refused = |field: &str, message: String| Error::Refused {
+        field: format!("{field} (in the {} annotation)", contract::VMI_ANNOTATION),
+        message,
+    };
+    let namespace = match vmi.metadata.namespace.as_deref() {
+        Some(ns) if ns != pod.namespace => {
+            return Err(refused(
+                "metadata.namespace",
+                format!(
+                    "names namespace {ns:?}, but the pod is in {:?}: a pod runs only a VMI of its own namespace",
+                    pod.namespace
+                ),
+            ))
+        }
+        _ => pod.namespace.clone(),
+    };
+    let name = vmi.metadata.name.clone().unwrap_or_default();
+    // The apiserver's own rules for these names; they end up in the libvirt domain's name
+    // and in log fields, so a hostile annotation must not get anything else through.
+    if !is_dns_subdomain(&name) || !is_dns_label(&namespace) {
+        return Err(Error::Vmi {
+            annotation: contract::VMI_ANNOTATION,
+            message: "metadata.name must be a DNS subdomain and metadata.namespace a DNS label"
+                .into(),
+        });
+    }
+    if !contract::is_launcher_pod_of(&pod.name, &name) {
+        return Err(refused(
+            "metadata.name",
+            format!(
+                "names VMI {name:?}, whose pod would be named {:?} and five characters, not {:?}",
+                contract::launcher_name_prefix(&name),
+                pod.name
+            ),
+        ));
+    }
+    Ok(VmiIdentity {
+        namespace,
+        name,
+        uid: vmi.metadata.uid.clone().unwrap_or_default(),
+    })
 }
 
 /// A kill that finds the VM already off (the guest powered off, or QEMU died, just before) has

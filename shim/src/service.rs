@@ -3,7 +3,7 @@
 //! one place (`impl From<Error> for ttrpc::Error`).
 
 use crate::error::Error;
-use crate::pod::{ExitInfo, Pod, Status};
+use crate::pod::{ExitInfo, ExitSink, Pod, Status};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::ExitSignal;
 use containerd_shim_protos::api::{
@@ -14,6 +14,7 @@ use containerd_shim_protos::api::{
 use containerd_shim_protos::events::task::{
     TaskCreate, TaskDelete, TaskExit, TaskPaused, TaskResumed, TaskStart,
 };
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageDyn;
 use containerd_shim_protos::shim::shim::{
     CheckpointTaskRequest, CloseIORequest, ExecProcessRequest, PauseRequest, ResizePtyRequest,
@@ -62,14 +63,25 @@ impl Events {
             tracing::warn!(topic, error = %e, "cannot publish event to containerd");
         }
     }
+}
 
-    pub fn exit(&self, id: &str, pid: u32, exit: &ExitInfo) {
+/// protobuf's time, from the pod's.
+fn timestamp(at: std::time::SystemTime) -> Timestamp {
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut t = Timestamp::new();
+    t.seconds = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+    t.nanos = i32::try_from(since.subsec_nanos()).unwrap_or(0);
+    t
+}
+
+impl ExitSink for Events {
+    fn exit(&self, id: &str, pid: u32, exit: &ExitInfo) {
         let event = TaskExit {
             container_id: id.to_owned(),
             id: id.to_owned(),
             pid,
             exit_status: exit.code,
-            exited_at: Some(exit.at.clone()).into(),
+            exited_at: Some(timestamp(exit.at)).into(),
             ..Default::default()
         };
         self.send(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event));
@@ -78,6 +90,7 @@ impl Events {
 
 /// The Task service of one shim (one pod).
 #[derive(Clone)]
+#[allow(missing_debug_implementations)] // containerd-shim's ExitSignal has no Debug
 pub struct Service {
     pod: Arc<Pod>,
     events: Events,
@@ -144,7 +157,7 @@ impl containerd_shim_protos::Task for Service {
         if !req.exec_id.is_empty() {
             return Err(Error::Unsupported("exec").into());
         }
-        let pid = self.pod.start(&req.id, &self.events)?;
+        let pid = self.pod.start(&req.id)?;
         self.events.send(
             topics::TASK_START_EVENT_TOPIC,
             Box::new(TaskStart {
@@ -172,7 +185,7 @@ impl containerd_shim_protos::Task for Service {
             stdout: s.stdout,
             terminal: s.terminal,
             exit_status: s.exit.as_ref().map_or(0, |e| e.code),
-            exited_at: s.exit.map(|e| e.at).into(),
+            exited_at: s.exit.map(|e| timestamp(e.at)).into(),
             ..Default::default()
         })
     }
@@ -181,7 +194,7 @@ impl containerd_shim_protos::Task for Service {
         if !req.exec_id.is_empty() {
             return Err(Error::NotFound(format!("exec {}", req.exec_id)).into());
         }
-        self.pod.kill(&req.id, req.signal, &self.events)?;
+        self.pod.kill(&req.id, req.signal)?;
         Ok(Empty::new())
     }
 
@@ -189,7 +202,7 @@ impl containerd_shim_protos::Task for Service {
         let exit = self.pod.wait(&req.id)?;
         Ok(WaitResponse {
             exit_status: exit.code,
-            exited_at: Some(exit.at).into(),
+            exited_at: Some(timestamp(exit.at)).into(),
             ..Default::default()
         })
     }
@@ -206,14 +219,14 @@ impl containerd_shim_protos::Task for Service {
                 id: req.id,
                 pid,
                 exit_status: exit.code,
-                exited_at: Some(exit.at.clone()).into(),
+                exited_at: Some(timestamp(exit.at)).into(),
                 ..Default::default()
             }),
         );
         Ok(DeleteResponse {
             pid,
             exit_status: exit.code,
-            exited_at: Some(exit.at).into(),
+            exited_at: Some(timestamp(exit.at)).into(),
             ..Default::default()
         })
     }

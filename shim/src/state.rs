@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use std::path::Path;
 
-pub use virtshim_api::node::{PodState, VmiRecord};
+pub use virtshim_api::node::{PodRecord, PodState, VmiRecord};
 
 /// Writing, reading and acting on `state.json` (the record itself is the node contract in
 /// `virtshim_api::node`, shared with the handler).

@@ -136,7 +136,43 @@ fn masquerade_addresses(cidr: Option<&str>) -> (Ipv4Addr, Ipv4Addr, u8) {
     (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2), prefix)
 }
 
+/// The network namespace the shim started in (containerd's: the node's), as (device, inode).
+static NODE_NAMESPACE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+fn thread_namespace() -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let path = "/proc/thread-self/ns/net";
+    std::fs::metadata(path)
+        .map(|m| (m.dev(), m.ino()))
+        .map_err(|e| Error::path("reading the network namespace", path, e))
+}
+
+/// Notes the namespace the shim runs in now, before it enters the pod's: the node's.
+pub fn remember_node_namespace() -> Result<()> {
+    let own = thread_namespace()?;
+    let _ = NODE_NAMESPACE.set(own);
+    Ok(())
+}
+
+/// The last guard before links, routes and firewall rules change: the calling thread (whose
+/// namespace the `ip`/`iptables` children inherit) must not be in the node's network namespace,
+/// whatever the bundle said.
+fn ensure_pod_namespace() -> Result<()> {
+    let node = NODE_NAMESPACE.get().ok_or_else(|| {
+        Error::FailedPrecondition("the node's network namespace was never noted".into())
+    })?;
+    if thread_namespace()? == *node {
+        return Err(Error::FailedPrecondition(
+            "the shim is in the node's network namespace, not the pod's: it will not wire a VM \
+             into the node's network"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// What DHCP tells the guest about its name.
+#[derive(Debug)]
 pub struct GuestName<'a> {
     pub hostname: &'a str,
     pub subdomain: Option<&'a str>,
@@ -222,6 +258,7 @@ fn mac_text(mac: [u8; 6]) -> String {
 
 /// Changes the pod's namespace for the NIC and starts its DHCP server.
 pub fn apply(nic: &NicPlan) -> Result<()> {
+    ensure_pod_namespace()?;
     let mtu = nic.pod.mtu.to_string();
     run("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
     run("ip", &["link", "set", BRIDGE, "mtu", &mtu])?;

@@ -3,11 +3,13 @@
 pub mod cloudinit;
 pub mod disk;
 pub mod domain_xml;
+pub mod exposed;
 
 use crate::bundle::BlockDevice;
 use crate::error::{Error, Result};
 use crate::network::{self, NicPlan};
 use crate::paths::PodPaths;
+use crate::qemu_ids::QemuIds;
 use domain_xml::{Accel, DomainNic, DomainPlan, ResolvedDisk, ResolvedKernel};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -95,7 +97,8 @@ pub fn plan_nic(
     .map(Some)
 }
 
-/// Prepares every disk (overlays, cloud-init ISOs, empty disks) and plans the domain.
+/// Prepares every disk (overlays, cloud-init ISOs, empty disks) in the VM's own folders, which
+/// QEMU running as `ids` may enter, and plans the domain.
 pub fn plan(
     identity: &VmiIdentity,
     config: &VmiConfig,
@@ -103,11 +106,12 @@ pub fn plan(
     paths: &PodPaths,
     accel: Accel,
     nic: Option<&NicPlan>,
+    ids: QemuIds,
 ) -> Result<DomainPlan> {
     let images: ContainerImages = pod::container_images(config);
     let disks_dir = paths.disks();
-    std::fs::create_dir_all(&disks_dir)
-        .map_err(|e| Error::path("creating the disks folder", &disks_dir, e))?;
+    exposed::own_dir(&disks_dir, ids)?;
+    exposed::own_dir(&paths.qemu_sockets(), ids)?;
     let mut disks = Vec::new();
     let mut block_devices = std::collections::HashSet::new();
     for d in &config.disks {
@@ -128,9 +132,12 @@ pub fn plan(
                 };
                 let image = disk::container_disk_file(rootfs, path.as_deref(), &d.name)?;
                 let info = disk::inspect(&image, &d.name)?;
+                // The overlay names the image by its read-only bind in the VM's folder.
+                let base = disks_dir.join(format!("{}.base", d.name));
+                exposed::bind_file(&image, &base, true, ids, &d.name)?;
                 let overlay = disks_dir.join(format!("{}.qcow2", d.name));
                 let _ = std::fs::remove_file(&overlay);
-                disk::create_overlay(&image, info.format, &overlay).map_err(|e| Error::Disk {
+                disk::create_overlay(&base, info.format, &overlay).map_err(|e| Error::Disk {
                     disk: d.name.clone(),
                     message: format!(
                         "creating the copy-on-write overlay in {}: {e}",
@@ -181,7 +188,9 @@ pub fn plan(
                 })?;
                 let file = dir.join("disk.qcow2");
                 disk::create_blank(&file, *capacity)?;
-                (file, "qcow2", read_only)
+                let shown = disks_dir.join(format!("{}.empty", d.name));
+                exposed::bind_file(&file, &shown, false, ids, &d.name)?;
+                (shown, "qcow2", read_only)
             }
             VolumeSource::PersistentVolumeClaim {
                 read_only: pvc_read_only,
@@ -199,7 +208,9 @@ pub fn plan(
                     }
                     let (file, _) =
                         disk::resolve_in_root(&dir, &format!("/{}", pod::PVC_DISK_FILE), &d.name)?;
-                    (file, "raw", read_only)
+                    let shown = disks_dir.join(format!("{}.img", d.name));
+                    exposed::bind_file(&file, &shown, read_only, ids, &d.name)?;
+                    (shown, "raw", read_only)
                 } else if let Some(device) =
                     sources
                         .compute_devices
@@ -242,17 +253,20 @@ pub fn plan(
             } else {
                 sources.container_rootfs(pod::KERNEL_BOOT_CONTAINER, "kernelBoot")?
             };
-            let resolve = |p: &Option<String>| -> Result<Option<String>> {
+            // Shown to QEMU under names no disk can have (volume names are DNS labels).
+            let resolve = |p: &Option<String>, shown: &str| -> Result<Option<String>> {
                 p.as_deref()
                     .map(|p| {
-                        disk::resolve_in_root(rootfs, p, "kernelBoot")
-                            .map(|(f, _)| f.to_string_lossy().into_owned())
+                        let (file, _) = disk::resolve_in_root(rootfs, p, "kernelBoot")?;
+                        let shown = disks_dir.join(shown);
+                        exposed::bind_file(&file, &shown, true, ids, "kernelBoot")?;
+                        Ok(shown.to_string_lossy().into_owned())
                     })
                     .transpose()
             };
             Some(ResolvedKernel {
-                kernel: resolve(&kb.kernel_path)?,
-                initrd: resolve(&kb.initrd_path)?,
+                kernel: resolve(&kb.kernel_path, "_kernel")?,
+                initrd: resolve(&kb.initrd_path, "_initrd")?,
                 cmdline: kb.kernel_args.clone(),
             })
         }

@@ -1,0 +1,20 @@
+//! The shim's parts, as a library so that what judges untrusted input (the OCI bundle, the VMI
+//! annotation) can be fuzzed and unit-tested apart from the binary (`main.rs`).
+
+pub mod accel;
+pub mod bundle;
+pub mod cgroup;
+pub mod command;
+pub mod console;
+pub mod error;
+pub mod libvirt;
+pub mod lifecycle;
+pub mod network;
+pub mod paths;
+pub mod pod;
+pub mod qemu_ids;
+pub mod reaper;
+pub mod rootfs;
+pub mod service;
+pub mod state;
+pub mod vm;
