@@ -240,14 +240,21 @@ impl Handler {
         // Connect before answering 101, so an unavailable socket is an HTTP error, not a
         // WebSocket that closes at once.
         let (socket, what) = match stream {
-            Stream::Console | Stream::Vnc => {
-                let (path, what) = if stream == Stream::Console {
-                    (vm.console_socket(), "serial console")
-                } else {
-                    (vm.vnc_socket(), "VNC display")
-                };
-                let socket = UnixStream::connect(&path)
+            Stream::Console => {
+                let what = "serial console";
+                let socket = UnixStream::connect(vm.console_socket())
                     .await
+                    .map_err(|e| unavailable(what, e.to_string()))?;
+                (Connected::Unix(socket), what)
+            }
+            Stream::Vnc => {
+                let what = "VNC display";
+                let socket = vm
+                    .connect_vnc()
+                    .and_then(|s| {
+                        s.set_nonblocking(true)?;
+                        UnixStream::from_std(s)
+                    })
                     .map_err(|e| unavailable(what, e.to_string()))?;
                 (Connected::Unix(socket), what)
             }

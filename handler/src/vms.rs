@@ -25,7 +25,41 @@ impl LocalVm {
         self.dir.join(node::CONSOLE_SOCKET)
     }
     pub fn vnc_socket(&self) -> PathBuf {
-        self.dir.join(node::VNC_SOCKET)
+        self.dir.join(node::QEMU_DIR).join(node::VNC_SOCKET)
+    }
+
+    /// Connects to QEMU's VNC socket. It lives in a folder QEMU's user owns, so QEMU (a guest
+    /// that escaped into it) could put a symlink or a hard link there in its place, to make the
+    /// handler, root, connect to another socket of the node (containerd's, say) on the user's
+    /// behalf. So the path is opened without following symlinks, must be a socket of the VM's
+    /// own QEMU user, and is connected to through that very open file.
+    pub fn connect_vnc(&self) -> std::io::Result<std::os::unix::net::UnixStream> {
+        use rustix::fs::{FileType, Mode, OFlags};
+        let path = self.vnc_socket();
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let stat = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::Socket {
+            return Err(std::io::Error::other(format!(
+                "{} is not a socket",
+                path.display()
+            )));
+        }
+        let uid = std::fs::read_to_string(self.dir.join(node::QEMU_ID_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok());
+        if uid != Some(stat.st_uid) {
+            return Err(std::io::Error::other(format!(
+                "{} belongs to uid {}, not to the VM's QEMU user {uid:?}",
+                path.display(),
+                stat.st_uid
+            )));
+        }
+        use std::os::fd::AsRawFd;
+        std::os::unix::net::UnixStream::connect(format!("/proc/self/fd/{}", fd.as_raw_fd()))
     }
 }
 
@@ -101,8 +135,24 @@ impl VmIndex {
 fn read_vm(dir: &Path) -> Option<LocalVm> {
     let text = std::fs::read_to_string(dir.join(node::STATE_FILE)).ok()?;
     let state: PodState = serde_json::from_str(&text).ok()?;
+    let vmi = state.vmi?;
+    // The VMI's identity comes from the pod's annotation; the pod's from containerd. A record
+    // without the pod's (written by a shim older than this check) or naming another namespace
+    // than the pod's is not served: it could be a pod posing as another namespace's VMI.
+    match &state.pod {
+        Some(pod) if pod.namespace == vmi.namespace => {}
+        other => {
+            tracing::warn!(
+                dir = %dir.display(),
+                vmi = %format!("{}/{}", vmi.namespace, vmi.name),
+                pod = ?other,
+                "not serving a VM whose VMI is not of its pod's namespace"
+            );
+            return None;
+        }
+    }
     Some(LocalVm {
-        vmi: state.vmi?,
+        vmi,
         sandbox_id: state.sandbox_id,
         container_id: state.container_id,
         pod_ip: state.pod_ip,
@@ -123,7 +173,7 @@ mod tests {
 
     fn record(ns: &str, name: &str, uid: &str, container: &str) -> String {
         format!(
-            r#"{{"qemu_pid":1,"domain":"d","embed_root":"/x","vmi":{{"namespace":"{ns}","name":"{name}","uid":"{uid}"}},"sandbox_id":"s","container_id":"{container}"}}"#
+            r#"{{"qemu_pid":1,"domain":"d","embed_root":"/x","vmi":{{"namespace":"{ns}","name":"{name}","uid":"{uid}"}},"pod":{{"namespace":"{ns}","name":"virt-launcher-{name}-abcde","uid":"p-{uid}"}},"sandbox_id":"s","container_id":"{container}"}}"#
         )
     }
 
@@ -138,12 +188,27 @@ mod tests {
             "dddd",
             r#"{"qemu_pid":1,"domain":"d","embed_root":"/x"}"#,
         );
+        // A pod in namespace "attacker" whose annotation claims VMI default/web.
+        write(
+            run.path(),
+            "eeee",
+            &record("default", "web", "u1", "evil").replace(
+                r#""pod":{"namespace":"default""#,
+                r#""pod":{"namespace":"attacker""#,
+            ),
+        );
+        // A record without the pod's identity.
+        write(
+            run.path(),
+            "ffff",
+            r#"{"qemu_pid":1,"domain":"d","embed_root":"/x","vmi":{"namespace":"default","name":"web","uid":"u1"},"sandbox_id":"s","container_id":"old"}"#,
+        );
         let index = VmIndex::new(run.path());
         assert_eq!(index.list().len(), 2);
         let vm = index.find("default", "web", Some("u1")).unwrap();
         assert_eq!(vm.container_id, "c1");
         assert_eq!(vm.console_socket(), run.path().join("p/aaaa/console.sock"));
-        assert_eq!(vm.vnc_socket(), run.path().join("p/aaaa/vnc.sock"));
+        assert_eq!(vm.vnc_socket(), run.path().join("p/aaaa/vm/vnc.sock"));
         assert_eq!(index.find("other", "web", None).unwrap().container_id, "c2");
         assert_eq!(
             index.find("default", "web", Some("old")).unwrap_err(),
@@ -159,5 +224,32 @@ mod tests {
             Err(LookupError::NotHere { .. })
         ));
         assert!(VmIndex::new(run.path().join("missing")).list().is_empty());
+    }
+
+    #[test]
+    fn vnc_is_reached_only_through_a_socket_of_the_vms_qemu_user() {
+        let run = tempfile::tempdir().unwrap();
+        write(run.path(), "aaaa", &record("default", "web", "u1", "c1"));
+        let dir = run.path().join("p/aaaa");
+        std::fs::create_dir_all(dir.join("vm")).unwrap();
+        let vm = VmIndex::new(run.path())
+            .find("default", "web", None)
+            .unwrap();
+        // QEMU's socket, here made by the test (uid 0).
+        let listener = std::os::unix::net::UnixListener::bind(vm.vnc_socket()).unwrap();
+        std::fs::write(dir.join("qemu-id"), "0").unwrap();
+        vm.connect_vnc().unwrap();
+        drop(listener);
+        // The QEMU user is another: refused.
+        std::fs::write(dir.join("qemu-id"), "3800000001").unwrap();
+        let e = vm.connect_vnc().unwrap_err().to_string();
+        assert!(e.contains("not to the VM's QEMU user"), "{e}");
+        // A symlink in its place (to another socket of the node): refused, not followed.
+        std::fs::write(dir.join("qemu-id"), "0").unwrap();
+        std::fs::remove_file(vm.vnc_socket()).unwrap();
+        let other = run.path().join("containerd.sock");
+        let _other = std::os::unix::net::UnixListener::bind(&other).unwrap();
+        std::os::unix::fs::symlink(&other, vm.vnc_socket()).unwrap();
+        assert!(vm.connect_vnc().is_err(), "a symlink was followed");
     }
 }

@@ -191,6 +191,14 @@ fn request_header(ca_pem: &str, allowed: &[&str]) -> RequestHeaderConfig {
     RequestHeaderConfig::from_configmap(&data).expect("config")
 }
 
+/// The test's own uid, which owns the sockets it makes.
+fn own_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
+}
+
 async fn start(front_proxy: &ClientPki) -> Running {
     let names = ServiceIdentity {
         service: "virtshim-api".to_owned(),
@@ -669,11 +677,14 @@ async fn subresources_console_vnc_and_port_forward_through_the_real_handler() {
     let guest_port = tcp_echo().await;
     std::fs::write(
         pod.join("state.json"),
-        r#"{"qemu_pid":1,"domain":"d","embed_root":"/x","vmi":{"namespace":"default","name":"vmi1","uid":"vmi-uid"},"sandbox_id":"s","container_id":"c","pod_ip":"127.0.0.1"}"#,
+        r#"{"qemu_pid":1,"domain":"d","embed_root":"/x","vmi":{"namespace":"default","name":"vmi1","uid":"vmi-uid"},"pod":{"namespace":"default","name":"virt-launcher-vmi1-abcde","uid":"pod-uid"},"sandbox_id":"s","container_id":"c","pod_ip":"127.0.0.1"}"#,
     )
     .expect("state");
     echo_socket(&pod.join("console.sock"));
-    echo_socket(&pod.join("vnc.sock"));
+    std::fs::create_dir_all(pod.join("vm")).expect("QEMU's folder");
+    echo_socket(&pod.join("vm/vnc.sock"));
+    // The VNC socket must be QEMU's user's; here the test's.
+    std::fs::write(pod.join("qemu-id"), own_uid().to_string()).expect("qemu-id");
     let handler = Arc::new(virtshim_handler::server::Handler::new(
         run.path(),
         virtshim_handler::tasks::Tasks::new(run.path().join("no-containerd.sock"), "k8s.io"),
