@@ -19,8 +19,57 @@ use virtshim_api::types::VirtualMachineInstance;
 pub const LABEL_LOCAL: &str = "virtshim.io/local";
 pub const LABEL_VMI: &str = "virtshim.io/vmi-name";
 
-/// Where `virtctl local` keeps the host side of emptyDir volumes.
+/// Where `virtctl local` keeps the host side of a pod's volumes, as the kubelet keeps its own
+/// under `<root>/pods/<pod uid>/`: the shim accepts only host paths under such a folder of the
+/// pod's own uid (see [`pod_volumes_dir`]).
 pub const LOCAL_VOLUMES: &str = "/var/lib/virtshim/local";
+
+/// The host side of one local pod's volumes: `volumes/<name>` for emptyDirs, `binds/<name>` for
+/// the Secret and PersistentVolumeClaim folders given on the command line, bind-mounted there
+/// as the kubelet bind-mounts a local PersistentVolume into its pod's folder.
+pub fn pod_volumes_dir(uid: &str) -> PathBuf {
+    PathBuf::from(LOCAL_VOLUMES).join("pods").join(uid)
+}
+
+/// Bind-mounts `host` (a folder given with `--secret` or `--pvc`) into the pod's folder and
+/// returns where: a host path the shim accepts for this pod only.
+fn bind_into_pod(uid: &str, volume: &str, host: &Path) -> Result<PathBuf> {
+    let target = pod_volumes_dir(uid).join("binds").join(volume);
+    let io = |context: String| move |source: std::io::Error| Error::Io { context, source };
+    std::fs::create_dir_all(&target).map_err(io(format!("creating {}", target.display())))?;
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*target.to_string_lossy()));
+    if !mounted {
+        rustix::mount::mount_bind(host, &target).map_err(|e| Error::Io {
+            context: format!("bind-mounting {} on {}", host.display(), target.display()),
+            source: e.into(),
+        })?;
+    }
+    Ok(target)
+}
+
+/// Removes a local pod's volume folders. Bind mounts are detached first and their mount points
+/// removed only when empty: a folder still holding a user's files is never deleted.
+pub fn remove_pod_volumes(uid: &str) {
+    let dir = pod_volumes_dir(uid);
+    if let Ok(entries) = std::fs::read_dir(dir.join("binds")) {
+        for entry in entries.flatten() {
+            let target = entry.path();
+            let _ = rustix::mount::unmount(&target, rustix::mount::UnmountFlags::DETACH);
+            if let Err(e) = std::fs::remove_dir(&target) {
+                eprintln!(
+                    "virtctl: cannot remove the mount point {}: {e}",
+                    target.display()
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir.join("binds"));
+    let _ = std::fs::remove_dir_all(dir.join("volumes"));
+    let _ = std::fs::remove_dir(&dir);
+}
 
 /// Where the CRI writes the consoles (container logs) of `virtctl local`'s pods. Not the
 /// kubelet's `/var/log/pods`: a kubelet on the same node deletes every folder there that belongs
@@ -309,8 +358,8 @@ pub fn container_config(plan: &Plan, container: &Container) -> Result<api::Conta
                 Error::Invalid(format!("volume {} is mounted but not declared", mount.name))
             })?;
         let host = if volume.empty_dir.is_some() {
-            let dir = PathBuf::from(LOCAL_VOLUMES)
-                .join(&plan.uid)
+            let dir = pod_volumes_dir(&plan.uid)
+                .join("volumes")
                 .join(&volume.name);
             std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
                 context: format!("creating {}", dir.display()),
@@ -319,27 +368,29 @@ pub fn container_config(plan: &Plan, container: &Container) -> Result<api::Conta
             dir
         } else if let Some(secret) = &volume.secret {
             let name = secret.secret_name.clone().unwrap_or_default();
-            plan.host_volumes
+            let host = plan
+                .host_volumes
                 .secrets
                 .get(&name)
-                .cloned()
                 .ok_or(Error::NeedsCluster {
                     volume: volume.name.clone(),
                     kind: "Secret",
                     name,
                     flag: "--secret",
-                })?
+                })?;
+            bind_into_pod(&plan.uid, &volume.name, host)?
         } else if let Some(claim) = &volume.persistent_volume_claim {
-            plan.host_volumes
-                .claims
-                .get(&claim.claim_name)
-                .cloned()
-                .ok_or(Error::NeedsCluster {
-                    volume: volume.name.clone(),
-                    kind: "PersistentVolumeClaim",
-                    name: claim.claim_name.clone(),
-                    flag: "--pvc",
-                })?
+            let host =
+                plan.host_volumes
+                    .claims
+                    .get(&claim.claim_name)
+                    .ok_or(Error::NeedsCluster {
+                        volume: volume.name.clone(),
+                        kind: "PersistentVolumeClaim",
+                        name: claim.claim_name.clone(),
+                        flag: "--pvc",
+                    })?;
+            bind_into_pod(&plan.uid, &volume.name, host)?
         } else {
             return Err(Error::Invalid(format!(
                 "volume {}: a kind virtctl local does not know",
@@ -483,7 +534,7 @@ pub fn run(cri: &BlockingCri, plan: &Plan) -> Result<Started> {
     if let Err(e) = result {
         let _ = cri.stop_pod_sandbox(&started.sandbox_id);
         let _ = cri.remove_pod_sandbox(&started.sandbox_id);
-        let _ = std::fs::remove_dir_all(PathBuf::from(LOCAL_VOLUMES).join(&plan.uid));
+        remove_pod_volumes(&plan.uid);
         return Err(e);
     }
     Ok(started)
@@ -601,7 +652,7 @@ pub fn stop(cri: &BlockingCri, vm: &LocalVm, grace: Duration) -> Result<()> {
 pub fn remove(cri: &BlockingCri, vm: &LocalVm) -> Result<()> {
     cri.stop_pod_sandbox(&vm.sandbox_id)?;
     cri.remove_pod_sandbox(&vm.sandbox_id)?;
-    let _ = std::fs::remove_dir_all(PathBuf::from(LOCAL_VOLUMES).join(&vm.uid));
+    remove_pod_volumes(&vm.uid);
     let _ = std::fs::remove_dir_all(&vm.log_directory);
     Ok(())
 }
