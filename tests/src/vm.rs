@@ -183,9 +183,23 @@ pub fn containerd_with_lib_dir(test: &str, lib_dir: &str) -> Option<PrivateConta
     containerd_with(test, lib_dir, shim_dir())
 }
 
+/// The same, with more variables in containerd's (and so the shim's) environment.
+pub fn containerd_with_env(test: &str, env: &[(&str, &str)]) -> Option<PrivateContainerd> {
+    containerd_with_options(test, &format!("{STATE_ROOT}/lib"), shim_dir(), env)
+}
+
 /// The same, with containerd finding the shim in `shim_dir` (first on its PATH).
 pub fn containerd_with(test: &str, lib_dir: &str, shim_dir: PathBuf) -> Option<PrivateContainerd> {
-    let options = Options {
+    containerd_with_options(test, lib_dir, shim_dir, &[])
+}
+
+fn containerd_with_options(
+    test: &str,
+    lib_dir: &str,
+    shim_dir: PathBuf,
+    extra_env: &[(&str, &str)],
+) -> Option<PrivateContainerd> {
+    let mut options = Options {
         shim_dir: Some(shim_dir),
         env: vec![
             ("VIRTSHIM_RUN_DIR".into(), format!("{STATE_ROOT}/run")),
@@ -194,6 +208,11 @@ pub fn containerd_with(test: &str, lib_dir: &str, shim_dir: PathBuf) -> Option<P
             ("VIRTSHIM_LOG".into(), "debug".into()),
         ],
     };
+    options.env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     let containerd = PrivateContainerd::start_or_skip(test, options)?;
     let images = guest_images();
     for (file, name) in [
@@ -293,11 +312,25 @@ pub fn stop_cleanly(cri: &BlockingCri, started: &virtctl::local::Started, grace:
 }
 
 /// Removes the VM's pod through the CRI (StopPodSandbox, RemovePodSandbox, as the kubelet does
-/// for a deleted pod) and asserts that nothing of it is left.
+/// for a deleted pod), then its local volume folders and bind mounts (as `virtctl local rm`
+/// does), and asserts that nothing of it is left.
 pub fn remove_pod(cri: &BlockingCri, sandbox_id: &str) {
+    let uid = cri
+        .pod_sandbox_status(sandbox_id, false)
+        .ok()
+        .and_then(|s| s.status)
+        .and_then(|s| s.metadata)
+        .map(|m| m.uid);
     cri.stop_pod_sandbox(sandbox_id).expect("StopPodSandbox");
     cri.remove_pod_sandbox(sandbox_id)
         .expect("RemovePodSandbox");
+    if let Some(uid) = uid.filter(|u| !u.is_empty()) {
+        virtctl::local::remove_pod_volumes(&uid);
+        assert!(
+            !virtctl::local::pod_volumes_dir(&uid).exists(),
+            "the pod's local volume folder is left"
+        );
+    }
     assert_nothing_left(sandbox_id);
 }
 
@@ -335,6 +368,68 @@ pub fn assert_nothing_left(sandbox_id: &str) {
     }
     let left = leftovers();
     assert!(left.is_empty(), "pod {sandbox_id} left behind: {left:?}");
+}
+
+/// QEMU's confinement, as its `/proc/<pid>/status` shows it: its own non-root user and group,
+/// no capability in any set, `no_new_privs`, and a seccomp filter (mode 2); and every file it
+/// holds open is its pod's own (or a device). Returns its uid.
+pub fn assert_confined(pid: u32, sandbox_id: &str) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("expected QEMU's status (pid {pid}): {e}"));
+    let field = |name: &str| -> String {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in QEMU's status:\n{status}"))
+            .trim()
+            .to_owned()
+    };
+    let ids = |name: &str| -> Vec<u32> {
+        field(name)
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect()
+    };
+    let uids = ids("Uid");
+    let gids = ids("Gid");
+    assert!(
+        uids.iter().all(|u| *u != 0 && *u == uids[0]),
+        "QEMU runs as root (Uid: {uids:?})"
+    );
+    assert!(
+        gids.iter().all(|g| *g != 0),
+        "QEMU's group is root (Gid: {gids:?})"
+    );
+    for caps in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(field(caps), "0000000000000000", "QEMU's {caps}");
+    }
+    assert_eq!(field("NoNewPrivs"), "1", "QEMU's NoNewPrivs");
+    assert_eq!(field("Seccomp"), "2", "QEMU's seccomp mode (2: a filter)");
+    let own = pod_dirs(sandbox_id);
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("QEMU's open files")
+        .flatten()
+    {
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        if target.is_absolute() {
+            assert!(
+                own.iter().any(|d| target.starts_with(d)) || target.starts_with("/dev/"),
+                "QEMU holds {} open, outside its pod's folders {own:?}",
+                target.display()
+            );
+        }
+    }
+    println!(
+        "QEMU pid {pid}: Uid {} Gid {} CapEff {} NoNewPrivs {} Seccomp {}",
+        uids[0],
+        gids[0],
+        field("CapEff"),
+        field("NoNewPrivs"),
+        field("Seccomp")
+    );
+    uids[0]
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! `kubectl logs -c compute`). What the examples take for granted on a KubeVirt cluster
 //! is provided first: the containerDisk and kernel images under the examples' names (the test
 //! guests, tagged or repackaged by the fixture), their PersistentVolumeClaims (bound to
-//! hostPath volumes on the node; a boot disk holds the test guest, the others start blank) and
+//! local volumes on the node; a boot disk holds the test guest, the others start blank) and
 //! their PriorityClass. Guests boot under TCG on 2 cores, so at most three at once.
 //!
 //! Also a VirtualMachineInstanceReplicaSet (KubeVirt's `vmi-replicaset-cirros`) scaled 0→3→1
@@ -224,7 +224,9 @@ impl<'a> Prerequisites<'a> {
         self.priority_classes.push(name.to_owned());
     }
 
-    /// A PersistentVolumeClaim bound to a hostPath volume of its own: holding the test guest's
+    /// A PersistentVolumeClaim bound to a local volume of its own (the kubelet bind-mounts it
+    /// into the pod's folder; the shim refuses hostPath volumes outside the node's allowed
+    /// storage roots): holding the test guest's
     /// disk as a raw `disk.img` when `boot`, else blank (the shim makes `disk.img`, as KubeVirt).
     fn claim(&mut self, claim: &str, boot: bool) {
         let dir = Path::new(PV_ROOT).join(&self.ns).join(claim);
@@ -246,17 +248,23 @@ impl<'a> Prerequisites<'a> {
             );
         }
         let pv = format!("{}-{claim}", self.ns);
+        let node = self
+            .k
+            .run(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"])
+            .unwrap_or_else(|e| panic!("expected the cluster's node: {e}"));
         let yaml = format!(
             "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {pv}}}\nspec:\n\
              \x20 capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n\
              \x20 persistentVolumeReclaimPolicy: Retain\n  storageClassName: ''\n\
-             \x20 hostPath: {{path: '{}', type: Directory}}\n\
+             \x20 local: {{path: '{}'}}\n\
+             \x20 nodeAffinity: {{required: {{nodeSelectorTerms: [{{matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: ['{node}']}}]}}]}}}}\n\
              \x20 claimRef: {{namespace: {ns}, name: {claim}}}\n---\n\
              apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {claim}, namespace: {ns}}}\n\
              spec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: ''\n  volumeName: {pv}\n\
              \x20 resources: {{requests: {{storage: 1Gi}}}}\n",
             dir.display(),
-            ns = self.ns
+            ns = self.ns,
+            node = node.trim()
         );
         self.k
             .run_stdin(&["apply", "-f", "-"], Some(&yaml))

@@ -804,6 +804,11 @@ fn manifests_workloads_match_what_the_components_read() {
         "the handler needs no privileges"
     );
     assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(
+        c["securityContext"]["capabilities"]["add"],
+        serde_json::json!(["DAC_OVERRIDE"]),
+        "only what reaching a VNC socket in a QEMU user's 0700 folder takes"
+    );
     assert!(pod["hostPID"].is_null() && pod["hostNetwork"].is_null());
     assert_eq!(
         pod["securityContext"]["runAsUser"], 0,

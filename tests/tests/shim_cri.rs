@@ -69,6 +69,8 @@ fn boot_stop_remove(test: &str, yaml: &str, extra_marker: Option<&str>) {
         "pid {pid} is not QEMU: {cmdline}"
     );
     assert_eq!(vm::qemu_pids(&started.sandbox_id), vec![pid]);
+    // QEMU, what a guest attacks, runs unprivileged and confined.
+    vm::assert_confined(pid, &started.sandbox_id);
     // QEMU runs in the container's cgroup, so the kubelet's limits and stats see it.
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let memory = cgroups

@@ -48,9 +48,7 @@ fn several_container_disks_an_empty_disk_and_a_config_drive() {
         assert!(xml.contains(expected), "missing {expected} in\n{xml}");
     }
     // The emptyDisk is a sparse qcow2 of its capacity on the pod's emptyDir.
-    let empty = std::path::Path::new(local::LOCAL_VOLUMES)
-        .join(&plan.uid)
-        .join("scratch/disk.qcow2");
+    let empty = local::pod_volumes_dir(&plan.uid).join("volumes/scratch/disk.qcow2");
     let info = std::process::Command::new("qemu-img")
         .args(["info", "--output=json", "-U"])
         .arg(&empty)
@@ -60,7 +58,7 @@ fn several_container_disks_an_empty_disk_and_a_config_drive() {
     assert_eq!(info["virtual-size"], 64 << 20);
     assert_eq!(info["format"], "qcow2");
     vm::remove_pod(&cri, &started.sandbox_id);
-    let _ = std::fs::remove_dir_all(std::path::Path::new(local::LOCAL_VOLUMES).join(&plan.uid));
+    local::remove_pod_volumes(&plan.uid);
     containerd.stop().unwrap();
 }
 
@@ -101,7 +99,7 @@ fn vnc_pause_resume_and_stats() {
     .unwrap();
 
     // VNC listens on the pod's unix socket (for the node daemon): an RFB server greets.
-    let vnc = vm::pod_dirs(&started.sandbox_id)[0].join("vnc.sock");
+    let vnc = vm::pod_dirs(&started.sandbox_id)[0].join("vm/vnc.sock");
     let mut greeting = [0u8; 12];
     let mut stream = std::os::unix::net::UnixStream::connect(&vnc).unwrap();
     std::io::Read::read_exact(&mut stream, &mut greeting).unwrap();

@@ -116,10 +116,32 @@ fn boots_from_a_filesystem_pvc() {
         vm::pod_dirs(&started.sandbox_id)[0].join("libvirt/etc/qemu/default_persistent.xml"),
     )
     .unwrap();
-    for dir in [claim.path(), blank.path()] {
+    // Each claim's folder is bind-mounted into the pod's folder (as the kubelet does with a
+    // local volume: the only host paths the shim accepts), and its disk.img into the VM's own
+    // folder, where QEMU's unprivileged user opens it: the very same file.
+    use std::os::unix::fs::MetadataExt;
+    let disks = vm::pod_dirs(&started.sandbox_id)[1].join("disks");
+    for (volume, dir) in [("root", claim.path()), ("data", blank.path())] {
+        let shown = disks.join(format!("{volume}.img"));
         assert!(
-            xml.contains(&format!("{}/disk.img", dir.display())),
-            "the VM does not use the PVC's disk.img:\n{xml}"
+            xml.contains(&format!("<source file='{}'/>", shown.display())),
+            "the VM does not use {}:\n{xml}",
+            shown.display()
+        );
+        let (a, b) = (
+            std::fs::metadata(&shown).unwrap(),
+            std::fs::metadata(dir.join("disk.img")).unwrap(),
+        );
+        assert_eq!(
+            (a.dev(), a.ino()),
+            (b.dev(), b.ino()),
+            "{volume}: not the PVC's disk.img"
+        );
+        let bound = local::pod_volumes_dir(&plan.uid).join("binds").join(volume);
+        assert!(
+            bound.join("disk.img").exists(),
+            "{} is not bound",
+            bound.display()
         );
     }
     // 94.5% of the claim's 32 MiB (KubeVirt's file system overhead), in whole MiB; sparse.
