@@ -8,6 +8,8 @@
 #   make install-node  install the shim on this node's containerd (uninstall-node removes it)
 #   make bench         measurements recorded in BENCHMARKS.md (ONLY=boot,memory,... some sections,
 #                      RUNS=N runs each; all sections, 5 runs by default)
+#   make fuzz          each fuzz target (fuzz/) for FUZZ_SECONDS (default 60) from generated seeds;
+#                      fails on a crash (installs the Debian packages, nightly and cargo-fuzz first)
 #   make cluster       a single-node Kubernetes on this machine (cluster/up.sh; idempotent),
 #                      KUBECONFIG=/var/lib/virtshim-cluster/admin.kubeconfig
 #   make cluster-down  stop it (WIPE=1 also removes its state)
@@ -22,7 +24,7 @@ CLUSTER_DIR ?= /var/lib/virtshim-cluster
 # make test's cluster: the one KUBECONFIG names, else the project's own, started first.
 TEST_KUBECONFIG := $(if $(KUBECONFIG),$(KUBECONFIG),$(CLUSTER_DIR)/admin.kubeconfig)
 
-.PHONY: all build deps test demo crds lint images guest-images install-node uninstall-node node bench \
+.PHONY: all build deps test demo crds lint images guest-images install-node uninstall-node node bench fuzz \
 	cluster cluster-down crictl release-bins
 
 all: build
@@ -81,3 +83,6 @@ demo: install-node guest-images crictl
 
 bench: deps
 	@bash scripts/bench.sh $(if $(ONLY),--only $(ONLY)) $(if $(RUNS),--runs $(RUNS))
+
+fuzz: deps
+	@EXAMPLES=$(EXAMPLES) bash scripts/fuzz.sh

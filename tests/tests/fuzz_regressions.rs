@@ -1,0 +1,42 @@
+//! The `oci_bundle` fuzz target's check (`fuzz/src/oci_bundle.rs`) under plain `cargo test`:
+//! on every finding kept in `fuzz/regressions/oci_bundle/`, and on the seeds `make fuzz` starts
+//! from, each with what the shim's bundle reader must make of it. (The `vmi_annotation`
+//! target's are in `api/tests/fuzz_regressions.rs`.) Needs no containerd: the reader is pure.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../fuzz/src/oci_bundle.rs"]
+mod oci_bundle;
+#[allow(dead_code)]
+#[path = "../../fuzz/src/seeds.rs"]
+mod seeds;
+
+use oci_bundle::Outcome;
+use seeds::Expect;
+use std::path::PathBuf;
+
+#[test]
+fn kept_oci_bundle_findings_stay_fixed() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/oci_bundle");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for file in files {
+        println!("{}", file.display());
+        oci_bundle::run(&std::fs::read(&file).unwrap());
+    }
+}
+
+#[test]
+fn bundles_a_vm_pod_must_not_have_are_refused() {
+    for seed in seeds::oci_bundles() {
+        let outcome = oci_bundle::check(&seed.text);
+        match (seed.expect, &outcome) {
+            (Expect::Any, _) | (Expect::Accepted, Outcome::Accepted) => {}
+            (Expect::Refused(part), Outcome::Refused(message)) if message.contains(part) => {}
+            (expected, _) => panic!("{}: expected {expected:?}, got {outcome:?}", seed.name),
+        }
+    }
+}
