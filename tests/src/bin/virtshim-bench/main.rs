@@ -99,22 +99,35 @@ struct Memory {
 
 /// The guest RAM is one anonymous mapping of exactly the guest's size; its resident part is
 /// the RAM the guest has touched, everything else QEMU holds is overhead.
-fn qemu_overhead_kib(pid: u32, guest_kib: u64) -> u64 {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+/// A reading that fails is an error, never a zero printed as a figure.
+fn qemu_overhead_kib(pid: u32, guest_kib: u64) -> Result<u64, String> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .map_err(|e| format!("reading QEMU's smaps (pid {pid}): {e}"))?;
     let mut size = 0;
     let mut ram_rss = 0;
+    let mut ram_mappings = 0;
     for line in smaps.lines() {
         let mut words = line.split_whitespace();
         match (
             words.next(),
             words.next().and_then(|v| v.parse::<u64>().ok()),
         ) {
-            (Some("Size:"), Some(v)) => size = v,
+            (Some("Size:"), Some(v)) => {
+                size = v;
+                if v == guest_kib {
+                    ram_mappings += 1;
+                }
+            }
             (Some("Rss:"), Some(v)) if size == guest_kib => ram_rss += v,
             _ => {}
         }
     }
-    rss_kib(pid).saturating_sub(ram_rss)
+    if ram_mappings == 0 {
+        return Err(format!(
+            "QEMU (pid {pid}) has no mapping of the guest's {guest_kib} KiB of RAM"
+        ));
+    }
+    Ok(rss_kib(pid)?.saturating_sub(ram_rss))
 }
 
 fn shim_run(
@@ -129,7 +142,13 @@ fn shim_run(
             .map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    let sandbox = local::sandbox_config(&plan);
+    let mut sandbox = local::sandbox_config(&plan);
+    // The bench's own containerd keeps its pods' logs in its own folder, never where a kubelet
+    // on the node would delete them as orphans.
+    sandbox.log_directory = containerd
+        .pod_log_dir(&plan.uid)
+        .to_string_lossy()
+        .into_owned();
     std::fs::create_dir_all(&sandbox.log_directory).map_err(|e| e.to_string())?;
     let sandbox_id = cri
         .run_pod_sandbox(sandbox.clone(), "virtshim")
@@ -153,8 +172,15 @@ fn shim_run(
         cri.start_container(&id)
             .map_err(|e| format!("{e}\n{}", containerd.log_tail()))?;
         let seen = wait_in_file(&log, READY_MARKER, started)?;
+        let qemus = vm::qemu_pids(&sandbox_id);
+        if qemus.is_empty() {
+            return Err(format!("no QEMU runs for pod {sandbox_id}"));
+        }
         let memory = Memory {
-            qemu_rss: vm::qemu_pids(&sandbox_id).iter().map(|p| rss_kib(*p)).sum(),
+            qemu_rss: qemus
+                .iter()
+                .map(|p| rss_kib(*p))
+                .sum::<Result<u64, String>>()?,
             ..Memory::default()
         };
         Ok((seen - started, memory))
@@ -164,20 +190,22 @@ fn shim_run(
     result
 }
 
-fn rss_kib(pid: u32) -> u64 {
+fn rss_kib(pid: u32) -> Result<u64, String> {
     smaps(pid, &["Rss:"])
 }
 
 /// Private memory (USS): what one more VM's shim adds, since the libraries' pages are shared
 /// by every shim on the node.
-fn private_kib(pid: u32) -> u64 {
+fn private_kib(pid: u32) -> Result<u64, String> {
     smaps(pid, &["Private_Clean:", "Private_Dirty:"])
 }
 
-/// The sum of the named fields of /proc/PID/smaps_rollup, in KiB.
-fn smaps(pid: u32, fields: &[&str]) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
+/// The sum of the named fields of /proc/PID/smaps_rollup, in KiB: an error when the file
+/// cannot be read or names none of them (a failed reading must not print as zero).
+fn smaps(pid: u32, fields: &[&str]) -> Result<u64, String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .map_err(|e| format!("reading /proc/{pid}/smaps_rollup: {e}"))?;
+    let values: Vec<u64> = text
         .lines()
         .filter_map(|l| {
             let field = fields.iter().find(|f| l.starts_with(**f))?;
@@ -187,7 +215,22 @@ fn smaps(pid: u32, fields: &[&str]) -> u64 {
                 .parse::<u64>()
                 .ok()
         })
-        .sum()
+        .collect();
+    if values.is_empty() {
+        return Err(format!("/proc/{pid}/smaps_rollup has none of {fields:?}"));
+    }
+    Ok(values.iter().sum())
+}
+
+/// The parent of a process (a VM's QEMU's is its pod's shim, the subreaper it was left to).
+fn parent_pid(pid: u32) -> Result<u32, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?;
+    // "pid (comm) state ppid …": comm may hold spaces, so read after its closing parenthesis.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("no parent in /proc/{pid}/stat"))
 }
 
 /// One bare QEMU run of the same guest: spawn to marker on the serial port.
@@ -468,15 +511,8 @@ fn network_throughput(
     result
 }
 
-/// The median of a figure over the memory samples that measured a shim.
-fn median_of_shims(samples: &[Memory], f: fn(&Memory) -> u64) -> u64 {
-    let mut v: Vec<u64> = samples.iter().filter(|m| m.shim_rss > 0).map(f).collect();
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or(0)
-}
-
 /// Runs two VMs at once and measures both shims a second after both guests are up.
-fn two_vm_memory(containerd: &PrivateContainerd, cri: &BlockingCri) -> Result<Vec<Memory>, String> {
+fn two_vm_memory(cri: &BlockingCri) -> Result<Vec<Memory>, String> {
     let mut started = Vec::new();
     let result = (|| {
         for name in ["memory-a", "memory-b"] {
@@ -492,22 +528,27 @@ fn two_vm_memory(containerd: &PrivateContainerd, cri: &BlockingCri) -> Result<Ve
             wait_in_file(&vm.console_log(), READY_MARKER, Instant::now())?;
         }
         std::thread::sleep(Duration::from_secs(1));
-        let overheads: Vec<u64> = started
-            .iter()
-            .flat_map(|vm| vm::qemu_pids(&vm.sandbox_id))
-            .map(|pid| qemu_overhead_kib(pid, 256 * 1024))
-            .collect();
-        Ok(containerd
-            .shim_pids()
-            .iter()
-            .zip(overheads.iter().chain(std::iter::repeat(&0)))
-            .map(|(p, overhead)| Memory {
-                shim_rss: rss_kib(*p as u32),
-                shim_private: private_kib(*p as u32),
-                qemu_overhead: *overhead,
-                ..Memory::default()
-            })
-            .collect())
+        // Each VM's QEMU and its own shim (QEMU's parent), read together.
+        let mut memory = Vec::new();
+        for vm in &started {
+            let qemu = match vm::qemu_pids(&vm.sandbox_id).as_slice() {
+                [pid] => *pid,
+                other => {
+                    return Err(format!(
+                        "expected one QEMU for pod {}, found {other:?}",
+                        vm.sandbox_id
+                    ))
+                }
+            };
+            let shim = parent_pid(qemu)?;
+            memory.push(Memory {
+                shim_rss: rss_kib(shim)?,
+                shim_private: private_kib(shim)?,
+                qemu_rss: rss_kib(qemu)?,
+                qemu_overhead: qemu_overhead_kib(qemu, 256 * 1024)?,
+            });
+        }
+        Ok(memory)
     })();
     for vm in &started {
         let _ = cri.stop_pod_sandbox(&vm.sandbox_id);
@@ -603,7 +644,7 @@ fn main() -> std::process::ExitCode {
     // Memory per VM with two VMs running: each shim's private pages are what one more VM
     // costs; the libraries' pages are shared by all the shims of the node.
     if want("memory") {
-        match two_vm_memory(&containerd, &cri) {
+        match two_vm_memory(&cri) {
             Ok(shims) => rss.extend(shims),
             Err(e) => {
                 eprintln!("memory run: {e}");
@@ -611,27 +652,40 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
-    if !rss.is_empty() {
-        let mib = |kib: u64| kib as f64 / 1024.0;
-        let median_of = |f: fn(&Memory) -> u64| {
-            let mut v: Vec<u64> = rss.iter().map(f).filter(|kib| *kib > 0).collect();
-            v.sort();
-            v[v.len() / 2]
-        };
+    // Every sample here is a reading that succeeded (a failed one failed its run): the boot
+    // runs read QEMU, the memory run reads each VM's QEMU and shim.
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let median_kib = |f: fn(&Memory) -> u64, shims_only: bool| {
+        let mut v: Vec<u64> = rss
+            .iter()
+            .filter(|m| !shims_only || m.shim_rss > 0)
+            .map(f)
+            .collect();
+        v.sort();
+        v.get(v.len() / 2).copied()
+    };
+    if let (Some(private), Some(shim_rss), Some(overhead), Some(total)) = (
+        median_kib(|m| m.shim_private, true),
+        median_kib(|m| m.shim_rss, true),
+        median_kib(|m| m.qemu_overhead, true),
+        median_kib(|m| m.shim_private + m.qemu_overhead, true),
+    ) {
         println!(
             "shim memory per VM {:.1} MiB private (USS; goal ≤ 20 MiB); RSS {:.1} MiB, the rest being shared library pages every shim on the node shares",
-            mib(median_of_shims(&rss, |m| m.shim_private)),
-            mib(median_of_shims(&rss, |m| m.shim_rss)),
-        );
-        println!(
-            "QEMU RSS {:.1} MiB for 256 MiB of guest RAM (TCG), for the record",
-            mib(median_of(|m| m.qemu_rss))
+            mib(private),
+            mib(shim_rss),
         );
         println!(
             "per-VM host memory overhead {:.1} MiB (shim private {:.1} + QEMU beyond the guest's RAM {:.1}); KubeVirt ≈ 290 MiB for 1 vCPU/1 GiB",
-            mib(median_of_shims(&rss, |m| m.shim_private + m.qemu_overhead)),
-            mib(median_of_shims(&rss, |m| m.shim_private)),
-            mib(median_of_shims(&rss, |m| m.qemu_overhead)),
+            mib(total),
+            mib(private),
+            mib(overhead),
+        );
+    }
+    if let Some(qemu) = median_kib(|m| m.qemu_rss, false) {
+        println!(
+            "QEMU RSS {:.1} MiB for 256 MiB of guest RAM (TCG), for the record",
+            mib(qemu)
         );
     }
     if want("network") {
@@ -817,7 +871,8 @@ fn console_latency(cri: &BlockingCri) -> Result<Vec<String>, String> {
         let (mut vnc_direct, mut vnc_via) = (Vec::new(), Vec::new());
         for _ in 0..10 {
             let t = Instant::now();
-            let mut sock = UnixStream::connect(run.join("vnc.sock")).map_err(|e| e.to_string())?;
+            let mut sock =
+                UnixStream::connect(run.join("vm/vnc.sock")).map_err(|e| e.to_string())?;
             let mut greeting = [0u8; 12];
             sock.read_exact(&mut greeting).map_err(|e| e.to_string())?;
             vnc_direct.push(t.elapsed());
