@@ -235,8 +235,8 @@ pub fn dict_line(word: &str) -> String {
 /// The container id the `oci_bundle` target reads bundles as (the sandbox's, for the sandbox).
 pub const OWN_ID: &str = "c76a1477bb6fc06c12fd3b7bced593567b6983c7113976a575b51b94997fffb0";
 /// The pod's uid and its sandbox in the bundle seeds.
-const POD_UID: &str = "b2a1f0e6-8234-4da0-b263-7ae159094e84";
-const COMPUTE_ID: &str = "9f3c0d1e2b4a59687766554433221100ffeeddccbbaa99887766554433221100";
+pub const POD_UID: &str = "b2a1f0e6-8234-4da0-b263-7ae159094e84";
+pub const COMPUTE_ID: &str = "9f3c0d1e2b4a59687766554433221100ffeeddccbbaa99887766554433221100";
 /// The storage root the `oci_bundle` target's node allows for hostPath PersistentVolumes.
 pub const STORAGE_ROOT: &str = "/srv/hpvolumes";
 
@@ -261,7 +261,7 @@ const DEFAULT_CAPS: [&str; 14] = [
 /// A `config.json` in the shape containerd's CRI plugin writes for a virtshim pod: the sandbox
 /// (`role` "sandbox") or one of its containers (by name), read as if by the shim of sandbox
 /// [`OWN_ID`].
-fn oci_spec(container: Option<&str>) -> Value {
+pub fn oci_spec(container: Option<&str>) -> Value {
     let kubelet = format!("/var/lib/kubelet/pods/{POD_UID}");
     let sandbox = format!("/run/containerd/io.containerd.grpc.v1.cri/sandboxes/{OWN_ID}");
     let mut annotations = json!({

@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod command;
 pub mod console;
 pub mod error;
+pub mod host;
 pub mod libvirt;
 pub mod lifecycle;
 pub mod network;

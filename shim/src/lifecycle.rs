@@ -2,6 +2,7 @@
 //! grouped by sandbox id), `delete` (cleanup after a shim died), and serving.
 
 use crate::bundle::{Membership, Role};
+use crate::host::node::NodeHost;
 use crate::paths::Roots;
 use crate::pod::Pod;
 use crate::service::{Events, Service};
@@ -96,8 +97,10 @@ impl containerd_shim::Shim for VirtShim {
             }
         };
         let events = Events::new(publisher, self.namespace.clone());
+        let roots = Roots::from_env();
         let pod = Arc::new(Pod::new(
-            Roots::from_env(),
+            roots.clone(),
+            NodeHost::new(roots),
             Arc::new(events.clone()),
             netns_failure,
         ));

@@ -3,6 +3,7 @@
 //! one place (`impl From<Error> for ttrpc::Error`).
 
 use crate::error::Error;
+use crate::host::node::NodeHost;
 use crate::pod::{ExitInfo, ExitSink, Pod, Status};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::ExitSignal;
@@ -92,13 +93,13 @@ impl ExitSink for Events {
 #[derive(Clone)]
 #[allow(missing_debug_implementations)] // containerd-shim's ExitSignal has no Debug
 pub struct Service {
-    pod: Arc<Pod>,
+    pod: Arc<Pod<NodeHost>>,
     events: Events,
     exit: Arc<ExitSignal>,
 }
 
 impl Service {
-    pub fn new(pod: Arc<Pod>, events: Events, exit: Arc<ExitSignal>) -> Self {
+    pub fn new(pod: Arc<Pod<NodeHost>>, events: Events, exit: Arc<ExitSignal>) -> Self {
         Self { pod, events, exit }
     }
 }

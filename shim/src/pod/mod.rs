@@ -5,17 +5,19 @@
 //! the VM: Create validates the VMI and prepares its disks (so a bad annotation fails
 //! CreateContainer, before anything runs), Start boots QEMU with its CPUs paused, gives QEMU
 //! to the container's cgroup, attaches the console and only then lets the guest run.
+//!
+//! This module decides what happens and in which order; every step that touches the node is a
+//! call on the pod's [`Host`] (see `crate::host`), so the whole lifecycle is unit-tested over a
+//! recording fake (`tests.rs`).
 
-use crate::bundle::{check_id, Bundle, MountPolicy, Role};
-use crate::cgroup::Cgroup;
-use crate::console::Console;
+use crate::bundle::{check_id, Bundle, Role};
 use crate::error::{Error, Result};
-use crate::libvirt::{Libvirt, OffReason, VmState};
+use crate::host::{Host, PreparedVm, ProcessExit, VmRequest};
+use crate::libvirt::{OffReason, VmState};
 use crate::paths::{PodPaths, Roots};
-use crate::rootfs::{self, RootfsMount};
-use crate::state::{PodState, PodStateFile};
-use crate::vm::domain_xml::DomainPlan;
-use crate::vm::{self, VmiIdentity};
+use crate::rootfs::RootfsMount;
+use crate::state::PodState;
+use crate::vm::VmiIdentity;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,26 +122,24 @@ enum Kind {
 }
 
 #[derive(Debug)]
-struct Running {
+struct Running<G> {
     domain: String,
-    cgroup: Option<Cgroup>,
+    cgroup: Option<G>,
     /// Set when the shim destroys the VM on SIGKILL, so the exit code says "killed".
     killed: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
-struct VmSlot {
+struct VmSlot<H: Host> {
     identity: VmiIdentity,
-    plan: DomainPlan,
-    /// Who QEMU runs as.
-    ids: crate::qemu_ids::QemuIds,
-    nic: Option<crate::network::NicPlan>,
+    /// What the host prepared: shared with a start in progress, which runs without the lock.
+    vm: Arc<H::Vm>,
     start_paused: bool,
-    running: Option<Running>,
+    running: Option<Running<H::Cgroup>>,
 }
 
 #[derive(Debug)]
-struct Container {
+struct Container<H: Host> {
     bundle: Bundle,
     kind: Kind,
     stdout: String,
@@ -149,19 +149,29 @@ struct Container {
     pid: u32,
     exit: Arc<ExitCell>,
     rootfs_mounted: bool,
-    vm: Option<VmSlot>,
+    vm: Option<VmSlot<H>>,
     /// While the VM starts (without the pod's lock): set by a `Kill` to cancel the start.
     starting: Option<Arc<AtomicBool>>,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
+#[derive(Debug)]
+struct Inner<H: Host> {
     sandbox_id: Option<String>,
     paths: Option<PodPaths>,
     /// Pod annotations as the sandbox received them (the VMI may be read from there).
     sandbox_annotations: HashMap<String, String>,
-    containers: HashMap<String, Container>,
-    libvirt: Option<Arc<Libvirt>>,
+    containers: HashMap<String, Container<H>>,
+}
+
+impl<H: Host> Default for Inner<H> {
+    fn default() -> Self {
+        Self {
+            sandbox_id: None,
+            paths: None,
+            sandbox_annotations: HashMap::new(),
+            containers: HashMap::new(),
+        }
+    }
 }
 
 /// What a VM's preparation reads of its pod, taken under the pod's lock.
@@ -174,7 +184,7 @@ struct PodView {
 }
 
 impl PodView {
-    fn of(inner: &Inner) -> Self {
+    fn of<H: Host>(inner: &Inner<H>) -> Self {
         Self {
             paths: inner.paths.clone(),
             sandbox_annotations: inner.sandbox_annotations.clone(),
@@ -191,15 +201,15 @@ impl PodView {
     }
 }
 
-/// One pod, served by one shim.
+/// One pod, served by one shim, on the node `H` (see `crate::host`).
 #[derive(Debug)]
-pub struct Pod {
+pub struct Pod<H: Host> {
     roots: Roots,
+    host: Arc<H>,
     exits: Arc<dyn ExitSink>,
-    mounts: MountPolicy,
     /// Why the shim is not in the pod's network namespace, when it could not enter it.
     netns_failure: Option<String>,
-    inner: Mutex<Inner>,
+    inner: Mutex<Inner<H>>,
 }
 
 fn now() -> std::time::SystemTime {
@@ -212,18 +222,28 @@ pub trait ExitSink: Send + Sync + std::fmt::Debug {
     fn exit(&self, container_id: &str, pid: u32, exit: &ExitInfo);
 }
 
-impl Pod {
-    pub fn new(roots: Roots, exits: Arc<dyn ExitSink>, netns_failure: Option<String>) -> Self {
+/// The error a start returns when a `Kill` cancelled it.
+pub(crate) fn killed_while_starting() -> Error {
+    Error::FailedPrecondition("killed while starting".into())
+}
+
+impl<H: Host> Pod<H> {
+    pub fn new(
+        roots: Roots,
+        host: H,
+        exits: Arc<dyn ExitSink>,
+        netns_failure: Option<String>,
+    ) -> Self {
         Self {
             roots,
+            host: Arc::new(host),
             exits,
-            mounts: MountPolicy::from_node(),
             netns_failure,
             inner: Mutex::new(Inner::default()),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner<H>> {
         match self.inner.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -242,7 +262,9 @@ impl Pod {
         io: &TaskIo,
     ) -> Result<u32> {
         check_id(id)?;
-        let bundle = Bundle::read(std::path::Path::new(bundle_dir), id, &self.mounts)?;
+        let bundle = self
+            .host
+            .read_bundle(std::path::Path::new(bundle_dir), id)?;
         if let Some(failure) = &self.netns_failure {
             return Err(Error::FailedPrecondition(format!(
                 "{failure}: the shim stops rather than work in the node's namespace"
@@ -255,10 +277,7 @@ impl Pod {
         let kind = match &bundle.role {
             Role::Sandbox => {
                 let paths = self.roots.pod(id);
-                for dir in [&paths.run, &paths.lib] {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| Error::path("creating the pod's folder", dir, e))?;
-                }
+                self.host.create_pod_dirs(&paths)?;
                 inner.sandbox_id = Some(id.to_owned());
                 inner.paths = Some(paths);
                 inner.sandbox_annotations = bundle.annotations.clone();
@@ -285,7 +304,7 @@ impl Pod {
 
         let mut rootfs_mounted = false;
         if kind != Kind::Sandbox && !rootfs.is_empty() {
-            rootfs::mount(rootfs, &bundle.rootfs())?;
+            self.host.mount_rootfs(rootfs, &bundle.rootfs())?;
             rootfs_mounted = true;
         }
         let mut container = Container {
@@ -302,12 +321,12 @@ impl Pod {
             starting: None,
         };
         // Nothing half-made: a failure undoes the mount and whatever the preparation wrote.
-        let undo = |container: &Container, view: Option<&PodView>| {
+        let undo = |container: &Container<H>, view: Option<&PodView>| {
             if let Some(paths) = view.and_then(|v| v.paths.as_ref()) {
-                crate::vm::exposed::remove_dir(&paths.disks());
+                self.host.discard_vm(paths);
             }
             if container.rootfs_mounted {
-                rootfs::unmount(&container.bundle.rootfs());
+                self.host.unmount_rootfs(&container.bundle.rootfs());
             }
         };
         if let Some(view) = &view {
@@ -335,7 +354,7 @@ impl Pod {
     }
 
     /// Reads and validates the VMI and prepares its disks.
-    fn prepare_vm(&self, inner: &PodView, compute: &Container) -> Result<VmSlot> {
+    fn prepare_vm(&self, inner: &PodView, compute: &Container<H>) -> Result<VmSlot<H>> {
         // A pod annotation, on compute's bundle or else on the sandbox's.
         let annotation = |key: &str| {
             compute
@@ -380,43 +399,26 @@ impl Pod {
             .paths
             .as_ref()
             .ok_or_else(|| Error::FailedPrecondition("the pod sandbox is missing".into()))?;
-        let containers = &inner.carriers;
-        let rootfs = compute.bundle.rootfs();
         let claim_capacities =
             contract::claim_capacities(annotation(contract::CLAIM_CAPACITY_ANNOTATION));
-        let sources = vm::Sources {
-            compute_rootfs: &rootfs,
-            compute_mounts: &compute.bundle.mounts,
-            compute_devices: &compute.bundle.block_devices,
-            containers,
-            claim_capacities: &claim_capacities,
-        };
-        let accel = crate::accel::choose(&self.roots.run);
-        let nic = vm::plan_nic(&identity, &config, &sources)?;
-        let ids = crate::qemu_ids::claim(&paths.run)?;
-        let plan = vm::plan(
-            &identity,
-            &config,
-            &sources,
-            paths,
-            accel,
-            nic.as_ref(),
-            ids,
-        )?;
-        tracing::info!(
+        let _span = tracing::info_span!(
+            "prepare",
             namespace = %identity.namespace,
             vmi = %identity.name,
-            vmi_uid = %identity.uid,
-            ?accel,
-            qemu_uid = ids.uid,
-            disks = plan.disks.len(),
-            "VM prepared"
-        );
+            vmi_uid = %identity.uid
+        )
+        .entered();
+        let vm = self.host.prepare_vm(&VmRequest {
+            identity: &identity,
+            config: &config,
+            paths,
+            compute: &compute.bundle,
+            carriers: &inner.carriers,
+            claim_capacities: &claim_capacities,
+        })?;
         Ok(VmSlot {
             identity,
-            plan,
-            ids,
-            nic,
+            vm: Arc::new(vm),
             start_paused: config.start_paused,
             running: None,
         })
@@ -433,7 +435,6 @@ impl Pod {
                 .clone()
                 .ok_or_else(|| Error::FailedPrecondition("the pod sandbox is missing".into()))?;
             let sandbox_id = inner.sandbox_id.clone().unwrap_or_default();
-            let libvirt = inner.libvirt.clone();
             let container = inner
                 .containers
                 .get_mut(id)
@@ -453,11 +454,8 @@ impl Pod {
                 id: id.to_owned(),
                 sandbox_id,
                 paths,
-                libvirt,
-                ids: slot.ids,
                 identity: slot.identity.clone(),
-                plan: slot.plan.clone(),
-                nic: slot.nic.clone(),
+                vm: slot.vm.clone(),
                 start_paused: slot.start_paused,
                 pod: container.bundle.pod.clone(),
                 cgroups_path: container.bundle.cgroups_path.clone(),
@@ -469,12 +467,9 @@ impl Pod {
         };
         let vmi = format!("{}/{}", job.identity.namespace, job.identity.name);
         let _span = tracing::info_span!("start", container_id = id, %vmi).entered();
-        let launched = launch(&job);
+        let launched = launch(&*self.host, &job);
 
         let mut inner = self.lock();
-        if let Some(opened) = launched.as_ref().ok().map(|l| &l.libvirt) {
-            inner.libvirt.get_or_insert_with(|| opened.clone());
-        }
         let Some(container) = inner.containers.get_mut(id) else {
             return Err(Error::NotFound(id.to_owned()));
         };
@@ -484,10 +479,11 @@ impl Pod {
             Ok(vm) if !cancelled => vm,
             outcome => {
                 // Killed while starting, or failed: nothing of the VM stays.
-                if let Ok(vm) = &outcome {
-                    let _ = vm.libvirt.destroy(&vm.domain);
-                    let _ = vm.libvirt.undefine(&vm.domain);
-                    let _ = std::fs::remove_file(job.paths.state_file());
+                if outcome.is_ok() {
+                    let domain = job.vm.domain();
+                    let _ = self.host.destroy(domain);
+                    let _ = self.host.undefine(domain);
+                    self.host.remove_record(&job.paths);
                 }
                 if !cancelled {
                     return Err(outcome
@@ -513,8 +509,9 @@ impl Pod {
         let Some(slot) = container.vm.as_mut() else {
             return Err(Error::NotFound(id.to_owned()));
         };
+        let domain = job.vm.domain().to_owned();
         slot.running = Some(Running {
-            domain: vm.domain.clone(),
+            domain: domain.clone(),
             cgroup: vm.cgroup,
             killed: killed.clone(),
         });
@@ -526,39 +523,31 @@ impl Pod {
         container.pid = vm.pid;
         drop(inner);
         tracing::info!(pid = vm.pid, "VM started");
-        self.watch_exit(
-            id.to_owned(),
-            vm.pid,
-            vm.domain,
-            vm.libvirt,
-            killed,
-            vm.console,
-        )?;
+        self.watch_exit(id.to_owned(), vm.pid, domain, killed, vm.console)?;
         Ok(vm.pid)
     }
 
     /// Waits for QEMU to exit (the shim is its subreaper), then records why.
-    #[allow(clippy::too_many_arguments)]
     fn watch_exit(
         self: &Arc<Self>,
         id: String,
         pid: u32,
         domain: String,
-        libvirt: Arc<Libvirt>,
         killed: Arc<AtomicBool>,
-        console: Option<Console>,
+        console: Option<H::Console>,
     ) -> Result<()> {
         let pod = Arc::clone(self);
         let events = self.exits.clone();
+        let host = self.host.clone();
         std::thread::Builder::new()
             .name("qemu-exit".into())
             .spawn(move || {
-                let status = crate::reaper::wait(pid);
+                let status: ProcessExit = host.wait_exit(pid);
                 // libvirt notices the exit through QEMU's monitor on its event thread; give it a
                 // moment to record the reason.
                 let mut reason = None;
                 for _ in 0..50 {
-                    match libvirt.state(&domain) {
+                    match host.vm_state(&domain) {
                         Ok(VmState::Off(r)) => {
                             reason = Some(r);
                             break;
@@ -569,7 +558,7 @@ impl Pod {
                 }
                 let code = exit_code(reason, killed.load(Ordering::SeqCst), status);
                 if let Some(console) = console {
-                    console.join();
+                    host.join_console(console);
                 }
                 let exit = ExitInfo { code, at: now() };
                 tracing::info!(container_id = %id, pid, code, ?reason, "VM exited");
@@ -587,7 +576,6 @@ impl Pod {
 
     pub fn kill(&self, id: &str, signal: u32) -> Result<()> {
         let mut inner = self.lock();
-        let libvirt = inner.libvirt.clone();
         let container = inner
             .containers
             .get_mut(id)
@@ -614,41 +602,41 @@ impl Pod {
         }
         if let Some(cancel) = container.starting.clone() {
             cancel.store(true, Ordering::SeqCst);
-            let embed_root = inner.paths.as_ref().map(PodPaths::embed_root);
+            let paths = inner.paths.clone();
             drop(inner);
             tracing::info!("cancelling the start in progress");
             // A QEMU already running for the start (or libvirt's probe of it) is ended, so the
             // start returns now rather than whenever QEMU would have answered; it records the
             // exit.
-            if let Some(root) = embed_root {
-                crate::state::kill_qemus_under(&root);
+            if let Some(paths) = paths {
+                self.host.kill_vm_processes(&paths);
             }
             return Ok(());
         }
         let running = container.vm.as_ref().and_then(|vm| vm.running.as_ref());
-        match (running, libvirt) {
-            (Some(run), Some(libvirt)) => {
+        match running {
+            Some(run) => {
                 let domain = run.domain.clone();
                 let paused = container.status == Status::Paused;
+                let host = &*self.host;
                 if sigkill || paused {
                     run.killed.store(true, Ordering::SeqCst);
                     drop(inner);
                     tracing::info!(%domain, "destroying the VM");
-                    libvirt
-                        .destroy(&domain)
-                        .or_else(|e| already_off(&libvirt, &domain, e))
+                    host.destroy(&domain)
+                        .or_else(|e| already_off(host, &domain, e))
                 } else {
                     let exit = container.exit.clone();
                     drop(inner);
                     tracing::info!(%domain, "pressing the ACPI power button");
-                    match libvirt.power_button(&domain) {
-                        Ok(()) => keep_pressing(libvirt, domain, exit),
-                        Err(e) => already_off(&libvirt, &domain, e)?,
+                    match host.power_button(&domain) {
+                        Ok(()) => keep_pressing(self.host.clone(), domain, exit),
+                        Err(e) => already_off(host, &domain, e)?,
                     }
                     Ok(())
                 }
             }
-            _ => {
+            None => {
                 // Nothing runs in this container: it ends now.
                 let exit = ExitInfo {
                     code: if sigkill { 137 } else { 0 },
@@ -701,16 +689,13 @@ impl Pod {
     /// Pauses or resumes the VM's CPUs; libvirt is called without the pod's lock (a QEMU that
     /// does not answer must not hold up `State` or the `Kill` that would end it).
     fn set_paused(&self, id: &str, pause: bool) -> Result<()> {
-        let (libvirt, domain) = {
+        let domain = {
             let inner = self.lock();
             let c = inner
                 .containers
                 .get(id)
                 .ok_or_else(|| Error::NotFound(id.to_owned()))?;
-            let (Some(run), Some(libvirt)) = (
-                c.vm.as_ref().and_then(|v| v.running.as_ref()),
-                inner.libvirt.clone(),
-            ) else {
+            let Some(run) = c.vm.as_ref().and_then(|v| v.running.as_ref()) else {
                 return Err(Error::FailedPrecondition(format!(
                     "container {id} is not a running VM"
                 )));
@@ -723,12 +708,12 @@ impl Pod {
                     )))
                 }
             }
-            (libvirt, run.domain.clone())
+            run.domain.clone()
         };
         if pause {
-            libvirt.suspend(&domain)?;
+            self.host.suspend(&domain)?;
         } else {
-            libvirt.resume(&domain)?;
+            self.host.resume(&domain)?;
         }
         let mut inner = self.lock();
         if let Some(c) = inner.containers.get_mut(id) {
@@ -756,7 +741,7 @@ impl Pod {
             .and_then(|v| v.running.as_ref())
             .and_then(|r| r.cgroup.as_ref())
         {
-            Some(cgroup) => Ok(cgroup.metrics_v1()),
+            Some(cgroup) => Ok(self.host.cgroup_metrics(cgroup)),
             None => Ok(containerd_shim_protos::cgroups::metrics::Metrics::new()),
         }
     }
@@ -779,52 +764,32 @@ impl Pod {
             return Err(Error::NotFound(id.to_owned()));
         };
         // Taken under the lock; the cleanup (libvirt, unmounts, folders) runs without it.
-        let libvirt = inner.libvirt.clone();
         let paths = inner.paths.clone();
-        let sandbox_libvirt = if c.kind == Kind::Sandbox {
+        if c.kind == Kind::Sandbox {
             inner.paths = None;
-            inner.libvirt.take()
-        } else {
-            None
-        };
+        }
         drop(inner);
         let exit = c.exit.get().unwrap_or(ExitInfo { code: 0, at: now() });
         if let Some(run) = c.vm.as_ref().and_then(|v| v.running.as_ref()) {
-            if let Some(libvirt) = &libvirt {
-                if let Err(e) = libvirt.undefine(&run.domain) {
-                    tracing::warn!(error = %e, "cannot undefine the domain");
-                }
+            if let Err(e) = self.host.undefine(&run.domain) {
+                tracing::warn!(error = %e, "cannot undefine the domain");
             }
             if let Some(cgroup) = &run.cgroup {
-                cgroup.remove();
+                self.host.remove_cgroup(cgroup);
             }
         }
-        drop(libvirt);
         if c.kind == Kind::Compute {
             if let Some(paths) = &paths {
-                crate::vm::exposed::remove_dir(&paths.disks());
-                let _ = std::fs::remove_file(paths.state_file());
-                let _ = std::fs::remove_dir_all(paths.qemu_sockets());
-                let _ = std::fs::remove_file(paths.console_socket());
+                self.host.discard_vm(paths);
             }
         }
         if c.rootfs_mounted {
-            rootfs::unmount(&c.bundle.rootfs());
+            self.host.unmount_rootfs(&c.bundle.rootfs());
         }
         if c.kind == Kind::Sandbox {
-            // The last reference: closing the connection joins libvirt's thread.
-            drop(sandbox_libvirt);
+            self.host.close_hypervisor();
             if let Some(paths) = paths {
-                crate::state::kill_qemus_under(&paths.embed_root());
-                crate::vm::exposed::remove_dir(&paths.disks());
-                crate::qemu_ids::release(&paths.run);
-                for dir in [&paths.run, &paths.lib] {
-                    if let Err(e) = std::fs::remove_dir_all(dir) {
-                        if e.kind() != std::io::ErrorKind::NotFound {
-                            tracing::warn!(path = %dir.display(), error = %e, "cannot remove the pod's folder");
-                        }
-                    }
-                }
+                self.host.remove_pod(&paths);
             }
         }
         tracing::info!(code = exit.code, "deleted");
@@ -834,16 +799,12 @@ impl Pod {
 
 /// What a VM's start needs, taken from the pod under its lock.
 #[derive(Debug)]
-struct StartJob {
+struct StartJob<V> {
     id: String,
     sandbox_id: String,
     paths: PodPaths,
-    /// The pod's libvirt, when a start before opened it.
-    libvirt: Option<Arc<Libvirt>>,
-    ids: crate::qemu_ids::QemuIds,
     identity: VmiIdentity,
-    plan: DomainPlan,
-    nic: Option<crate::network::NicPlan>,
+    vm: Arc<V>,
     start_paused: bool,
     pod: crate::bundle::PodRef,
     cgroups_path: Option<String>,
@@ -855,106 +816,50 @@ struct StartJob {
 }
 
 /// A VM that [`launch`] started.
-struct Launched {
-    libvirt: Arc<Libvirt>,
-    domain: String,
+struct Launched<H: Host> {
     pid: u32,
-    cgroup: Option<Cgroup>,
-    console: Option<Console>,
+    cgroup: Option<H::Cgroup>,
+    console: Option<H::Console>,
 }
 
-/// For tests that need a start in progress: while the file named by `VIRTSHIM_TEST_START_GATE`
-/// (in containerd's environment, which only the node's administrator sets) exists, a VM's
-/// start waits before it opens libvirt, as a slow probe or a stuck QEMU would make it wait.
-const START_GATE: &str = "VIRTSHIM_TEST_START_GATE";
-
-fn wait_at_gate(cancel: &AtomicBool) -> Result<()> {
-    let Some(gate) = std::env::var_os(START_GATE) else {
-        return Ok(());
-    };
-    let gate = std::path::PathBuf::from(gate);
-    if gate.exists() {
-        tracing::info!(gate = %gate.display(), "start waits at the test gate");
-    }
-    while gate.exists() {
-        if cancel.load(Ordering::SeqCst) {
-            return Err(Error::FailedPrecondition("killed while starting".into()));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
-}
-
-/// The slow part of a VM's start, run without the pod's lock: opens the pod's libvirt (the
+/// The slow part of a VM's start, run without the pod's lock: opens the pod's hypervisor (the
 /// first time), wires the pod network to the VM, starts QEMU with its CPUs paused, puts it in
 /// the container's cgroup, attaches the console, writes the node record, and lets the guest
 /// run. A failure after QEMU started stops it again.
-fn launch(job: &StartJob) -> Result<Launched> {
+fn launch<H: Host>(host: &H, job: &StartJob<H::Vm>) -> Result<Launched<H>> {
     let cancelled = || {
         if job.cancel.load(Ordering::SeqCst) {
-            Err(Error::FailedPrecondition("killed while starting".into()))
+            Err(killed_while_starting())
         } else {
             Ok(())
         }
     };
-    wait_at_gate(&job.cancel)?;
-    let libvirt = match &job.libvirt {
-        Some(l) => l.clone(),
-        None => {
-            let opened = std::time::Instant::now();
-            let l = Arc::new(Libvirt::open(
-                &job.paths.embed_root(),
-                &job.paths.capabilities_cache,
-                job.ids,
-            )?);
-            tracing::info!(
-                elapsed_ms = opened.elapsed().as_millis() as u64,
-                "libvirt opened"
-            );
-            l
-        }
-    };
+    host.open_hypervisor(&job.paths, &job.vm, &job.cancel)?;
     cancelled()?;
-    if let Some(nic) = &job.nic {
-        crate::network::apply(nic)?;
-        tracing::info!(binding = ?nic.binding, guest = %nic.lease.address, "pod network wired to the VM");
-    }
-    let domain = job.plan.name.clone();
+    host.wire_network(&job.vm)?;
+    let domain = job.vm.domain();
     let launched = std::time::Instant::now();
-    let pid = libvirt.start_paused(&domain, job.plan.to_xml())?;
+    let pid = host.start_paused(&job.vm)?;
     tracing::info!(
         elapsed_ms = launched.elapsed().as_millis() as u64,
         pid,
         "QEMU started, CPUs paused"
     );
-    let attached = (|| -> Result<(Option<Cgroup>, Option<Console>)> {
+    let mut cgroup = None;
+    let attached = (|| -> Result<Option<H::Console>> {
         cancelled()?;
-        let cgroup = match &job.cgroups_path {
-            Some(path) => {
-                let cgroup = Cgroup::create(path, &job.resources)?;
-                cgroup.add(pid)?;
-                Some(cgroup)
-            }
-            None => None,
+        if let Some(path) = &job.cgroups_path {
+            cgroup = Some(host.confine(pid, path, &job.resources)?);
+        }
+        let endpoints = crate::console::Endpoints {
+            stdout: job.stdout.clone(),
+            stdin: job.stdin.clone(),
+            listen: job.paths.console_socket(),
         };
-        let console = match &job.plan.serial_socket {
-            Some(socket) => {
-                let endpoints = crate::console::Endpoints {
-                    stdout: job.stdout.clone(),
-                    stdin: job.stdin.clone(),
-                    listen: job.paths.console_socket(),
-                };
-                Some(Console::start(
-                    std::path::Path::new(socket),
-                    &endpoints,
-                    &job.id,
-                )?)
-            }
-            None => None,
-        };
-        PodState {
+        let console = host.attach_console(&job.vm, &endpoints, &job.id)?;
+        let record = PodState {
             qemu_pid: pid,
-            domain: domain.clone(),
+            domain: domain.to_owned(),
             embed_root: job.paths.embed_root(),
             vmi: Some(crate::state::VmiRecord {
                 namespace: job.identity.namespace.clone(),
@@ -968,28 +873,29 @@ fn launch(job: &StartJob) -> Result<Launched> {
             }),
             sandbox_id: job.sandbox_id.clone(),
             container_id: job.id.clone(),
-            pod_ip: job.nic.as_ref().map(|n| n.pod.address.into()),
-        }
-        .write(&job.paths.state_file())?;
+            pod_ip: job.vm.pod_ip(),
+        };
+        host.write_record(&job.paths, &record)?;
         cancelled()?;
         if !job.start_paused {
-            libvirt.resume(&domain)?;
+            host.resume(domain)?;
         }
-        Ok((cgroup, console))
+        Ok(console)
     })();
     match attached {
-        Ok((cgroup, console)) => Ok(Launched {
-            libvirt,
-            domain,
+        Ok(console) => Ok(Launched {
             pid,
             cgroup,
             console,
         }),
         Err(e) => {
             tracing::warn!(error = %e, "start failed; stopping QEMU");
-            let _ = libvirt.destroy(&domain);
-            let _ = libvirt.undefine(&domain);
-            let _ = std::fs::remove_file(job.paths.state_file());
+            let _ = host.destroy(domain);
+            let _ = host.undefine(domain);
+            host.remove_record(&job.paths);
+            if let Some(cgroup) = &cgroup {
+                host.remove_cgroup(cgroup);
+            }
             Err(e)
         }
     }
@@ -1048,8 +954,8 @@ fn verified_identity(
 
 /// A kill that finds the VM already off (the guest powered off, or QEMU died, just before) has
 /// nothing left to do: its exit is being recorded. Any other failure is the caller's.
-fn already_off(libvirt: &Libvirt, domain: &str, error: Error) -> Result<()> {
-    match libvirt.state(domain) {
+fn already_off<H: Host>(host: &H, domain: &str, error: Error) -> Result<()> {
+    match host.vm_state(domain) {
         Ok(VmState::Off(_)) | Err(_) => {
             tracing::info!(%domain, "the VM was already off");
             Ok(())
@@ -1061,7 +967,7 @@ fn already_off(libvirt: &Libvirt, domain: &str, error: Error) -> Result<()> {
 /// A guest that is still booting may miss one press of the power button (nothing listens for
 /// it yet), so it is pressed again every few seconds until the VM is off; the kubelet's
 /// SIGKILL at the end of the grace period ends the VM in any case.
-fn keep_pressing(libvirt: Arc<Libvirt>, domain: String, exit: Arc<ExitCell>) {
+fn keep_pressing<H: Host>(host: Arc<H>, domain: String, exit: Arc<ExitCell>) {
     const EVERY: Duration = Duration::from_secs(3);
     const FOR_AT_MOST: Duration = Duration::from_secs(3600);
     let spawned = std::thread::Builder::new()
@@ -1072,14 +978,14 @@ fn keep_pressing(libvirt: Arc<Libvirt>, domain: String, exit: Arc<ExitCell>) {
                 if exit.wait_timeout(EVERY).is_some() {
                     return;
                 }
-                if libvirt
-                    .state(&domain)
+                if host
+                    .vm_state(&domain)
                     .map_or(true, |s| s != VmState::Running)
                 {
                     return;
                 }
                 tracing::debug!(%domain, "pressing the ACPI power button again");
-                let _ = libvirt.power_button(&domain);
+                let _ = host.power_button(&domain);
             }
         });
     if let Err(e) = spawned {
@@ -1089,11 +995,7 @@ fn keep_pressing(libvirt: Arc<Libvirt>, domain: String, exit: Arc<ExitCell>) {
 
 /// The container's exit code: 0 for a guest that powered off, 137 when the shim destroyed it
 /// (SIGKILL), else what QEMU's own exit says (128 + signal when it was killed).
-fn exit_code(
-    reason: Option<OffReason>,
-    killed: bool,
-    status: Option<nix::sys::wait::WaitStatus>,
-) -> u32 {
+fn exit_code(reason: Option<OffReason>, killed: bool, status: ProcessExit) -> u32 {
     use nix::sys::wait::WaitStatus;
     match (reason, killed, status) {
         (Some(OffReason::GuestShutdown), _, _) => 0,
@@ -1103,3 +1005,6 @@ fn exit_code(
         _ => 255,
     }
 }
+
+#[cfg(test)]
+mod tests;
