@@ -69,14 +69,16 @@ guest-images: node
 # The release binaries the node and the demo use, in one cargo run with its own progress
 # (a first build takes several minutes on 2 cores).
 release-bins:
-	@echo "build: release binaries of the shim and virtctl (first time: ~10 min on 2 cores; then seconds)"
-	$(CARGO) build --release -p virtshim-shim -p virtctl
+	@echo "build: release binaries of the shim, virtctl and the installer (first time: ~10 min on 2 cores; then seconds)"
+	$(CARGO) build --release -p virtshim-shim -p virtctl -p virtshim-installer
 
+# The node installer, run locally (the DaemonSet runs the same binary with --host).
 install-node: node release-bins
-	@SHIM=target/release/containerd-shim-virtshim-v2 bash runtimeclass/install-node.sh
+	target/release/virtshim-installer install --shim target/release/containerd-shim-virtshim-v2
 
 uninstall-node:
-	@bash runtimeclass/install-node.sh --uninstall
+	$(CARGO) build --release -q -p virtshim-installer
+	target/release/virtshim-installer uninstall --wait-for-vms 30
 
 demo: install-node guest-images crictl
 	@bash scripts/demo.sh

@@ -7,27 +7,20 @@
 # survive that).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-. "$HERE/runtimeclass/containerd-config.sh"
 CONFIG=${CONTAINERD_CONFIG:-/etc/containerd/config.toml}
 PAUSE_IMAGE=${PAUSE_IMAGE:-localhost/virtshim/pause:v1}
 CNI_CONF_DIR=/etc/cni/net.d
 
 running() { ctr version >/dev/null 2>&1; }
 
-mkdir -p "$(dirname "$CONFIG")"
-sandbox_image=$(containerd_toml "$CONFIG" get "$CRI.sandbox_image")
-if [ -z "$sandbox_image" ] || [[ "$sandbox_image" == registry.k8s.io/* ]]; then
-  # The stock sandbox image cannot be pulled here; a local one is built below.
-  sandbox_image=$PAUSE_IMAGE
-fi
-changed=$(
-  containerd_toml "$CONFIG" set "$CRI.sandbox_image" "\"$sandbox_image\""
-  containerd_toml "$CONFIG" set "$CRI.restrict_oom_score_adj" true
-)
-if [ -n "$changed" ]; then
-  echo "node: set restrict_oom_score_adj and sandbox_image $sandbox_image in $CONFIG"
-  if running; then restart_containerd; fi
-fi
+# The node installer edits config.toml (keeping the rest of the file) and restarts a running
+# containerd when a setting changed; it prints the sandbox image in effect.
+"${CARGO:-cargo}" build -q -p virtshim-installer --manifest-path "$HERE/Cargo.toml"
+installer="${CARGO_TARGET_DIR:-$HERE/target}/debug/virtshim-installer"
+configured=$("$installer" --config "$CONFIG" configure --sandbox-image "$PAUSE_IMAGE" --restrict-oom-score-adj)
+printf '%s\n' "$configured" | grep -v '^sandbox-image ' | sed 's/^/node: /' || true
+sandbox_image=$(printf '%s\n' "$configured" | sed -n 's/^sandbox-image //p')
+sandbox_image=${sandbox_image:-$PAUSE_IMAGE}
 
 if ! running; then
   echo "node: starting containerd ($CONFIG)"

@@ -1,4 +1,5 @@
-//! containerd's `config.toml`: adding and removing the `virtshim` runtime handler.
+//! containerd's `config.toml`: adding and removing the `virtshim` runtime handler, and the CRI
+//! settings some nodes need first (`configure`).
 //!
 //! The runtime goes into config.toml itself, not into a drop-in under `imports`: containerd 1.6
 //! merges imported files by replacing a plugin's whole table, so a drop-in holding a runtime
@@ -134,6 +135,75 @@ pub fn is_installed(text: &str) -> Result<bool, ConfigError> {
         == Some(RUNTIME_TYPE))
 }
 
+/// CRI settings some nodes need before they can run any pod (see `configure`).
+#[derive(Debug, Default)]
+pub struct NodeSettings<'a> {
+    /// The pod sandbox ("pause") image to use when the node's is unset or is the stock
+    /// `registry.k8s.io` one, which a node without a registry cannot pull. An image the
+    /// administrator chose is kept.
+    pub sandbox_image: Option<&'a str>,
+    /// `restrict_oom_score_adj = true`: for a containerd without `CAP_SYS_RESOURCE` (inside a
+    /// container or a sandbox), which otherwise fails to lower a pod's OOM score.
+    pub restrict_oom_score_adj: bool,
+}
+
+/// Where the sandbox image and the OOM-score setting live, by config version.
+fn settings_tables(
+    doc: &DocumentMut,
+) -> Result<(Vec<&'static str>, &'static str, Vec<&'static str>), ConfigError> {
+    let version = doc.get("version").and_then(Item::as_integer).unwrap_or(1);
+    match version {
+        1 | 2 => Ok((
+            vec!["plugins", "io.containerd.grpc.v1.cri"],
+            "sandbox_image",
+            vec!["plugins", "io.containerd.grpc.v1.cri"],
+        )),
+        3 => Ok((
+            vec!["plugins", "io.containerd.cri.v1.images", "pinned_images"],
+            "sandbox",
+            vec!["plugins", "io.containerd.cri.v1.runtime"],
+        )),
+        other => Err(ConfigError::Version(other)),
+    }
+}
+
+/// Applies `settings`. Returns the new text, whether it changed, and the sandbox image in
+/// effect (`None`: containerd's built-in default).
+pub fn configure(
+    text: &str,
+    settings: &NodeSettings<'_>,
+) -> Result<(String, bool, Option<String>), ConfigError> {
+    let mut doc: DocumentMut = text.parse()?;
+    let (image_table, image_key, runtime_table) = settings_tables(&doc)?;
+    let images = table_at(&mut doc, &image_table)?;
+    let mut image = images
+        .get(image_key)
+        .and_then(Item::as_str)
+        .map(str::to_owned);
+    if let Some(wanted) = settings.sandbox_image {
+        let replaceable = image
+            .as_deref()
+            .is_none_or(|i| i.is_empty() || i.starts_with("registry.k8s.io/"));
+        if replaceable && image.as_deref() != Some(wanted) {
+            images.insert(image_key, value(wanted));
+            image = Some(wanted.to_owned());
+        }
+    }
+    if settings.restrict_oom_score_adj {
+        let runtime = table_at(&mut doc, &runtime_table)?;
+        if runtime
+            .get("restrict_oom_score_adj")
+            .and_then(Item::as_bool)
+            != Some(true)
+        {
+            runtime.insert("restrict_oom_score_adj", value(true));
+        }
+    }
+    let new = doc.to_string();
+    let changed = new != text;
+    Ok((new, changed, image))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -177,6 +247,51 @@ version = 2
         let (again, changed) = install(&text).unwrap();
         assert!(!changed, "{again}");
         assert_eq!(again, text);
+    }
+
+    #[test]
+    fn configure_sets_a_local_sandbox_image_and_the_oom_setting_once() {
+        let settings = NodeSettings {
+            sandbox_image: Some("localhost/virtshim/pause:v1"),
+            restrict_oom_score_adj: true,
+        };
+        let text = "# the node's own\nversion = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.6\"\n";
+        let (new, changed, image) = configure(text, &settings).unwrap();
+        assert!(changed);
+        assert_eq!(image.as_deref(), Some("localhost/virtshim/pause:v1"));
+        assert!(new.starts_with("# the node's own\n"), "{new}");
+        let doc: DocumentMut = new.parse().unwrap();
+        let cri = &doc["plugins"]["io.containerd.grpc.v1.cri"];
+        assert_eq!(
+            cri["sandbox_image"].as_str(),
+            Some("localhost/virtshim/pause:v1")
+        );
+        assert_eq!(cri["restrict_oom_score_adj"].as_bool(), Some(true));
+        // Again: nothing to change.
+        let (again, changed, _) = configure(&new, &settings).unwrap();
+        assert!(!changed);
+        assert_eq!(again, new);
+
+        // An image the administrator chose stays.
+        let chosen = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"mirror.example/pause:3.9\"\n";
+        let (_, _, image) = configure(chosen, &settings).unwrap();
+        assert_eq!(image.as_deref(), Some("mirror.example/pause:3.9"));
+
+        // Version 3 keeps them elsewhere.
+        let (v3, _, _) = configure("version = 3\n", &settings).unwrap();
+        let doc: DocumentMut = v3.parse().unwrap();
+        assert_eq!(
+            doc["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"].as_str(),
+            Some("localhost/virtshim/pause:v1")
+        );
+        assert_eq!(
+            doc["plugins"]["io.containerd.cri.v1.runtime"]["restrict_oom_score_adj"].as_bool(),
+            Some(true)
+        );
+        assert!(matches!(
+            configure("version = 9\n", &settings),
+            Err(ConfigError::Version(9))
+        ));
     }
 
     #[test]

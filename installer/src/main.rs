@@ -67,6 +67,17 @@ enum Command {
     },
     /// Check QEMU, libvirt and KVM and print what VMs would get.
     Check,
+    /// Set CRI settings some nodes need before they run any pod (a local sandbox image where
+    /// there is no registry; no OOM-score changes where containerd lacks CAP_SYS_RESOURCE),
+    /// restarting a running containerd when they changed. Prints `sandbox-image <image>`: the
+    /// one in effect, which must exist on the node.
+    Configure {
+        /// The sandbox image, unless the node already names one of its own.
+        #[arg(long)]
+        sandbox_image: Option<String>,
+        #[arg(long)]
+        restrict_oom_score_adj: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -204,6 +215,33 @@ fn run() -> anyhow::Result<ExitCode> {
             }
             if host::remove_shim(&args.bin_dir)? {
                 println!("shim: removed from {}", args.bin_dir.display());
+            }
+        }
+        Command::Configure {
+            sandbox_image,
+            restrict_oom_score_adj,
+        } => {
+            let settings = containerd_config::NodeSettings {
+                sandbox_image: sandbox_image.as_deref(),
+                restrict_oom_score_adj: *restrict_oom_score_adj,
+            };
+            let (new, changed, image) =
+                containerd_config::configure(&read_config(&args.config)?, &settings)
+                    .with_context(|| format!("editing {}", args.config.display()))?;
+            if changed {
+                host::write_config(&args.config, &new)?;
+                println!(
+                    "containerd: CRI settings written to {}",
+                    args.config.display()
+                );
+                let running = host::containerd_pid(&args.config).is_some();
+                if args.restart && running {
+                    host::restart_containerd(&args.config).context("restarting containerd")?;
+                    println!("containerd: restarted (running VMs keep running)");
+                }
+            }
+            if let Some(image) = image {
+                println!("sandbox-image {image}");
             }
         }
         Command::Check => {
