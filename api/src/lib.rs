@@ -13,12 +13,10 @@ pub mod config;
 pub mod crd;
 pub mod defaults;
 pub mod manifest;
-pub mod node;
 pub mod pod;
 pub mod quantity;
 pub mod types;
 pub mod validate;
-pub mod websocket;
 
 /// The API group KubeVirt's resources live in.
 pub const GROUP: &str = "kubevirt.io";

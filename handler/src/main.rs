@@ -22,7 +22,7 @@ struct Args {
     #[arg(long, default_value = "0.0.0.0:8187")]
     health_listen: SocketAddr,
     /// The shim's run directory (the host's /run/virtshim).
-    #[arg(long, env = "VIRTSHIM_RUN_DIR", default_value = virtshim_api::node::DEFAULT_RUN_DIR)]
+    #[arg(long, env = "VIRTSHIM_RUN_DIR", default_value = virtshim_wire::node::DEFAULT_RUN_DIR)]
     run_dir: PathBuf,
     /// This server's certificate chain (PEM).
     #[arg(long)]

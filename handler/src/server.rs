@@ -32,7 +32,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-pub use virtshim_api::websocket::PLAIN_PROTOCOL;
+pub use virtshim_wire::websocket::PLAIN_PROTOCOL;
 
 type Body = Full<Bytes>;
 
@@ -338,9 +338,9 @@ impl Handler {
 }
 
 /// Checks a WebSocket upgrade request (version 13, asking for `plain.kubevirt.io`) and computes
-/// its `Sec-WebSocket-Accept` (the same check the controller makes: `virtshim_api::websocket`).
+/// its `Sec-WebSocket-Accept` (the same check the controller makes: `virtshim_wire::websocket`).
 fn websocket_accept(req: &Request<Incoming>) -> Result<String, HandlerError> {
-    virtshim_api::websocket::accept_plain_upgrade(|name| {
+    virtshim_wire::websocket::accept_plain_upgrade(|name| {
         req.headers()
             .get_all(name)
             .iter()

@@ -1,12 +1,12 @@
 //! Finding the VMs that run on this node.
 //!
 //! The shim writes `state.json` into each pod's run folder while the VM runs (the node contract
-//! in `virtshim_api::node`); the console and VNC sockets are beside it. The sockets' paths are
+//! in `virtshim_wire::node`); the console and VNC sockets are beside it. The sockets' paths are
 //! derived from the folder, never taken from the record, and a VMI is matched by namespace, name
 //! and UID, so a recreated VMI of the same name is never confused with the old one.
 
 use std::path::{Path, PathBuf};
-use virtshim_api::node::{self, PodState, VmiRecord};
+use virtshim_wire::node::{self, PodState, VmiRecord};
 
 /// A VM running on this node.
 #[derive(Clone, Debug)]

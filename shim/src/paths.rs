@@ -6,7 +6,7 @@
 //! removes both. `/var/lib/virtshim/cache` holds what pods share (QEMU's capabilities).
 
 use std::path::PathBuf;
-use virtshim_api::node;
+use virtshim_wire::node;
 
 /// Roots, overridable for tests and unusual nodes (`VIRTSHIM_RUN_DIR`, `VIRTSHIM_LIB_DIR`,
 /// `VIRTSHIM_CACHE_DIR`).

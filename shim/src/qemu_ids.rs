@@ -77,7 +77,7 @@ pub fn release(pod_dir: &Path) {
 }
 
 fn own_file(pod_dir: &Path) -> PathBuf {
-    pod_dir.join(virtshim_api::node::QEMU_ID_FILE)
+    pod_dir.join(virtshim_wire::node::QEMU_ID_FILE)
 }
 
 fn claim_in(claims: &Path, base: u32, pod_dir: &Path) -> Result<QemuIds> {

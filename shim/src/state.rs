@@ -4,10 +4,10 @@
 use crate::error::{Error, Result};
 use std::path::Path;
 
-pub use virtshim_api::node::{PodRecord, PodState, VmiRecord};
+pub use virtshim_wire::node::{PodRecord, PodState, VmiRecord};
 
 /// Writing, reading and acting on `state.json` (the record itself is the node contract in
-/// `virtshim_api::node`, shared with the handler).
+/// `virtshim_wire::node`, shared with the handler).
 pub trait PodStateFile: Sized {
     fn write(&self, path: &Path) -> Result<()>;
     fn read(path: &Path) -> Option<Self>;

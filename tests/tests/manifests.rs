@@ -852,7 +852,10 @@ fn manifests_workloads_match_what_the_components_read() {
         (v, inside)
     };
     let (run, _) = volume_of(&flag(c, "--run-dir"));
-    assert_eq!(run["hostPath"]["path"], virtshim_api::node::DEFAULT_RUN_DIR);
+    assert_eq!(
+        run["hostPath"]["path"],
+        virtshim_wire::node::DEFAULT_RUN_DIR
+    );
     let (containerd, socket) = volume_of(&flag(c, "--containerd"));
     assert_eq!(
         format!("{}/{socket}", str_at(&containerd, "/hostPath/path")),

@@ -17,7 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 /// The API group and the version virtctl calls.
 pub const GROUP: &str = "subresources.kubevirt.io";
 pub const VERSION: &str = "v1";
-pub use virtshim_api::websocket::PLAIN_PROTOCOL;
+pub use virtshim_wire::websocket::PLAIN_PROTOCOL;
 /// How often a stream is retried while the VMI is not running.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -21,7 +21,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::WebSocketStream;
 
-pub use virtshim_api::websocket::PLAIN_PROTOCOL;
+pub use virtshim_wire::websocket::PLAIN_PROTOCOL;
 /// The handlers' port.
 pub const DEFAULT_PORT: u16 = 8186;
 /// The label selecting handler pods.

@@ -20,9 +20,9 @@ fn handler_lost() -> Message {
 }
 
 /// Checks an upgrade request (version 13, offering `plain.kubevirt.io`) and computes its
-/// `Sec-WebSocket-Accept` (the same check the handler makes: `virtshim_api::websocket`).
+/// `Sec-WebSocket-Accept` (the same check the handler makes: `virtshim_wire::websocket`).
 pub fn accept_key(headers: &hyper::HeaderMap) -> Result<String, ApiError> {
-    virtshim_api::websocket::accept_plain_upgrade(|name| {
+    virtshim_wire::websocket::accept_plain_upgrade(|name| {
         headers
             .get_all(name)
             .iter()

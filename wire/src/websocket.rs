@@ -48,12 +48,7 @@ pub fn accept_plain_upgrade<'a>(
 
 /// RFC 6455's `Sec-WebSocket-Accept`: base64(SHA-1(key + the protocol's GUID)).
 fn accept_key(key: &str) -> String {
-    use base64::Engine as _;
-    use sha1::Digest;
-    let mut sha = sha1::Sha1::new();
-    sha.update(key.as_bytes());
-    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+    tungstenite::handshake::derive_accept_key(key.as_bytes())
 }
 
 #[cfg(test)]
