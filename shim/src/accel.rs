@@ -14,6 +14,45 @@ use std::time::{Duration, Instant};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(6);
 
+/// QEMU's cache of translated guest code under TCG, in MiB, when the node does not choose.
+/// QEMU's own default reserves up to 1 GiB and keeps every page the guest's code touched; a
+/// smaller cache is flushed and refilled as the guest runs, which costs time once the guest's
+/// hot code no longer fits. The sweep in BENCHMARKS.md (`make bench ONLY=tbcache`) found no
+/// boot time lost down to 8 MiB on the test guests, and 18–28 MiB of memory saved per VM below
+/// 32 MiB; 16 keeps a margin for guests whose boot runs more code.
+pub const DEFAULT_TB_CACHE_MIB: u32 = 16;
+
+/// Where the node's administrator sets the cache's size (`VIRTSHIM_TCG_TB_CACHE_MIB` in
+/// containerd's environment wins); `0` keeps QEMU's default.
+pub const TB_CACHE_FILE: &str = "/etc/virtshim/tcg-tb-cache-mib";
+
+/// The translated-code cache for TCG guests: `None` leaves QEMU's default.
+pub fn tb_cache_mib() -> Option<u32> {
+    let configured = std::env::var("VIRTSHIM_TCG_TB_CACHE_MIB")
+        .ok()
+        .or_else(|| std::fs::read_to_string(TB_CACHE_FILE).ok());
+    parse_tb_cache(configured.as_deref())
+}
+
+fn parse_tb_cache(configured: Option<&str>) -> Option<u32> {
+    match configured.map(str::trim) {
+        None => Some(DEFAULT_TB_CACHE_MIB),
+        Some("0") => None,
+        Some(text) => match text.parse::<u32>() {
+            // QEMU refuses less than a MiB; more than the node's memory is the admin's call.
+            Ok(mib) if mib >= 1 => Some(mib),
+            _ => {
+                tracing::warn!(
+                    value = text,
+                    default = DEFAULT_TB_CACHE_MIB,
+                    "the TCG translation cache size is not a number of MiB; using the default"
+                );
+                Some(DEFAULT_TB_CACHE_MIB)
+            }
+        },
+    }
+}
+
 /// The accelerator to use, probing (once per boot) when not forced.
 pub fn choose(run_dir: &Path) -> Accel {
     let forced = std::env::var("VIRTSHIM_ACCEL")
@@ -139,4 +178,18 @@ fn kvm_works(run_dir: &Path) -> bool {
     let _ = child.wait();
     let _ = std::fs::remove_file(&log);
     works
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_translation_cache_is_the_default_unless_the_node_sets_it() {
+        assert_eq!(parse_tb_cache(None), Some(DEFAULT_TB_CACHE_MIB));
+        assert_eq!(parse_tb_cache(Some("64\n")), Some(64));
+        assert_eq!(parse_tb_cache(Some("0")), None);
+        assert_eq!(parse_tb_cache(Some("lots")), Some(DEFAULT_TB_CACHE_MIB));
+        assert_eq!(parse_tb_cache(Some("-5")), Some(DEFAULT_TB_CACHE_MIB));
+    }
 }

@@ -59,6 +59,8 @@ pub struct DomainPlan {
     pub cpu: CpuTopology,
     pub cpu_model: CpuModel,
     pub accel: Accel,
+    /// QEMU's translated-code cache under TCG (`None`: QEMU's default).
+    pub tb_cache_mib: Option<u32>,
     pub machine: String,
     pub acpi: bool,
     pub smm: bool,
@@ -237,6 +239,11 @@ impl DomainPlan {
         if self.smm {
             w.leaf("smm", &[("state", "on")], None);
         }
+        if let (Accel::Tcg, Some(mib)) = (self.accel, self.tb_cache_mib) {
+            w.start("tcg", &[]);
+            w.leaf("tb-cache", &[("unit", "MiB")], Some(&mib.to_string()));
+            w.end();
+        }
         w.end();
 
         let topology = [
@@ -405,6 +412,7 @@ mod tests {
                 .unwrap_or_else(|_| test_topology()),
             cpu_model: CpuModel::HostModel,
             accel: Accel::Tcg,
+            tb_cache_mib: Some(32),
             machine: "q35".into(),
             acpi: true,
             smm: false,
@@ -429,6 +437,25 @@ mod tests {
             panic!()
         };
         virtshim_api::validate::vmi(&vmi).expect("valid").cpu
+    }
+
+    #[test]
+    fn the_translation_cache_is_sized_under_tcg_only() {
+        let mut p = plan();
+        let xml = p.to_xml();
+        let tcg: String = xml
+            .split("<tcg>")
+            .nth(1)
+            .and_then(|rest| rest.split("</tcg>").next())
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(tcg, "<tb-cacheunit=\"MiB\">32</tb-cache>", "{xml}");
+        p.tb_cache_mib = None;
+        assert!(!p.to_xml().contains("<tcg>"));
+        p.tb_cache_mib = Some(32);
+        p.accel = Accel::Kvm;
+        assert!(!p.to_xml().contains("<tcg>"));
     }
 
     #[test]

@@ -279,6 +279,10 @@ pub fn plan(
         cpu: config.cpu,
         cpu_model: config.cpu_model.clone(),
         accel,
+        tb_cache_mib: match accel {
+            Accel::Tcg => crate::accel::tb_cache_mib(),
+            Accel::Kvm => None,
+        },
         machine: config.machine_type.clone(),
         acpi: config.acpi,
         smm: config.smm,

@@ -95,16 +95,36 @@ struct Memory {
     /// QEMU's memory that is not guest RAM: its RSS less the resident part of the guest-RAM
     /// mapping (what the guest has touched).
     qemu_overhead: u64,
+    /// The same, private pages only (USS less the guest RAM's): what one more VM costs the
+    /// node, the libraries' pages being shared by every QEMU.
+    qemu_private_overhead: u64,
+}
+
+impl Memory {
+    fn from_qemu(overhead: QemuOverhead) -> Self {
+        Self {
+            qemu_overhead: overhead.rss,
+            qemu_private_overhead: overhead.private,
+            ..Self::default()
+        }
+    }
+}
+
+/// QEMU's memory beyond its guest's RAM, read from one smaps.
+#[derive(Clone, Copy, Debug)]
+struct QemuOverhead {
+    rss: u64,
+    private: u64,
 }
 
 /// The guest RAM is one anonymous mapping of exactly the guest's size; its resident part is
 /// the RAM the guest has touched, everything else QEMU holds is overhead.
 /// A reading that fails is an error, never a zero printed as a figure.
-fn qemu_overhead_kib(pid: u32, guest_kib: u64) -> Result<u64, String> {
+fn qemu_overhead_kib(pid: u32, guest_kib: u64) -> Result<QemuOverhead, String> {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
         .map_err(|e| format!("reading QEMU's smaps (pid {pid}): {e}"))?;
     let mut size = 0;
-    let mut ram_rss = 0;
+    let (mut ram_rss, mut ram_private, mut private) = (0, 0, 0);
     let mut ram_mappings = 0;
     for line in smaps.lines() {
         let mut words = line.split_whitespace();
@@ -119,6 +139,12 @@ fn qemu_overhead_kib(pid: u32, guest_kib: u64) -> Result<u64, String> {
                 }
             }
             (Some("Rss:"), Some(v)) if size == guest_kib => ram_rss += v,
+            (Some("Private_Clean:" | "Private_Dirty:"), Some(v)) => {
+                private += v;
+                if size == guest_kib {
+                    ram_private += v;
+                }
+            }
             _ => {}
         }
     }
@@ -127,7 +153,10 @@ fn qemu_overhead_kib(pid: u32, guest_kib: u64) -> Result<u64, String> {
             "QEMU (pid {pid}) has no mapping of the guest's {guest_kib} KiB of RAM"
         ));
     }
-    Ok(rss_kib(pid)?.saturating_sub(ram_rss))
+    Ok(QemuOverhead {
+        rss: rss_kib(pid)?.saturating_sub(ram_rss),
+        private: private.saturating_sub(ram_private),
+    })
 }
 
 fn shim_run(
@@ -172,16 +201,18 @@ fn shim_run(
         cri.start_container(&id)
             .map_err(|e| format!("{e}\n{}", containerd.log_tail()))?;
         let seen = wait_in_file(&log, READY_MARKER, started)?;
-        let qemus = vm::qemu_pids(&sandbox_id);
-        if qemus.is_empty() {
-            return Err(format!("no QEMU runs for pod {sandbox_id}"));
-        }
+        let qemu = match vm::qemu_pids(&sandbox_id).as_slice() {
+            [pid] => *pid,
+            other => {
+                return Err(format!(
+                    "expected one QEMU for pod {sandbox_id}, found {other:?}"
+                ))
+            }
+        };
+        // Read when the guest is up: what its boot made QEMU keep.
         let memory = Memory {
-            qemu_rss: qemus
-                .iter()
-                .map(|p| rss_kib(*p))
-                .sum::<Result<u64, String>>()?,
-            ..Memory::default()
+            qemu_rss: rss_kib(qemu)?,
+            ..Memory::from_qemu(qemu_overhead_kib(qemu, GUEST_RAM_KIB)?)
         };
         Ok((seen - started, memory))
     })();
@@ -234,11 +265,24 @@ fn parent_pid(pid: u32) -> Result<u32, String> {
 }
 
 /// One bare QEMU run of the same guest: spawn to marker on the serial port.
-fn bare_run(guest: Guest, images: &Path, scratch: &Path) -> Result<Duration, String> {
+/// Boots `guest` on QEMU alone, as its own command line would; `tb_cache_mib` sizes TCG's
+/// translated-code cache (`None`: QEMU's default).
+fn bare_run(
+    guest: Guest,
+    images: &Path,
+    scratch: &Path,
+    tb_cache_mib: Option<u32>,
+) -> Result<Duration, String> {
     let mut qemu = Command::new("qemu-system-x86_64");
+    let accel = match tb_cache_mib {
+        Some(mib) => format!("tcg,tb-size={mib}"),
+        None => "tcg".to_owned(),
+    };
     qemu.args([
         "-machine",
-        "q35,accel=tcg",
+        "q35",
+        "-accel",
+        &accel,
         "-cpu",
         "qemu64",
         "-m",
@@ -308,6 +352,9 @@ fn bare_run(guest: Guest, images: &Path, scratch: &Path) -> Result<Duration, Str
     let _ = child.wait();
     found.ok_or_else(|| "bare QEMU never printed the marker".into())
 }
+
+/// The guests' RAM (`memory.guest` of the bench's VMIs, `-m` of bare QEMU).
+const GUEST_RAM_KIB: u64 = 256 * 1024;
 
 /// Size of the file both HTTP servers serve.
 const BIG_MIB: usize = 16;
@@ -545,7 +592,7 @@ fn two_vm_memory(cri: &BlockingCri) -> Result<Vec<Memory>, String> {
                 shim_rss: rss_kib(shim)?,
                 shim_private: private_kib(shim)?,
                 qemu_rss: rss_kib(qemu)?,
-                qemu_overhead: qemu_overhead_kib(qemu, 256 * 1024)?,
+                ..Memory::from_qemu(qemu_overhead_kib(qemu, GUEST_RAM_KIB)?)
             });
         }
         Ok(memory)
@@ -555,6 +602,72 @@ fn two_vm_memory(cri: &BlockingCri) -> Result<Vec<Memory>, String> {
         let _ = cri.remove_pod_sandbox(&vm.sandbox_id);
     }
     result
+}
+
+/// The sizes of TCG's translated-code cache the sweep tries, in MiB (`0`: QEMU's default).
+const TB_CACHE_SIZES: [u32; 6] = [0, 128, 64, 32, 16, 8];
+
+/// Boots the kernelBoot guest with each size of TCG's translated-code cache (the shim's node
+/// setting, and the same `tb-size` on bare QEMU): boot time, and QEMU's memory beyond the
+/// guest's RAM when the guest is up. Ratios are to bare QEMU with its default cache, the
+/// reference of the boot figures.
+fn tb_cache_sweep(images: &Path, scratch: &Path, runs: usize) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    let mut reference = None;
+    for size in TB_CACHE_SIZES {
+        let value = size.to_string();
+        let containerd = vm::containerd_with_env(
+            "virtshim-bench-tb",
+            &[("VIRTSHIM_TCG_TB_CACHE_MIB", value.as_str())],
+        )
+        .ok_or("the sweep needs root and containerd")?;
+        let measured = (|| {
+            let cri = containerd.cri().map_err(|e| e.to_string())?;
+            // Warms this containerd's snapshots, as the boot section's warm-up does.
+            shim_run(&containerd, &cri, Guest::KernelBoot, 0)?;
+            let (mut shim, mut bare, mut overhead) = (Vec::new(), Vec::new(), Vec::new());
+            let mut private = Vec::new();
+            for run in 1..=runs {
+                let (t, memory) = shim_run(&containerd, &cri, Guest::KernelBoot, run)?;
+                shim.push(t);
+                overhead.push(memory.qemu_overhead);
+                private.push(memory.qemu_private_overhead);
+                bare.push(bare_run(
+                    Guest::KernelBoot,
+                    images,
+                    scratch,
+                    (size > 0).then_some(size),
+                )?);
+            }
+            overhead.sort();
+            private.sort();
+            Ok::<_, String>((
+                median(shim),
+                median(bare),
+                overhead[overhead.len() / 2],
+                private[private.len() / 2],
+            ))
+        })();
+        let _ = containerd.stop();
+        let (shim, bare, overhead, private) =
+            measured.map_err(|e| format!("tb-cache {size}: {e}"))?;
+        let reference = *reference.get_or_insert(bare);
+        let label = if size == 0 {
+            "QEMU default".to_owned()
+        } else {
+            format!("{size} MiB")
+        };
+        lines.push(format!(
+            "tb-cache {label:>12}  StartContainer→marker {}  ratio {:.2}  bare QEMU same cache {} ({:.2})  QEMU beyond guest RAM {:.1} MiB RSS, {:.1} MiB private  (medians of {runs})",
+            secs(shim),
+            shim.as_secs_f64() / reference.as_secs_f64(),
+            secs(bare),
+            bare.as_secs_f64() / reference.as_secs_f64(),
+            overhead as f64 / 1024.0,
+            private as f64 / 1024.0,
+        ));
+    }
+    Ok(lines)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -573,7 +686,7 @@ fn main() -> std::process::ExitCode {
         .and_then(|n| n.parse().ok())
         .unwrap_or(5)
         .max(1);
-    // `--only boot,memory,network,console,portforward,cluster` runs some sections; all but
+    // `--only boot,memory,tbcache,network,console,portforward,cluster` runs some sections; all but
     // cluster by default (it needs the project's cluster: `make cluster`, KUBECONFIG);
     // cluster-start, cluster-console and cluster-admission run one part of it.
     let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
@@ -616,7 +729,7 @@ fn main() -> std::process::ExitCode {
                     failed = true;
                 }
             }
-            match bare_run(guest, &images, scratch.path()) {
+            match bare_run(guest, &images, scratch.path(), None) {
                 Ok(t) => bare.push(t),
                 Err(e) => {
                     eprintln!("{} bare run {run}: {e}", guest.label());
@@ -676,17 +789,37 @@ fn main() -> std::process::ExitCode {
             mib(shim_rss),
         );
         println!(
-            "per-VM host memory overhead {:.1} MiB (shim private {:.1} + QEMU beyond the guest's RAM {:.1}); KubeVirt ≈ 290 MiB for 1 vCPU/1 GiB",
+            "per-VM host memory overhead {:.1} MiB (shim private {:.1} + QEMU beyond the guest's RAM {:.1}, RSS); KubeVirt ≈ 290 MiB for 1 vCPU/1 GiB",
             mib(total),
             mib(private),
             mib(overhead),
         );
+        if let (Some(qemu_private), Some(total_private)) = (
+            median_kib(|m| m.qemu_private_overhead, true),
+            median_kib(|m| m.shim_private + m.qemu_private_overhead, true),
+        ) {
+            println!(
+                "per-VM host memory, private pages only {:.1} MiB (shim {:.1} + QEMU beyond the guest's RAM {:.1}): what one more VM costs, libraries being shared",
+                mib(total_private),
+                mib(private),
+                mib(qemu_private),
+            );
+        }
     }
     if let Some(qemu) = median_kib(|m| m.qemu_rss, false) {
         println!(
             "QEMU RSS {:.1} MiB for 256 MiB of guest RAM (TCG), for the record",
             mib(qemu)
         );
+    }
+    if want("tbcache") {
+        match tb_cache_sweep(&images, scratch.path(), runs) {
+            Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+            Err(e) => {
+                eprintln!("tb-cache sweep: {e}");
+                failed = true;
+            }
+        }
     }
     if want("network") {
         match network_throughput(&containerd, &cri) {
