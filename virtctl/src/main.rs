@@ -2,11 +2,13 @@
 //! unpause, version, expose — through the cluster's `subresources.kubevirt.io` API), plus
 //! `validate` (check KubeVirt YAML offline) and `local` (no cluster).
 //!
-//! One file per verb under `commands/`.
+//! One file per verb under `commands/` (stop and restart, which differ only in their options
+//! body, share `shutdown.rs`).
 
 mod commands;
 
 use clap::{Parser, Subcommand};
+use commands::shutdown::Shutdown;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -39,9 +41,9 @@ enum Command {
     /// Start a VirtualMachine.
     Start(commands::start::Args),
     /// Stop a VirtualMachine.
-    Stop(commands::stop::Args),
+    Stop(commands::shutdown::Args),
     /// Restart a VirtualMachine.
-    Restart(commands::restart::Args),
+    Restart(commands::shutdown::Args),
     /// Pause a VirtualMachine's instance: `pause vm|vmi NAME`.
     Pause(commands::pause::Args),
     /// Unpause a VirtualMachine's instance: `unpause vm|vmi NAME`.
@@ -61,8 +63,8 @@ fn main() -> ExitCode {
         Command::Vnc(args) => commands::vnc::run(&args, &cli.cluster),
         Command::PortForward(args) => commands::port_forward::run(&args, &cli.cluster),
         Command::Start(args) => commands::start::run(&args, &cli.cluster),
-        Command::Stop(args) => commands::stop::run(&args, &cli.cluster),
-        Command::Restart(args) => commands::restart::run(&args, &cli.cluster),
+        Command::Stop(args) => commands::shutdown::run(Shutdown::Stop, &args, &cli.cluster),
+        Command::Restart(args) => commands::shutdown::run(Shutdown::Restart, &args, &cli.cluster),
         Command::Pause(args) => commands::pause::run(&args, &cli.cluster),
         Command::Unpause(args) => commands::unpause::run(&args, &cli.cluster),
         Command::Version(args) => commands::version::run(&args, &cli.cluster),
