@@ -117,17 +117,50 @@ pub fn ready_ip(pod: &Pod) -> Option<IpAddr> {
     status.pod_ip.as_deref()?.parse().ok()
 }
 
+/// Reads one namespaced object of kind `K`.
+async fn get<K>(client: kube::Client, namespace: &str, name: &str) -> Result<Option<K>, kube::Error>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(client, namespace).get_opt(name).await
+}
+
+/// A JSON patch (RFC 6902) to one namespaced object of kind `K`, or to its status.
+async fn patch<K>(
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+    part: Part,
+    patch: json_patch::Patch,
+    dry_run: bool,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api = Api::<K>::namespaced(client, namespace);
+    let params = patch_params(dry_run);
+    let patch = Patch::<()>::Json(patch);
+    match part {
+        Part::Main => api.patch(name, &params, &patch).await.map(|_| ()),
+        Part::Status => api.patch_status(name, &params, &patch).await.map(|_| ()),
+    }
+}
+
 impl Backend for KubeBackend {
     fn get_vm<'a>(
         &'a self,
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<VirtualMachine>, kube::Error>> {
-        Box::pin(async move {
-            Api::<VirtualMachine>::namespaced(self.client.clone(), namespace)
-                .get_opt(name)
-                .await
-        })
+        Box::pin(get(self.client.clone(), namespace, name))
     }
 
     fn get_vmi<'a>(
@@ -135,11 +168,7 @@ impl Backend for KubeBackend {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<VirtualMachineInstance>, kube::Error>> {
-        Box::pin(async move {
-            Api::<VirtualMachineInstance>::namespaced(self.client.clone(), namespace)
-                .get_opt(name)
-                .await
-        })
+        Box::pin(get(self.client.clone(), namespace, name))
     }
 
     fn patch_vm<'a>(
@@ -147,18 +176,17 @@ impl Backend for KubeBackend {
         namespace: &'a str,
         name: &'a str,
         part: Part,
-        patch: json_patch::Patch,
+        json: json_patch::Patch,
         dry_run: bool,
     ) -> BoxFuture<'a, Result<(), kube::Error>> {
-        Box::pin(async move {
-            let api = Api::<VirtualMachine>::namespaced(self.client.clone(), namespace);
-            let params = patch_params(dry_run);
-            let patch = Patch::<()>::Json(patch);
-            match part {
-                Part::Main => api.patch(name, &params, &patch).await.map(|_| ()),
-                Part::Status => api.patch_status(name, &params, &patch).await.map(|_| ()),
-            }
-        })
+        Box::pin(patch::<VirtualMachine>(
+            self.client.clone(),
+            namespace,
+            name,
+            part,
+            json,
+            dry_run,
+        ))
     }
 
     fn patch_vmi<'a>(
@@ -166,18 +194,17 @@ impl Backend for KubeBackend {
         namespace: &'a str,
         name: &'a str,
         part: Part,
-        patch: json_patch::Patch,
+        json: json_patch::Patch,
         dry_run: bool,
     ) -> BoxFuture<'a, Result<(), kube::Error>> {
-        Box::pin(async move {
-            let api = Api::<VirtualMachineInstance>::namespaced(self.client.clone(), namespace);
-            let params = patch_params(dry_run);
-            let patch = Patch::<()>::Json(patch);
-            match part {
-                Part::Main => api.patch(name, &params, &patch).await.map(|_| ()),
-                Part::Status => api.patch_status(name, &params, &patch).await.map(|_| ()),
-            }
-        })
+        Box::pin(patch::<VirtualMachineInstance>(
+            self.client.clone(),
+            namespace,
+            name,
+            part,
+            json,
+            dry_run,
+        ))
     }
 
     fn review(
