@@ -241,7 +241,7 @@ pub const COMPUTE_ID: &str = "9f3c0d1e2b4a59687766554433221100ffeeddccbbaa998877
 pub const STORAGE_ROOT: &str = "/srv/hpvolumes";
 
 /// containerd's default capability set, as its specs list it.
-const DEFAULT_CAPS: [&str; 14] = [
+pub const DEFAULT_CAPS: [&str; 14] = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",

@@ -507,26 +507,9 @@ pub fn check_id(id: &str) -> Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    // containerd's default capability set and the pod the fuzzer's seeds are of.
+    use crate::seeds::{DEFAULT_CAPS, OWN_ID as SANDBOX, POD_UID as UID};
     use serde_json::{json, Value};
-
-    const SANDBOX: &str = "c76a1477bb6fc06c12fd3b7bced593567b6983c7113976a575b51b94997fffb0";
-    const UID: &str = "b2a1f0e6-8234-4da0-b263-7ae159094e84";
-    const DEFAULT_CAPS: [&str; 14] = [
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE",
-    ];
 
     /// The shape of containerd 1.6's spec for a pod's container, as seen on a node (trimmed).
     fn compute_spec() -> Value {

@@ -19,3 +19,11 @@ pub mod rootfs;
 pub mod service;
 pub mod state;
 pub mod vm;
+
+/// The shapes of containerd's bundles for a virtshim pod (and the fuzzers' seeds), shared with
+/// the unit tests so that one description of them serves the fuzzer, the bundle reader's tests
+/// and the pod's.
+#[cfg(test)]
+#[path = "../../fuzz/src/seeds.rs"]
+#[allow(dead_code)]
+mod seeds;

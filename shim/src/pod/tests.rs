@@ -11,10 +11,7 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use std::sync::mpsc;
 
-/// containerd's bundles for a virtshim pod, shared with the bundle fuzzer's seeds.
-#[path = "../../../fuzz/src/seeds.rs"]
-#[allow(dead_code)]
-mod seeds;
+use crate::seeds;
 
 const SANDBOX: &str = seeds::OWN_ID;
 const COMPUTE: &str = seeds::COMPUTE_ID;
