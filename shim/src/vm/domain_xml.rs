@@ -160,6 +160,7 @@ fn device_name(prefix: &str, index: usize) -> String {
 }
 
 impl DomainPlan {
+    /// The domain, element by element as libvirt's schema orders them.
     pub fn to_xml(&self) -> String {
         let mut w = Writer::new();
         let domain_type = match self.accel {
@@ -179,7 +180,27 @@ impl DomainPlan {
             &[("placement", "static")],
             Some(&self.cpu.vcpus().to_string()),
         );
+        self.sysinfo(&mut w);
+        self.os(&mut w);
+        self.features(&mut w);
+        self.cpu(&mut w);
+        self.lifecycle(&mut w);
+        w.start("devices", &[]);
+        w.leaf("emulator", &[], Some(&self.emulator));
+        self.controllers(&mut w);
+        self.disks(&mut w);
+        self.interfaces(&mut w);
+        self.serial_console(&mut w);
+        self.display(&mut w);
+        self.rng(&mut w);
+        w.leaf("memballoon", &[("model", "none")], None);
+        w.end();
+        w.end();
+        w.out
+    }
 
+    /// `<sysinfo>`: the SMBIOS tables KubeVirt gives its guests.
+    fn sysinfo(&self, w: &mut Writer) {
         w.start("sysinfo", &[("type", "smbios")])
             .start("system", &[]);
         w.leaf("entry", &[("name", "manufacturer")], Some("KubeVirt"));
@@ -190,7 +211,10 @@ impl DomainPlan {
             w.leaf("entry", &[("name", "serial")], Some(serial));
         }
         w.end().end();
+    }
 
+    /// `<os>`: firmware (BIOS or UEFI, by features), machine type, kernel boot.
+    fn os(&self, w: &mut Writer) {
         match &self.bootloader {
             Bootloader::Efi { .. } => w.start("os", &[("firmware", "efi")]),
             Bootloader::Bios { .. } => w.start("os", &[]),
@@ -231,7 +255,10 @@ impl DomainPlan {
             }
         }
         w.end();
+    }
 
+    /// `<features>`: ACPI, SMM, and TCG's translated-code cache.
+    fn features(&self, w: &mut Writer) {
         w.start("features", &[]);
         if self.acpi {
             w.leaf("acpi", &[], None);
@@ -245,7 +272,10 @@ impl DomainPlan {
             w.end();
         }
         w.end();
+    }
 
+    /// `<cpu>`: the model (no host CPU to copy under TCG) and the topology.
+    fn cpu(&self, w: &mut Writer) {
         let topology = [
             ("sockets", self.cpu.sockets().to_string()),
             ("dies", "1".to_owned()),
@@ -276,16 +306,18 @@ impl DomainPlan {
         };
         w.leaf("topology", &topology, None);
         w.end();
+    }
 
+    /// The clock and what power-off, reboot and crash do.
+    fn lifecycle(&self, w: &mut Writer) {
         w.leaf("clock", &[("offset", "utc")], None);
         w.leaf("on_poweroff", &[], Some("destroy"));
         w.leaf("on_reboot", &[], Some("restart"));
         w.leaf("on_crash", &[], Some("destroy"));
+    }
 
-        w.start("devices", &[]);
-        w.leaf("emulator", &[], Some(&self.emulator));
-        let (mut vd, mut sd) = (0, 0);
-        let any_boot_order = self.disks.iter().any(|d| d.boot_order.is_some());
+    /// USB (none unless a disk needs it) and virtio-scsi when a disk is on SCSI.
+    fn controllers(&self, w: &mut Writer) {
         // Without this line libvirt adds a USB controller by default, which costs the guest
         // 0.1–0.2 s of boot under TCG; KubeVirt also leaves USB out unless a device needs it.
         if self.disks.iter().any(|d| d.bus == DiskBus::Usb) {
@@ -308,6 +340,12 @@ impl DomainPlan {
                 None,
             );
         }
+    }
+
+    /// `<disk>`s, named `vdX`/`sdX` per bus in order, the first booting unless boot orders say.
+    fn disks(&self, w: &mut Writer) {
+        let (mut vd, mut sd) = (0, 0);
+        let any_boot_order = self.disks.iter().any(|d| d.boot_order.is_some());
         for (i, disk) in self.disks.iter().enumerate() {
             let dev = if disk.bus == DiskBus::Virtio {
                 vd += 1;
@@ -356,6 +394,10 @@ impl DomainPlan {
             w.leaf("alias", &[("name", &format!("ua-{}", disk.name))], None);
             w.end();
         }
+    }
+
+    /// `<interface>`s on bridges of the pod's namespace.
+    fn interfaces(&self, w: &mut Writer) {
         for nic in &self.nics {
             w.start("interface", &[("type", "bridge")]);
             w.leaf("source", &[("bridge", &nic.bridge)], None);
@@ -365,6 +407,10 @@ impl DomainPlan {
             w.leaf("alias", &[("name", &format!("ua-{}", nic.name))], None);
             w.end();
         }
+    }
+
+    /// The serial port and its console, on a unix socket the shim serves.
+    fn serial_console(&self, w: &mut Writer) {
         if let Some(socket) = &self.serial_socket {
             w.start("serial", &[("type", "unix")]);
             w.leaf("source", &[("mode", "bind"), ("path", socket)], None);
@@ -375,6 +421,10 @@ impl DomainPlan {
             w.leaf("target", &[("type", "serial"), ("port", "0")], None);
             w.end();
         }
+    }
+
+    /// VNC on a unix socket, with a VGA card.
+    fn display(&self, w: &mut Writer) {
         if let Some(socket) = &self.vnc_socket {
             w.leaf("graphics", &[("type", "vnc"), ("socket", socket)], None);
             w.start("video", &[])
@@ -385,15 +435,15 @@ impl DomainPlan {
                 )
                 .end();
         }
+    }
+
+    /// virtio-rng from the host's /dev/urandom.
+    fn rng(&self, w: &mut Writer) {
         if self.rng {
             w.start("rng", &[("model", "virtio")])
                 .leaf("backend", &[("model", "random")], Some("/dev/urandom"))
                 .end();
         }
-        w.leaf("memballoon", &[("model", "none")], None);
-        w.end();
-        w.end();
-        w.out
     }
 }
 
