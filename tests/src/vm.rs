@@ -432,6 +432,19 @@ pub fn assert_confined(pid: u32, sandbox_id: &str) -> u32 {
     uids[0]
 }
 
+/// The CRI config of a plan's compute container (the pod's last), as the kubelet would send it.
+pub fn compute_config(
+    plan: &virtctl::local::Plan,
+) -> Result<virtctl::cri::api::ContainerConfig, String> {
+    let compute = plan
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.containers.last())
+        .ok_or("the pod has no containers")?;
+    virtctl::local::container_config(plan, compute).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,16 +35,7 @@ fn refused(
     let cri = containerd.cri().unwrap();
     let plan = base_plan();
     let mut sandbox = local::sandbox_config(&plan);
-    let compute = plan
-        .pod
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers
-        .last()
-        .unwrap()
-        .clone();
-    let mut config = local::container_config(&plan, &compute).unwrap();
+    let mut config = vm::compute_config(&plan).unwrap();
     config.image = Some(virtctl::cri::image_spec(image));
     for annotations in [&mut sandbox.annotations, &mut config.annotations] {
         match &annotation {
@@ -295,16 +286,7 @@ fn refused_host_access(
     let cri = containerd.cri().unwrap();
     let plan = base_plan();
     let mut sandbox = local::sandbox_config(&plan);
-    let compute = plan
-        .pod
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers
-        .last()
-        .unwrap()
-        .clone();
-    let mut config = local::container_config(&plan, &compute).unwrap();
+    let mut config = vm::compute_config(&plan).unwrap();
     edit(&mut sandbox, &mut config);
     std::fs::create_dir_all(&sandbox.log_directory).unwrap();
     let before = host_network();

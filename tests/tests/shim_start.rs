@@ -62,16 +62,7 @@ fn a_held_up_start_answers_state_and_yields_to_kill() {
     std::fs::create_dir_all(&sandbox.log_directory).unwrap();
     let cri = containerd.cri().unwrap();
     let sandbox_id = cri.run_pod_sandbox(sandbox.clone(), "virtshim").unwrap();
-    let compute = plan
-        .pod
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers
-        .last()
-        .unwrap()
-        .clone();
-    let config = local::container_config(&plan, &compute).unwrap();
+    let config = vm::compute_config(&plan).unwrap();
     let id = cri.create_container(&sandbox_id, config, sandbox).unwrap();
 
     // StartContainer waits at the gate.

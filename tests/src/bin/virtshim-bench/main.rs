@@ -183,16 +183,7 @@ fn shim_run(
         .run_pod_sandbox(sandbox.clone(), "virtshim")
         .map_err(|e| e.to_string())?;
     let result = (|| {
-        let compute = plan
-            .pod
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers
-            .last()
-            .unwrap()
-            .clone();
-        let config = local::container_config(&plan, &compute).map_err(|e| e.to_string())?;
+        let config = vm::compute_config(&plan)?;
         let id = cri
             .create_container(&sandbox_id, config, sandbox.clone())
             .map_err(|e| e.to_string())?;
