@@ -17,12 +17,13 @@
 //! - [`subresources`]: the aggregated `subresources.kubevirt.io` API (console, VNC, start, stop,
 //!   restart, pause, unpause), proxied to the handlers for the streams.
 //! - [`error`]: the reconcilers' error type.
-//! - [`https`]: accepting and TLS handshakes shared by the webhook and subresource servers.
+//!
+//! Every server here (webhooks, subresource API, metrics) is an axum router served by
+//! `virtshim_http`, the project's one HTTP stack.
 
 pub mod admission;
 pub mod decide;
 pub mod error;
-pub mod https;
 pub mod leader;
 pub mod observability;
 pub mod observed;

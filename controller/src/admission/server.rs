@@ -1,44 +1,34 @@
-//! The HTTPS server the apiserver calls: one POST path per webhook (see [`super::webhooks`]),
+//! The HTTPS server the apiserver calls: one POST route per webhook (see [`super::webhooks`]),
 //! TLS from a [`CertResolver`] so a renewed certificate is served without a restart.
 //!
-//! HTTP/1.1 over rustls (ring). Bodies are capped at [`MAX_REVIEW_BYTES`]; handshakes and
-//! request headers have deadlines; reviews run on the blocking pool, so a large object does not
-//! stall other connections and a panic in one answers 500 instead of taking the server down.
+//! Served by the project's one HTTP stack ([`virtshim_http`]: deadlines, logging, graceful
+//! shutdown). Bodies are capped at [`MAX_REVIEW_BYTES`]; reviews run on the blocking pool, so a
+//! large object does not stall other connections and a panic in one answers 500 instead of
+//! taking the server down. Every answer the apiserver can read is an AdmissionReview.
 
 use super::certs::CertResolver;
 use super::review::{self, Action, AdmissionResponse, MAX_REVIEW_BYTES};
-use super::webhooks::action_for_path;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use super::webhooks::HOOKS;
+use axum::body::{Body, Bytes};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+use virtshim_http::body::{read_limited, BodyError};
+use virtshim_http::Tls;
 
-use crate::https::HEADER_TIMEOUT;
-/// On shutdown, requests in flight get this long to finish.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub use virtshim_http::serve::SHUTDOWN_GRACE;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("binding {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("reading the bound address: {0}")]
-    LocalAddr(#[source] std::io::Error),
+    #[error(transparent)]
+    Serve(#[from] virtshim_http::ServeError),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
 }
@@ -46,19 +36,18 @@ pub enum ServerError {
 /// A bound, not yet serving, webhook server (bind first to learn an ephemeral port).
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    inner: virtshim_http::Server,
 }
 
 impl Server {
     pub async fn bind(addr: SocketAddr) -> Result<Self, ServerError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
-        Ok(Self { listener })
+        Ok(Self {
+            inner: virtshim_http::Server::bind(addr, "webhook").await?,
+        })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
-        self.listener.local_addr().map_err(ServerError::LocalAddr)
+        Ok(self.inner.local_addr()?)
     }
 
     /// Serves until `shutdown` completes, then lets requests in flight finish (up to
@@ -68,36 +57,8 @@ impl Server {
         certs: Arc<CertResolver>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
-        let acceptor = TlsAcceptor::from(Arc::new(tls_config(certs)?));
-        let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                (tcp, peer) = crate::https::accept(&self.listener, "webhook") => {
-                    let acceptor = acceptor.clone();
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        let Some(tls) = crate::https::handshake(&acceptor, tcp, peer, "webhook").await else {
-                            return;
-                        };
-                        let connection = hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_TIMEOUT)
-                            .serve_connection(TokioIo::new(tls), service_fn(handle));
-                        if let Err(e) = watcher.watch(connection).await {
-                            tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
-                        }
-                    });
-                }
-            }
-        }
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("webhook connections still open after the shutdown grace period");
-        }
+        let tls = Tls::Fixed(Arc::new(tls_config(certs)?));
+        self.inner.serve(router(), tls, shutdown).await;
         Ok(())
     }
 }
@@ -122,21 +83,39 @@ pub fn tls_config(certs: Arc<CertResolver>) -> Result<rustls::ServerConfig, Serv
     Ok(config)
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
+/// One POST route per webhook; anything else is answered in plain text.
+fn router() -> Router {
+    let mut router = Router::new();
+    for hook in HOOKS {
+        let action = hook.action;
+        router = router.route(
+            hook.path,
+            post(move |headers: HeaderMap, body: Body| review_request(action, headers, body))
+                .fallback(|| async {
+                    text(StatusCode::METHOD_NOT_ALLOWED, "webhooks accept POST only\n".to_owned())
+                }),
+        );
+    }
+    router.fallback(|uri: axum::http::Uri| async move {
+        text(StatusCode::NOT_FOUND, format!("no webhook at {}\n", uri.path()))
+    })
 }
 
-fn review_reply(status: StatusCode, response: &AdmissionResponse) -> Response<Full<Bytes>> {
-    reply(status, "application/json", response.to_review_bytes())
+fn text(status: StatusCode, body: String) -> Response {
+    (status, [(CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn review_reply(status: StatusCode, response: &AdmissionResponse) -> Response {
+    (
+        status,
+        [(CONTENT_TYPE, "application/json")],
+        response.to_review_bytes(),
+    )
+        .into_response()
 }
 
 /// A denial with no uid, for requests that never became a review.
-fn refusal(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+fn refusal(status: StatusCode, message: String) -> Response {
     let response = AdmissionResponse {
         uid: String::new(),
         decision: review::Decision::Deny(Box::new(Status {
@@ -150,57 +129,18 @@ fn refusal(status: StatusCode, message: String) -> Response<Full<Bytes>> {
     review_reply(status, &response)
 }
 
-async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let path = request.uri().path().to_owned();
-    let Some(action) = action_for_path(&path) else {
-        return Ok(reply(
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            format!("no webhook at {path}\n").into_bytes(),
-        ));
-    };
-    if request.method() != Method::POST {
-        return Ok(reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            b"webhooks accept POST only\n".to_vec(),
-        ));
-    }
-    let declared = request
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_REVIEW_BYTES as u64) {
-        return Ok(refusal(
+async fn review_request(action: Action, headers: HeaderMap, body: Body) -> Response {
+    match read_limited(&headers, body, MAX_REVIEW_BYTES).await {
+        Ok(body) => answer(action, body).await,
+        Err(BodyError::TooLarge { .. }) => refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the admission review is larger than the {MAX_REVIEW_BYTES} bytes accepted"),
-        ));
+        ),
+        Err(e) => refusal(StatusCode::BAD_REQUEST, e.to_string()),
     }
-    let body = match Limited::new(request.into_body(), MAX_REVIEW_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Ok(refusal(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the admission review is larger than the {MAX_REVIEW_BYTES} bytes accepted"
-                ),
-            ));
-        }
-        Err(e) => {
-            return Ok(refusal(
-                StatusCode::BAD_REQUEST,
-                format!("reading the request body: {e}"),
-            ))
-        }
-    };
-    Ok(answer(action, body).await)
 }
 
-async fn answer(action: Action, body: Bytes) -> Response<Full<Bytes>> {
+async fn answer(action: Action, body: Bytes) -> Response {
     match tokio::task::spawn_blocking(move || review::review(action, &body)).await {
         Ok(Ok(response)) => {
             tracing::debug!(uid = %response.uid, allowed = response.allowed(), ?action, "admission review");

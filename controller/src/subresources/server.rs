@@ -3,53 +3,44 @@
 //! the request-header CA (swapped when the ConfigMap changes); then route, authenticate,
 //! authorize, act.
 //!
-//! HTTP/1.1 only (the aggregator proxies WebSocket upgrades over it). Handshakes and request
-//! headers have deadlines; bodies are capped at [`options::MAX_BODY_BYTES`].
+//! Served by the project's one HTTP stack ([`virtshim_http`]: HTTP/1.1, over which the
+//! aggregator proxies WebSocket upgrades; deadlines, logging, graceful shutdown). The route
+//! table is KubeVirt's and lives in [`routes`], a pure parse of method and path into a
+//! validated [`Route`] (names checked before they reach a handler URL or a log line), so the
+//! axum router hands every request to it. Bodies are capped at [`options::MAX_BODY_BYTES`].
 
 use super::actions;
 use super::authn::{self, RequestHeaderConfig};
 use super::authz;
 use super::backend::Backend;
 use super::discovery;
-use super::handler::{handler_path, Dialer, Endpoint, PLAIN_PROTOCOL};
+use super::handler::{handler_path, Dialer, Endpoint};
 use super::options;
 use super::routes::{self, Action, Route, RouteError, Target};
 use super::status::ApiError;
 use super::vmi_checks;
 use super::websocket;
 use crate::admission::certs::CertResolver;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, UPGRADE};
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use axum::body::Bytes;
+use axum::extract::{Extension, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
 use rustls::pki_types::CertificateDer;
 use rustls::ServerConfig;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
-
-use crate::https::HEADER_TIMEOUT;
-
-type Body = Full<Bytes>;
+use virtshim_http::body::{read_limited, BodyError};
+use virtshim_http::websocket::PlainUpgrade;
+use virtshim_http::{Peer, Sessions, Tls, TlsConfigSource};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("binding {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("reading the bound address: {0}")]
-    LocalAddr(#[source] std::io::Error),
+    #[error(transparent)]
+    Serve(#[from] virtshim_http::ServeError),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
     #[error("request-header configuration: {0}")]
@@ -116,78 +107,45 @@ impl Shared {
         Ok(())
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.tls.read().unwrap_or_else(|e| e.into_inner()).clone())
+}
+
+impl TlsConfigSource for Shared {
+    fn server_config(&self) -> Arc<ServerConfig> {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
 /// A bound, not yet serving, server (bind first to learn an ephemeral port).
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    inner: virtshim_http::Server,
 }
 
 impl Server {
     pub async fn bind(addr: SocketAddr) -> Result<Self, ServerError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
-        Ok(Self { listener })
+        Ok(Self {
+            inner: virtshim_http::Server::bind(addr, "subresource API").await?,
+        })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
-        self.listener.local_addr().map_err(ServerError::LocalAddr)
+        Ok(self.inner.local_addr()?)
     }
 
-    /// Serves until `shutdown` completes; connections still open then (consoles) end with the
-    /// process.
+    /// Serves until `shutdown` completes; requests in flight then get the stack's grace
+    /// period, and open consoles end.
     pub async fn run(self, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                (tcp, peer) = crate::https::accept(&self.listener, "subresource API") => {
-                    let acceptor = shared.acceptor();
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        let Some(tls) = crate::https::handshake(&acceptor, tcp, peer, "subresource API").await else {
-                            return;
-                        };
-                        let client_chain: Option<Arc<Vec<CertificateDer<'static>>>> = tls
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .map(|c| Arc::new(c.to_vec()));
-                        let service = service_fn(move |request| {
-                            let shared = shared.clone();
-                            let chain = client_chain.clone();
-                            async move { Ok::<_, Infallible>(handle(shared, chain, request).await) }
-                        });
-                        let connection = hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_TIMEOUT)
-                            .serve_connection(TokioIo::new(tls), service)
-                            .with_upgrades();
-                        if let Err(e) = connection.await {
-                            tracing::debug!(%peer, error = %e, "subresource API connection ended with an error");
-                        }
-                    });
-                }
-            }
-        }
+        let tls = Tls::Reloading(shared.clone());
+        let router = Router::new().fallback(handle).with_state(shared);
+        self.inner.serve(router, tls, shutdown).await;
     }
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
+fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {
+    (status, [(CONTENT_TYPE, content_type)], body).into_response()
 }
 
-fn json(value: &serde_json::Value) -> Response<Body> {
+fn json(value: &serde_json::Value) -> Response {
     reply(
         StatusCode::OK,
         "application/json",
@@ -195,27 +153,32 @@ fn json(value: &serde_json::Value) -> Response<Body> {
     )
 }
 
-fn refusal(error: &ApiError) -> Response<Body> {
-    reply(
-        StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        "application/json",
-        error.body(),
-    )
+/// The one place an [`ApiError`] becomes an answer: a Kubernetes `Status`, as `virtctl` and
+/// kubectl read it.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        reply(
+            StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "application/json",
+            self.body(),
+        )
+    }
 }
 
 /// Answers one request.
 pub async fn handle(
-    shared: Arc<Shared>,
-    client_chain: Option<Arc<Vec<CertificateDer<'static>>>>,
-    request: Request<Incoming>,
-) -> Response<Body> {
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    Extension(sessions): Extension<Sessions>,
+    request: Request,
+) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    match answer(&shared, client_chain.as_deref().map(Vec::as_slice), request).await {
+    match answer(&shared, peer.certificates.as_deref(), &sessions, request).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%method, %path, code = error.code, message = %error.message, "subresource request refused");
-            refusal(&error)
+            error.into_response()
         }
     }
 }
@@ -223,8 +186,9 @@ pub async fn handle(
 async fn answer(
     shared: &Arc<Shared>,
     client_chain: Option<&[CertificateDer<'static>]>,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+    sessions: &Sessions,
+    request: Request,
+) -> Result<Response, ApiError> {
     let route = routes::route(request.method(), request.uri().path()).map_err(|e| match e {
         RouteError::NotFound => ApiError::no_route(e.to_string()),
         RouteError::MethodNotAllowed { .. } => ApiError::method_not_allowed(e.to_string()),
@@ -267,7 +231,7 @@ async fn answer(
             Ok(reply(StatusCode::OK, "application/json", Vec::new()))
         }
         Action::Console | Action::Vnc | Action::PortForward | Action::VmPortForward => {
-            stream(shared, target, request).await
+            stream(shared, sessions, target, request).await
         }
     }
 }
@@ -276,15 +240,14 @@ fn no_handlers() -> ApiError {
     ApiError::unavailable("this server reaches no virtshim-handler")
 }
 
-async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
-    let limit = options::MAX_BODY_BYTES;
-    match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::too_large(limit)),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "reading the request body: {e}"
-        ))),
-    }
+async fn read_body(request: Request) -> Result<Bytes, ApiError> {
+    let (parts, body) = request.into_parts();
+    read_limited(&parts.headers, body, options::MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge { limit } => ApiError::too_large(limit),
+            BodyError::Read(_) => ApiError::bad_request(e.to_string()),
+        })
 }
 
 /// Console, VNC or a forwarded port (of a VMI, or of a VM's VMI, which has the VM's name): the
@@ -293,10 +256,11 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
 /// two are relayed.
 async fn stream(
     shared: &Arc<Shared>,
+    sessions: &Sessions,
     target: Target,
-    mut request: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    let accept = websocket::accept_key(request.headers())?;
+    mut request: Request,
+) -> Result<Response, ApiError> {
+    let upgrade = PlainUpgrade::check(&mut request).map_err(websocket::refused_upgrade)?;
     let vmi = if target.action == Action::VmPortForward {
         actions::vm_vmi(shared.backend.as_ref(), &target).await?
     } else {
@@ -325,34 +289,10 @@ async fn stream(
             &handler_path(endpoint, &target.namespace, &target.name, &uid),
         )
         .await?;
-    let on_upgrade = hyper::upgrade::on(&mut request);
     let (namespace, name, action) = (target.namespace, target.name, target.action);
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => {
-                tracing::info!(%namespace, vmi = %name, error = %e, "WebSocket upgrade failed");
-                return;
-            }
-        };
-        let client =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+    Ok(upgrade.accept(sessions, move |client| async move {
         tracing::info!(%namespace, vmi = %name, ?action, "stream opened");
         let ended = websocket::relay(client, handler).await;
         tracing::info!(%namespace, vmi = %name, ?action, ?ended, "stream closed");
-    });
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(
-        "Sec-WebSocket-Accept",
-        HeaderValue::from_str(&accept).map_err(ApiError::internal)?,
-    );
-    headers.insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(PLAIN_PROTOCOL),
-    );
-    Ok(response)
+    }))
 }

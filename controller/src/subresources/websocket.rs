@@ -19,17 +19,10 @@ fn handler_lost() -> Message {
     }))
 }
 
-/// Checks an upgrade request (version 13, offering `plain.kubevirt.io`) and computes its
-/// `Sec-WebSocket-Accept` (the same check the handler makes: `virtshim_wire::websocket`).
-pub fn accept_key(headers: &hyper::HeaderMap) -> Result<String, ApiError> {
-    virtshim_wire::websocket::accept_plain_upgrade(|name| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect()
-    })
-    .map_err(|e| ApiError::bad_request(e.to_string()))
+/// An upgrade request that is not KubeVirt's WebSocket (the same check the handler makes:
+/// `virtshim_wire::websocket`) is a bad request.
+pub fn refused_upgrade(error: virtshim_http::websocket::UpgradeError) -> ApiError {
+    ApiError::bad_request(error.to_string())
 }
 
 /// How a relay ended.
@@ -101,58 +94,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::{HeaderName, HeaderValue};
     use tokio_tungstenite::tungstenite::protocol::Role;
-
-    fn headers(pairs: &[(&str, &str)]) -> hyper::HeaderMap {
-        let mut map = hyper::HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(
-                HeaderName::from_bytes(k.as_bytes()).expect("name"),
-                HeaderValue::from_str(v).expect("value"),
-            );
-        }
-        map
-    }
-
-    #[test]
-    fn upgrade_table() {
-        let good = [
-            ("Upgrade", "websocket"),
-            ("Sec-WebSocket-Version", "13"),
-            (
-                "Sec-WebSocket-Protocol",
-                "base64.binary.k8s.io, plain.kubevirt.io",
-            ),
-            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ];
-        // RFC 6455's example key and answer.
-        assert_eq!(
-            accept_key(&headers(&good)),
-            Ok("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".to_owned())
-        );
-        for drop in 0..good.len() {
-            let partial: Vec<_> = good
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != drop)
-                .map(|(_, h)| *h)
-                .collect();
-            assert_eq!(
-                accept_key(&headers(&partial)).map_err(|e| e.code),
-                Err(400),
-                "without {}",
-                good[drop].0
-            );
-        }
-        let wrong_protocol = [
-            ("Upgrade", "websocket"),
-            ("Sec-WebSocket-Version", "13"),
-            ("Sec-WebSocket-Protocol", "v4.channel.k8s.io"),
-            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ];
-        assert!(accept_key(&headers(&wrong_protocol)).is_err());
-    }
 
     #[tokio::test]
     async fn relay_passes_bytes_both_ways_and_closes() {
