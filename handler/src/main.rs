@@ -92,37 +92,16 @@ async fn main() -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    server::serve(listener, tls, handler, shutdown)
-        .await
-        .context("serving")?;
+    server::serve(listener, virtshim_http::Tls::Reloading(tls), handler, shutdown).await;
     tracing::info!("virtshim-handler stopped");
     Ok(())
 }
 
-/// `/healthz` on plain HTTP: the process is up and serving.
+/// `/healthz` on plain HTTP: the process is up and serving. It never stops on its own: the
+/// process ends with the main server.
 async fn serve_health(listener: tokio::net::TcpListener) {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(
-                |req: hyper::Request<hyper::body::Incoming>| async move {
-                    let (status, body) = if req.uri().path() == "/healthz" {
-                        (hyper::StatusCode::OK, "ok")
-                    } else {
-                        (hyper::StatusCode::NOT_FOUND, "not found")
-                    };
-                    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
-                    *response.status_mut() = status;
-                    Ok::<_, std::convert::Infallible>(response)
-                },
-            );
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                .await;
-        });
-    }
+    let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+    virtshim_http::Server::from_listener(listener, "handler health")
+        .serve(router, virtshim_http::Tls::Plain, std::future::pending())
+        .await;
 }

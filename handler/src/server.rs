@@ -15,26 +15,22 @@
 
 use crate::tasks::{TaskError, Tasks};
 use crate::vms::{LocalVm, LookupError, VmIndex};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONNECTION, UPGRADE};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use axum::extract::{Extension, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::oneshot;
-use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
+use virtshim_http::websocket::PlainUpgrade;
+use virtshim_http::{Sessions, Tls};
 
 pub use virtshim_wire::websocket::PLAIN_PROTOCOL;
-
-type Body = Full<Bytes>;
 
 /// Everything that can go wrong with a request.
 #[derive(Debug, thiserror::Error)]
@@ -74,10 +70,13 @@ impl HandlerError {
     }
 }
 
-fn text(status: StatusCode, body: String) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
+/// A refused request answers its error's code and message in plain text (the controller
+/// passes the message on to `virtctl`).
+impl IntoResponse for HandlerError {
+    fn into_response(self) -> Response {
+        tracing::info!(error = %self, "request refused");
+        (self.status(), format!("{self}\n")).into_response()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,61 +150,13 @@ impl Handler {
             .map_err(HandlerError::from)
     }
 
-    /// Answers one request.
-    pub async fn route(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
-        let uid = query_value(req.uri().query(), "uid");
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let result = match (&method, segments.as_slice()) {
-            (&Method::GET, ["healthz"]) => Ok(text(StatusCode::OK, "ok".into())),
-            (_, ["v1", "namespaces", ns, "virtualmachineinstances", name, sub]) => {
-                let (ns, name) = ((*ns).to_owned(), (*name).to_owned());
-                match (&method, *sub) {
-                    (&Method::GET, "console") => {
-                        self.clone()
-                            .websocket(req, Stream::Console, &ns, &name, uid.as_deref())
-                            .await
-                    }
-                    (&Method::GET, "vnc") => {
-                        self.clone()
-                            .websocket(req, Stream::Vnc, &ns, &name, uid.as_deref())
-                            .await
-                    }
-                    (&Method::PUT, "pause") => self.pause(&ns, &name, uid.as_deref(), true).await,
-                    (&Method::PUT, "unpause") => {
-                        self.pause(&ns, &name, uid.as_deref(), false).await
-                    }
-                    _ => Err(HandlerError::NoRoute(format!("{method} {path}"))),
-                }
-            }
-            (
-                &Method::GET,
-                ["v1", "namespaces", ns, "virtualmachineinstances", name, "portforward", port, protocol],
-            ) => match port_forward_target(port, protocol) {
-                Ok(port) => {
-                    let (ns, name) = ((*ns).to_owned(), (*name).to_owned());
-                    self.clone()
-                        .websocket(req, Stream::Port(port), &ns, &name, uid.as_deref())
-                        .await
-                }
-                Err(e) => Err(e),
-            },
-            _ => Err(HandlerError::NoRoute(format!("{method} {path}"))),
-        };
-        result.unwrap_or_else(|e| {
-            tracing::info!(%method, %path, error = %e, "request refused");
-            text(e.status(), format!("{e}\n"))
-        })
-    }
-
     async fn pause(
         &self,
         namespace: &str,
         name: &str,
         uid: Option<&str>,
         pause: bool,
-    ) -> Result<Response<Body>, HandlerError> {
+    ) -> Result<StatusCode, HandlerError> {
         let vm = self.find(namespace, name, uid).await?;
         if pause {
             self.tasks.pause(&vm.container_id).await?;
@@ -218,19 +169,24 @@ impl Handler {
             paused = pause,
             "VM {}", if pause { "paused" } else { "resumed" }
         );
-        Ok(text(StatusCode::OK, String::new()))
+        Ok(StatusCode::OK)
     }
 
     async fn websocket(
         self: Arc<Self>,
-        mut req: Request<Incoming>,
+        mut req: Request,
+        sessions: &Sessions,
         stream: Stream,
-        namespace: &str,
-        name: &str,
-        uid: Option<&str>,
-    ) -> Result<Response<Body>, HandlerError> {
-        let vm = self.find(namespace, name, uid).await?;
-        let accept = websocket_accept(&req)?;
+        vmi: VmiRef,
+    ) -> Result<Response, HandlerError> {
+        let VmiRef {
+            namespace,
+            name,
+            uid,
+        } = vmi;
+        let vm = self.find(&namespace, &name, uid.as_deref()).await?;
+        let upgrade = PlainUpgrade::check(&mut req)
+            .map_err(|e| HandlerError::BadRequest(e.to_string()))?;
         let vmi = format!("{namespace}/{name}");
         let unavailable = |what: &'static str, message: String| HandlerError::SocketUnavailable {
             what,
@@ -275,7 +231,6 @@ impl Handler {
                 (Connected::Tcp(socket), what)
             }
         };
-        let on_upgrade = hyper::upgrade::on(&mut req);
         let session = self.sessions.fetch_add(1, Ordering::Relaxed);
         let (replace_tx, replaced) = oneshot::channel();
         // A VNC session is never replaced: its sender lives as long as the session does (a
@@ -295,16 +250,7 @@ impl Handler {
         }
         let handler = self.clone();
         let uid = vm.vmi.uid.clone();
-        tokio::spawn(async move {
-            let upgraded = match on_upgrade.await {
-                Ok(upgraded) => upgraded,
-                Err(e) => {
-                    tracing::info!(%vmi, error = %e, "WebSocket upgrade failed");
-                    return;
-                }
-            };
-            let ws =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        Ok(upgrade.accept(sessions, move |ws| async move {
             tracing::info!(%vmi, vmi_uid = %uid, stream = what, session, "session opened");
             let ended = match socket {
                 Connected::Unix(s) => crate::bridge::bridge(ws, s, replaced).await,
@@ -319,137 +265,123 @@ impl Handler {
                     }
                 }
             }
-        });
-        let mut response = Response::new(Full::new(Bytes::new()));
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let headers = response.headers_mut();
-        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-        headers.insert(
-            "Sec-WebSocket-Accept",
-            HeaderValue::from_str(&accept).map_err(|e| HandlerError::BadRequest(e.to_string()))?,
-        );
-        headers.insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static(PLAIN_PROTOCOL),
-        );
-        Ok(response)
+        }))
     }
 }
 
-/// Checks a WebSocket upgrade request (version 13, asking for `plain.kubevirt.io`) and computes
-/// its `Sec-WebSocket-Accept` (the same check the controller makes: `virtshim_wire::websocket`).
-fn websocket_accept(req: &Request<Incoming>) -> Result<String, HandlerError> {
-    virtshim_wire::websocket::accept_plain_upgrade(|name| {
-        req.headers()
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect()
-    })
-    .map_err(|e| HandlerError::BadRequest(e.to_string()))
-}
-
-fn query_value(query: Option<&str>, key: &str) -> Option<String> {
-    query?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.to_owned())
-        .filter(|v| !v.is_empty())
-}
-
-/// Where each connection's TLS configuration comes from.
+/// The VMI a request names: namespace and name from the path, the UID from `?uid=` (the
+/// controller always sends it, so that a VMI recreated under the same name is not reached by
+/// an old session's request).
 #[derive(Clone, Debug)]
-pub enum TlsSource {
-    Fixed(Arc<rustls::ServerConfig>),
-    /// Reloaded from its files when they change.
-    Files(Arc<crate::tls::ReloadingConfig>),
+struct VmiRef {
+    namespace: String,
+    name: String,
+    uid: Option<String>,
 }
 
-impl TlsSource {
-    fn acceptor(&self) -> TlsAcceptor {
-        match self {
-            TlsSource::Fixed(config) => TlsAcceptor::from(config.clone()),
-            TlsSource::Files(reloading) => TlsAcceptor::from(reloading.config()),
+#[derive(Debug, serde::Deserialize)]
+struct UidQuery {
+    uid: Option<String>,
+}
+
+impl VmiRef {
+    fn new((namespace, name): (String, String), query: UidQuery) -> Self {
+        Self {
+            namespace,
+            name,
+            uid: query.uid.filter(|u| !u.is_empty()),
         }
     }
 }
 
-impl From<Arc<rustls::ServerConfig>> for TlsSource {
-    fn from(config: Arc<rustls::ServerConfig>) -> Self {
-        TlsSource::Fixed(config)
-    }
+const VMI_PATH: &str = "/v1/namespaces/{namespace}/virtualmachineinstances/{name}";
+
+/// The handler's routes (the table at the top of this module).
+pub fn router(handler: Arc<Handler>) -> Router {
+    let vmi = |sub: &str| format!("{VMI_PATH}/{sub}");
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(&vmi("console"), get(console))
+        .route(&vmi("vnc"), get(vnc))
+        .route(&vmi("pause"), put(pause))
+        .route(&vmi("unpause"), put(unpause))
+        .route(&vmi("portforward/{port}/{protocol}"), get(port_forward))
+        .fallback(|request: Request| async move {
+            HandlerError::NoRoute(format!("{} {}", request.method(), request.uri().path()))
+        })
+        .with_state(handler)
 }
 
-impl From<Arc<crate::tls::ReloadingConfig>> for TlsSource {
-    fn from(reloading: Arc<crate::tls::ReloadingConfig>) -> Self {
-        TlsSource::Files(reloading)
-    }
+type Named = Path<(String, String)>;
+
+async fn console(
+    State(handler): State<Arc<Handler>>,
+    Extension(sessions): Extension<Sessions>,
+    Path(names): Named,
+    Query(query): Query<UidQuery>,
+    request: Request,
+) -> Result<Response, HandlerError> {
+    let vmi = VmiRef::new(names, query);
+    handler.websocket(request, &sessions, Stream::Console, vmi).await
+}
+
+async fn vnc(
+    State(handler): State<Arc<Handler>>,
+    Extension(sessions): Extension<Sessions>,
+    Path(names): Named,
+    Query(query): Query<UidQuery>,
+    request: Request,
+) -> Result<Response, HandlerError> {
+    let vmi = VmiRef::new(names, query);
+    handler.websocket(request, &sessions, Stream::Vnc, vmi).await
+}
+
+async fn port_forward(
+    State(handler): State<Arc<Handler>>,
+    Extension(sessions): Extension<Sessions>,
+    Path((namespace, name, port, protocol)): Path<(String, String, String, String)>,
+    Query(query): Query<UidQuery>,
+    request: Request,
+) -> Result<Response, HandlerError> {
+    let port = port_forward_target(&port, &protocol)?;
+    let vmi = VmiRef::new((namespace, name), query);
+    handler.websocket(request, &sessions, Stream::Port(port), vmi).await
+}
+
+async fn pause(
+    State(handler): State<Arc<Handler>>,
+    Path(names): Named,
+    Query(query): Query<UidQuery>,
+) -> Result<StatusCode, HandlerError> {
+    let vmi = VmiRef::new(names, query);
+    handler.pause(&vmi.namespace, &vmi.name, vmi.uid.as_deref(), true).await
+}
+
+async fn unpause(
+    State(handler): State<Arc<Handler>>,
+    Path(names): Named,
+    Query(query): Query<UidQuery>,
+) -> Result<StatusCode, HandlerError> {
+    let vmi = VmiRef::new(names, query);
+    handler.pause(&vmi.namespace, &vmi.name, vmi.uid.as_deref(), false).await
 }
 
 /// Serves `handler` on `listener` with `tls` until `shutdown` completes; then every open
 /// connection (and session) is closed too.
 pub async fn serve(
     listener: TcpListener,
-    tls: impl Into<TlsSource>,
+    tls: impl Into<Tls>,
     handler: Arc<Handler>,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let tls: TlsSource = tls.into();
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            _ = &mut shutdown => break,
-            // Reap finished connections so the set does not grow.
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        // Keystrokes are tiny writes: without this, Nagle's algorithm and delayed ACKs add
-        // ~40 ms to a console echo or a handshake.
-        let _ = tcp.set_nodelay(true);
-        let acceptor = tls.acceptor();
-        let handler = handler.clone();
-        connections.spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(tls) => tls,
-                Err(e) => {
-                    tracing::info!(%peer, error = %e, "TLS handshake refused");
-                    return;
-                }
-            };
-            let service = hyper::service::service_fn(move |req| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler.route(req).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service)
-                .with_upgrades()
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended");
-            }
-        });
-    }
-    connections.shutdown().await;
-    Ok(())
+) {
+    virtshim_http::Server::from_listener(listener, "handler")
+        .serve(router(handler), tls.into(), shutdown)
+        .await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_values() {
-        assert_eq!(
-            query_value(Some("uid=abc&x=1"), "uid").as_deref(),
-            Some("abc")
-        );
-        assert_eq!(query_value(Some("x=1"), "uid"), None);
-        assert_eq!(query_value(Some("uid="), "uid"), None);
-        assert_eq!(query_value(None, "uid"), None);
-    }
 
     #[test]
     fn port_forward_targets() {

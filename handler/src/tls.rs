@@ -200,6 +200,12 @@ impl ReloadingConfig {
     }
 }
 
+impl virtshim_http::TlsConfigSource for ReloadingConfig {
+    fn server_config(&self) -> Arc<ServerConfig> {
+        self.config()
+    }
+}
+
 /// When each file last changed (following symlinks: Secret volumes swap a `..data` link).
 fn stamps(files: &TlsFiles) -> Vec<Option<SystemTime>> {
     [&files.cert, &files.key, &files.client_ca]

@@ -99,8 +99,7 @@ impl RunningHandler {
                 serve(listener, tls, handler, async {
                     let _ = stopped.await;
                 })
-                .await
-                .expect("handler harness");
+                .await;
             });
         });
         Self {
