@@ -3,7 +3,7 @@
 # their published Go modules into out/cluster/bin. A stamp of the go.mod/go.sum files and the Go
 # version skips the build when nothing changed (the Go build cache alone would still relink
 # ~400 MB of binaries); a cold build takes 10-13 minutes on 2 cores, a warm one nothing. The stamp
-# is kept by scripts/lib/cache.sh.
+# is kept by scripts/lib/cache.sh; CACHE_DRY_RUN=1 only says what would be built.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=../scripts/lib/cache.sh
@@ -25,7 +25,7 @@ build() { # module-dir expected-binaries...
   if cache_hit "$stamp" "$want" -x "$@"; then
     return
   fi
-  cache_miss "$stamp"
+  cache_miss "$stamp" "cluster: $*" || return 0
   local started=$SECONDS
   echo "cluster: building $* from Go modules ($(basename "$dir")/go.mod; minutes with an empty Go cache, seconds with a warm one)"
   # -mod=readonly: go.sum is committed and must already hold every module (no silent updates).

@@ -11,7 +11,8 @@
 #
 # Cached (scripts/lib/cache.sh): a hash of the inputs (this script, the cache library, the OCI
 # writer, the suite, the packages) is kept in OUT_DIR/.cloud-inputs; when it matches and the
-# outputs exist, nothing is rebuilt. FORCE=1 rebuilds. Needs root (debootstrap, chroot) and a Debian archive: DEBIAN_MIRROR, else the first
+# outputs exist, nothing is rebuilt. FORCE=1 rebuilds; CACHE_DRY_RUN=1 only says whether it
+# would. Needs root (debootstrap, chroot) and a Debian archive: DEBIAN_MIRROR, else the first
 # Debian main archive in this machine's apt sources (debian_mirror.py); no mirror is built in.
 #
 # Debian packages needed (make deps): debootstrap e2fsprogs syslinux syslinux-common mtools
@@ -67,7 +68,7 @@ fi
 # The archive to install from (the image's content does not depend on which mirror serves it).
 MIRROR=$(python3 "$HERE/debian_mirror.py") || die "no Debian archive to debootstrap from (see above)"
 
-cache_miss "$OUT/.cloud-inputs"
+cache_miss "$OUT/.cloud-inputs" "cloud image $IMAGE" || exit 0
 TMP=$(mktemp -d "$OUT/.cloud-build.XXXXXX")
 ROOT=$TMP/root
 cleanup() {

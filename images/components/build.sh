@@ -13,7 +13,7 @@
 #   PROFILE=debug images/components/build.sh OUT_DIR
 #
 # Cached (scripts/lib/cache.sh): an image is rewritten only when its inputs' hash changed
-# (OUT_DIR/.<image>.inputs).
+# (OUT_DIR/.<image>.inputs); CACHE_DRY_RUN=1 only says which would be.
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 OUT_DIR" >&2; exit 2; }
 OUT=$1
@@ -71,7 +71,7 @@ image() {
 		echo "component image $PREFIX/$name:$TAG: up to date (cached by input hash)"
 		return
 	fi
-	cache_miss "$OUT/.$name.inputs"
+	cache_miss "$OUT/.$name.inputs" "component image $PREFIX/$name:$TAG" || return 0
 	python3 "$REPO/images/oci_image.py" "${args[@]}" "$tar.tmp" >/dev/null
 	mv -f "$tar.tmp" "$tar"
 	cache_stamp "$OUT/.$name.inputs" "$hash"

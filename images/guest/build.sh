@@ -13,8 +13,8 @@
 # Cached (scripts/lib/cache.sh): a hash of every input (these scripts and the cache library, the
 # rootfs files, both kernels, busybox, syslinux, the shim-signed and grub-efi-amd64-signed
 # packages) is kept in OUT_DIR/.inputs; when it matches and all outputs exist, nothing is rebuilt.
-# Set FORCE=1 to rebuild anyway, GUEST_KVER to pick a Debian kernel (the UEFI path's) other than
-# the newest installed.
+# Set FORCE=1 to rebuild anyway, CACHE_DRY_RUN=1 to only say whether it would build, GUEST_KVER
+# to pick a Debian kernel (the UEFI path's) other than the newest installed.
 #
 # Debian packages needed (make deps):
 #   build.sh: linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools fdisk
@@ -122,7 +122,7 @@ if [ -z "${FORCE:-}" ] && cache_hit "$OUT/.inputs" "$HASH" $OUTPUTS; then
 fi
 
 # --- build --------------------------------------------------------------------------------
-cache_miss "$OUT/.inputs"
+cache_miss "$OUT/.inputs" "guest images" || exit 0
 TMP=$(mktemp -d "$OUT/.build.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 T0=$(date +%s)

@@ -6,12 +6,16 @@
 #
 #   KEY=$({ echo "settings ..."; cache_files FILE...; cache_tree DIR; } | cache_key)
 #   if cache_hit DIR/STAMP "$KEY" OUTPUT...; then echo "...: up to date"; exit 0; fi
-#   cache_miss STAMP
+#   cache_miss STAMP "what it builds" || exit 0
 #   ... build the outputs ...
 #   cache_stamp STAMP "$KEY"
 #
 # Files count by their contents only, never by their paths: a checkout elsewhere with the same
 # contents has the same key.
+#
+# CACHE_DRY_RUN=1: a script only says what it would build; it builds nothing and leaves outputs
+# and stamps as they are. What it does to learn its inputs still happens (guest: the small
+# kernel's build and the EFI packages' download; components: cargo build and strip).
 
 # The key of what is on stdin (the inputs as the script lists them): its sha256, in hex.
 cache_key() {
@@ -46,9 +50,14 @@ cache_hit() {
   done
 }
 
-# STAMP: a build is starting. The stamp goes first, so that a build stopped half-way is never
-# taken for a finished one.
+# STAMP WHAT: a build of WHAT is starting. The stamp goes first, so that a build stopped
+# half-way is never taken for a finished one. Under CACHE_DRY_RUN it says that WHAT would be
+# built, keeps the stamp and fails: the caller skips the build.
 cache_miss() {
+  if [ -n "${CACHE_DRY_RUN:-}" ]; then
+    echo "$2: would be built (CACHE_DRY_RUN)"
+    return 1
+  fi
   rm -f "$1"
 }
 
