@@ -9,12 +9,15 @@ mod common;
 #[allow(dead_code)]
 #[path = "../../fuzz/src/seeds.rs"]
 mod seeds;
+#[path = "../../fuzz/src/target.rs"]
+mod target;
 #[path = "../../fuzz/src/vmi_annotation.rs"]
 mod vmi_annotation;
 
 use seeds::{Expect, Seed};
 use std::path::PathBuf;
-use vmi_annotation::Outcome;
+use target::{Outcome, Target};
+use vmi_annotation::VmiAnnotation;
 
 fn expect(seed: &Seed) {
     let outcome = vmi_annotation::check(&seed.text);
@@ -35,7 +38,7 @@ fn kept_findings_stay_fixed() {
     files.sort();
     for file in files {
         println!("{}", file.display());
-        vmi_annotation::run(&std::fs::read(&file).unwrap());
+        VmiAnnotation::run(&std::fs::read(&file).unwrap());
     }
 }
 

@@ -10,10 +10,13 @@ mod oci_bundle;
 #[allow(dead_code)]
 #[path = "../../fuzz/src/seeds.rs"]
 mod seeds;
+#[path = "../../fuzz/src/target.rs"]
+mod target;
 
-use oci_bundle::Outcome;
+use oci_bundle::OciBundle;
 use seeds::Expect;
 use std::path::PathBuf;
+use target::{Outcome, Target};
 
 #[test]
 fn kept_oci_bundle_findings_stay_fixed() {
@@ -25,7 +28,7 @@ fn kept_oci_bundle_findings_stay_fixed() {
     files.sort();
     for file in files {
         println!("{}", file.display());
-        oci_bundle::run(&std::fs::read(&file).unwrap());
+        OciBundle::run(&std::fs::read(&file).unwrap());
     }
 }
 
