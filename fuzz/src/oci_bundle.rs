@@ -39,6 +39,8 @@ const NEVER: [Capability; 6] = [
 pub struct OciBundle;
 
 impl Target for OciBundle {
+    const NAME: &'static str = "oci_bundle";
+
     fn check(text: &str) -> Outcome {
         check(text)
     }

@@ -32,6 +32,8 @@ pub const POD_NAMESPACE: &str = "default";
 pub struct VmiAnnotation;
 
 impl Target for VmiAnnotation {
+    const NAME: &'static str = "vmi_annotation";
+
     fn check(text: &str) -> Outcome {
         check(text)
     }
