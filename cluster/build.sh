@@ -2,9 +2,12 @@
 # Builds the Kubernetes commands (cluster/k8s/go.mod) and crictl (cluster/crictl/go.mod) from
 # their published Go modules into out/cluster/bin. A stamp of the go.mod/go.sum files and the Go
 # version skips the build when nothing changed (the Go build cache alone would still relink
-# ~400 MB of binaries); a cold build takes 10-13 minutes on 2 cores, a warm one nothing.
+# ~400 MB of binaries); a cold build takes 10-13 minutes on 2 cores, a warm one nothing. The stamp
+# is kept by scripts/lib/cache.sh; CACHE_DRY_RUN=1 only says what would be built.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=../scripts/lib/cache.sh
+. "$HERE/../scripts/lib/cache.sh"
 BIN=${CLUSTER_BIN:-$HERE/../out/cluster/bin}
 mkdir -p "$BIN"
 BIN=$(cd "$BIN" && pwd)
@@ -16,18 +19,18 @@ fi
 
 build() { # module-dir expected-binaries...
   local dir=$1; shift
-  local stamp="$BIN/.$(basename "$dir").stamp" want
-  want=$(cat "$dir/go.mod" "$dir/go.sum" | sha256sum | cut -d' ' -f1)-$(go env GOVERSION)
-  local missing=0
-  for b in "$@"; do [ -x "$BIN/$b" ] || missing=1; done
-  if [ "$missing" = 0 ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+  local stamp want
+  stamp="$BIN/.$(basename "$dir").stamp"
+  want=$(cat "$dir/go.mod" "$dir/go.sum" | cache_key)-$(go env GOVERSION)
+  if cache_hit "$stamp" "$want" -x "$@"; then
     return
   fi
+  cache_miss "$stamp" "cluster: $*" || return 0
   local started=$SECONDS
   echo "cluster: building $* from Go modules ($(basename "$dir")/go.mod; minutes with an empty Go cache, seconds with a warm one)"
   # -mod=readonly: go.sum is committed and must already hold every module (no silent updates).
   (cd "$dir" && go build -mod=readonly -trimpath -ldflags='-s -w' -o "$BIN/" tool)
-  echo "$want" > "$stamp"
+  cache_stamp "$stamp" "$want"
   echo "cluster: built $* in $((SECONDS - started)) s"
 }
 

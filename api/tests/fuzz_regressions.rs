@@ -9,40 +9,25 @@ mod common;
 #[allow(dead_code)]
 #[path = "../../fuzz/src/seeds.rs"]
 mod seeds;
+#[path = "../../fuzz/src/target.rs"]
+mod target;
 #[path = "../../fuzz/src/vmi_annotation.rs"]
 mod vmi_annotation;
 
-use seeds::{Expect, Seed};
+use seeds::Expect;
 use std::path::PathBuf;
-use vmi_annotation::Outcome;
-
-fn expect(seed: &Seed) {
-    let outcome = vmi_annotation::check(&seed.text);
-    match (seed.expect, &outcome) {
-        (Expect::Any, _) | (Expect::Accepted, Outcome::Accepted) => {}
-        (Expect::Refused(part), Outcome::Refused(message)) if message.contains(part) => {}
-        (expected, _) => panic!("{}: expected {expected:?}, got {outcome:?}", seed.name),
-    }
-}
+use target::Target;
+use vmi_annotation::VmiAnnotation;
 
 #[test]
 fn kept_findings_stay_fixed() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/vmi_annotation");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
-    files.sort();
-    for file in files {
-        println!("{}", file.display());
-        vmi_annotation::run(&std::fs::read(&file).unwrap());
-    }
+    VmiAnnotation::replay_regressions();
 }
 
 #[test]
 fn hostile_annotations_are_refused_when_read() {
     for seed in seeds::hostile() {
-        expect(&seed);
+        VmiAnnotation::check_seed(&seed);
     }
 }
 
@@ -65,7 +50,7 @@ fn the_examples_pods_carry_annotations_the_shim_accepts() {
     for (name, yaml) in files {
         for seed in seeds::from_manifest(&name, &yaml) {
             count += usize::from(seed.expect == Expect::Accepted);
-            expect(&seed);
+            VmiAnnotation::check_seed(&seed);
         }
     }
     assert!(count >= 10, "only {count} examples made a pod");

@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use virtshim_fuzz::{oci_bundle::OciBundle, target::Target};
 
 fuzz_target!(|data: &[u8]| {
-    let _ = virtshim_fuzz::oci_bundle::run(data);
+    let _ = OciBundle::run(data);
 });

@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use virtshim_fuzz::{target::Target, vmi_annotation::VmiAnnotation};
 
 fuzz_target!(|data: &[u8]| {
-    let _ = virtshim_fuzz::vmi_annotation::run(data);
+    let _ = VmiAnnotation::run(data);
 });

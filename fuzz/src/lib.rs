@@ -6,4 +6,5 @@
 
 pub mod oci_bundle;
 pub mod seeds;
+pub mod target;
 pub mod vmi_annotation;

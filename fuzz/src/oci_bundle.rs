@@ -12,9 +12,11 @@
 //! - the pod's namespace, name and uid named.
 //!
 //! This file is also compiled into `tests/tests/fuzz_regressions.rs`, which runs it on the seeds
-//! (`seeds.rs`, which it needs too) and on every finding kept in `fuzz/regressions/oci_bundle/`.
+//! (`seeds.rs` and `target.rs`, which it needs too) and on every finding kept in
+//! `fuzz/regressions/oci_bundle/`.
 
 use crate::seeds::{OWN_ID, STORAGE_ROOT};
+use crate::target::{Outcome, Target};
 use oci_spec::runtime::{Capability, LinuxDeviceType, LinuxNamespaceType, Spec};
 use std::path::{Component, Path, PathBuf};
 use virtshim_shim::bundle::{Bundle, MountPolicy, Role};
@@ -32,18 +34,16 @@ const NEVER: [Capability; 6] = [
     Capability::DacReadSearch,
 ];
 
-/// What the shim made of a bundle.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Refused, with the shim's message.
-    Refused(String),
-    Accepted,
-}
+/// The `oci_bundle` fuzz target.
+#[derive(Debug)]
+pub struct OciBundle;
 
-/// Runs raw fuzzer bytes: containerd writes `config.json` as JSON text, so bytes that are not
-/// UTF-8 are refused before the reader (`read_to_string`).
-pub fn run(data: &[u8]) -> Option<Outcome> {
-    std::str::from_utf8(data).ok().map(check)
+impl Target for OciBundle {
+    const NAME: &'static str = "oci_bundle";
+
+    fn check(text: &str) -> Outcome {
+        check(text)
+    }
 }
 
 /// The shim's reading of `config.json`, then what an accepted bundle must be. Panics only when a

@@ -11,10 +11,11 @@
 //! the controller makes of it carries an annotation the shim accepts as that configuration; and
 //! the name the apiserver gives that pod is one the shim ties to the VMI.
 //!
-//! This file is also compiled into `api/tests/fuzz_regressions.rs`, which runs it on the seeds
-//! and on every finding kept in `fuzz/regressions/vmi_annotation/`, so a finding stays fixed
-//! under plain `cargo test`.
+//! This file is also compiled into `api/tests/fuzz_regressions.rs` (with `target.rs`), which
+//! runs it on the seeds and on every finding kept in `fuzz/regressions/vmi_annotation/`, so a
+//! finding stays fixed under plain `cargo test`.
 
+use crate::target::{Outcome, Target};
 use std::collections::BTreeSet;
 use virtshim_api::manifest::{parse_json, Object};
 use virtshim_api::pod::{is_launcher_pod_of, pod_for_vmi, VMI_ANNOTATION};
@@ -26,19 +27,16 @@ pub const MAX_LEN: usize = 1 << 20;
 /// The namespace of the pod the annotation is read in, as containerd names it.
 pub const POD_NAMESPACE: &str = "default";
 
-/// What the shim made of an annotation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Refused, with the message the shim puts after "virtshim.io/vmi annotation is invalid: ".
-    Refused(String),
-    /// Accepted: the VM would be prepared.
-    Accepted,
-}
+/// The `vmi_annotation` fuzz target.
+#[derive(Debug)]
+pub struct VmiAnnotation;
 
-/// Runs raw fuzzer bytes: the annotation is a string, so bytes that are not UTF-8 never reach
-/// the shim (the CRI and containerd carry annotations as strings).
-pub fn run(data: &[u8]) -> Option<Outcome> {
-    std::str::from_utf8(data).ok().map(check)
+impl Target for VmiAnnotation {
+    const NAME: &'static str = "vmi_annotation";
+
+    fn check(text: &str) -> Outcome {
+        check(text)
+    }
 }
 
 /// The shim's reading of the annotation text, then the controller's round trip for what it

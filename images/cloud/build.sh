@@ -9,9 +9,10 @@
 # It proves cloud-init for real (not the test guest's shell imitation): #cloud-config with
 # write_files and runcmd, and networkData rendered by cloud-init into the guest's network setup.
 #
-# Cached: a hash of the inputs (this script, the OCI writer, the suite, the packages) is kept in
-# OUT_DIR/.cloud-inputs; when it matches and the outputs exist, nothing is rebuilt. FORCE=1
-# rebuilds. Needs root (debootstrap, chroot) and a Debian archive: DEBIAN_MIRROR, else the first
+# Cached (scripts/lib/cache.sh): a hash of the inputs (this script, the cache library, the OCI
+# writer, the suite, the packages) is kept in OUT_DIR/.cloud-inputs; when it matches and the
+# outputs exist, nothing is rebuilt. FORCE=1 rebuilds; CACHE_DRY_RUN=1 only says whether it
+# would. Needs root (debootstrap, chroot) and a Debian archive: DEBIAN_MIRROR, else the first
 # Debian main archive in this machine's apt sources (debian_mirror.py); no mirror is built in.
 #
 # Debian packages needed (make deps): debootstrap e2fsprogs syslinux syslinux-common mtools
@@ -23,6 +24,9 @@ usage() { echo "usage: $0 OUT_DIR" >&2; exit 2; }
 OUT=$1
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 IMAGES=$(dirname "$HERE")
+CACHE_LIB=$(dirname "$IMAGES")/scripts/lib/cache.sh
+# shellcheck source-path=SCRIPTDIR source=../../scripts/lib/cache.sh
+. "$CACHE_LIB"
 
 SUITE=${SUITE:-bookworm}
 IMAGE=${IMAGE:-localhost/virtshim/debian-cloud:v1}
@@ -52,22 +56,19 @@ flock 9
 
 HASH=$({
 	echo "suite $SUITE image $IMAGE packages $PACKAGES cmdline $CMDLINE $BOOT_MB $ROOT_MB"
-	sha256sum "$HERE/build.sh" "$HERE/debian_mirror.py" "$IMAGES/oci_image.py"
-} | sha256sum | cut -d' ' -f1)
+	cache_files "$HERE/build.sh" "$CACHE_LIB" "$HERE/debian_mirror.py" "$IMAGES/oci_image.py"
+} | cache_key)
 OUTPUTS="debian-cloud.qcow2 debian-cloud.oci.tar"
-if [ -z "${FORCE:-}" ] && [ "$(cat "$OUT/.cloud-inputs" 2>/dev/null)" = "$HASH" ]; then
-	ok=1
-	for f in $OUTPUTS; do [ -s "$OUT/$f" ] || ok=; done
-	if [ -n "$ok" ]; then
-		echo "cloud image $IMAGE: up to date (cached by input hash)"
-		exit 0
-	fi
+# shellcheck disable=SC2086 # OUTPUTS is a list of file names
+if [ -z "${FORCE:-}" ] && cache_hit "$OUT/.cloud-inputs" "$HASH" $OUTPUTS; then
+	echo "cloud image $IMAGE: up to date (cached by input hash)"
+	exit 0
 fi
 
 # The archive to install from (the image's content does not depend on which mirror serves it).
 MIRROR=$(python3 "$HERE/debian_mirror.py") || die "no Debian archive to debootstrap from (see above)"
 
-rm -f "$OUT/.cloud-inputs"
+cache_miss "$OUT/.cloud-inputs" "cloud image $IMAGE" || exit 0
 TMP=$(mktemp -d "$OUT/.cloud-build.XXXXXX")
 ROOT=$TMP/root
 cleanup() {
@@ -166,5 +167,5 @@ python3 "$IMAGES/oci_image.py" --name "$IMAGE" \
 	--add "$TMP/debian-cloud.qcow2" /disk/debian-cloud.qcow2:0444 "$TMP/debian-cloud.oci.tar" >/dev/null
 
 for f in $OUTPUTS; do mv -f "$TMP/$f" "$OUT/$f"; done
-echo "$HASH" > "$OUT/.cloud-inputs"
+cache_stamp "$OUT/.cloud-inputs" "$HASH"
 echo "cloud image $IMAGE: built in $(( $(date +%s) - T0 )) s ($(( $(stat -c %s "$OUT/debian-cloud.oci.tar") / 1048576 )) MiB)"

@@ -12,12 +12,16 @@
 #   images/components/build.sh OUT_DIR           # release binaries (cargo build --release)
 #   PROFILE=debug images/components/build.sh OUT_DIR
 #
-# Cached: an image is rewritten only when its inputs' hash changed (OUT_DIR/.<image>.inputs).
+# Cached (scripts/lib/cache.sh): an image is rewritten only when its inputs' hash changed
+# (OUT_DIR/.<image>.inputs); CACHE_DRY_RUN=1 only says which would be.
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 OUT_DIR" >&2; exit 2; }
 OUT=$1
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+CACHE_LIB=$REPO/scripts/lib/cache.sh
+# shellcheck source-path=SCRIPTDIR source=../../scripts/lib/cache.sh
+. "$CACHE_LIB"
 PROFILE=${PROFILE:-release}
 PREFIX=${IMAGE_PREFIX:-localhost/virtshim}
 TAG=${TAG:-v1}
@@ -60,15 +64,17 @@ image() {
 	args+=($(libs "$BIN/$binary"))
 	args+=("$@")
 	local hash
-	hash=$({ echo "${args[*]}"; sha256sum "$BIN/$binary" "$HERE/build.sh" "$REPO/images/oci_image.py";
-		for a in "$@"; do [ -f "$a" ] && sha256sum "$a"; done; true; } | sha256sum | cut -d' ' -f1)
-	if [ -s "$tar" ] && [ "$(cat "$OUT/.$name.inputs" 2>/dev/null)" = "$hash" ]; then
+	hash=$({ echo "${args[*]}"
+		cache_files "$BIN/$binary" "$HERE/build.sh" "$CACHE_LIB" "$REPO/images/oci_image.py"
+		for a in "$@"; do [ -f "$a" ] && cache_files "$a"; done; true; } | cache_key)
+	if cache_hit "$OUT/.$name.inputs" "$hash" "$name.oci.tar"; then
 		echo "component image $PREFIX/$name:$TAG: up to date (cached by input hash)"
 		return
 	fi
+	cache_miss "$OUT/.$name.inputs" "component image $PREFIX/$name:$TAG" || return 0
 	python3 "$REPO/images/oci_image.py" "${args[@]}" "$tar.tmp" >/dev/null
 	mv -f "$tar.tmp" "$tar"
-	echo "$hash" > "$OUT/.$name.inputs"
+	cache_stamp "$OUT/.$name.inputs" "$hash"
 	echo "component image $PREFIX/$name:$TAG: built ($(( $(stat -c %s "$tar") / 1024 )) KiB)"
 }
 

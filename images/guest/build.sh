@@ -10,11 +10,11 @@
 #   guest-kernel-boot.oci.tar           localhost/virtshim/guest-kernel-boot:v1 (/boot/vmlinuz, /boot/initrd.img)
 #   guest-container-disk.oci.tar        localhost/virtshim/guest-container-disk:v1 (/disk/guest.qcow2)
 #
-# Cached: a hash of every input (these scripts, the rootfs files, both kernels, busybox, syslinux,
-# the shim-signed and grub-efi-amd64-signed packages) is
-# kept in OUT_DIR/.inputs; when it matches and all outputs exist, nothing is rebuilt.
-# Set FORCE=1 to rebuild anyway, GUEST_KVER to pick a Debian kernel (the UEFI path's) other than
-# the newest installed.
+# Cached (scripts/lib/cache.sh): a hash of every input (these scripts and the cache library, the
+# rootfs files, both kernels, busybox, syslinux, the shim-signed and grub-efi-amd64-signed
+# packages) is kept in OUT_DIR/.inputs; when it matches and all outputs exist, nothing is rebuilt.
+# Set FORCE=1 to rebuild anyway, CACHE_DRY_RUN=1 to only say whether it would build, GUEST_KVER
+# to pick a Debian kernel (the UEFI path's) other than the newest installed.
 #
 # Debian packages needed (make deps):
 #   build.sh: linux-image-amd64 busybox-static syslinux syslinux-common mtools dosfstools fdisk
@@ -31,6 +31,9 @@ usage() { echo "usage: $0 OUT_DIR" >&2; exit 2; }
 OUT=$1
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 IMAGES=$(dirname "$HERE")
+CACHE_LIB=$(dirname "$IMAGES")/scripts/lib/cache.sh
+# shellcheck source-path=SCRIPTDIR source=../../scripts/lib/cache.sh
+. "$CACHE_LIB"
 
 # The Debian kernel's drivers (UEFI path only; the small kernel has them built in): disks
 # (virtio, SATA/AHCI, IDE, SCSI), CD-ROMs and ISO9660 (cloud-init), VFAT (config drives), NICs
@@ -103,27 +106,23 @@ inputs_hash() {
 		"$BUSYBOX" 2>&1 | head -n 1 || true
 		syslinux --version 2>&1 | head -n 1 || true
 		qemu-img --version | head -n 1
-		sha256sum "$KERNEL" "$SMALL_KERNEL" "$BUSYBOX" "$MBR_BIN" "/lib/modules/$KVER/modules.dep" \
-			"${EFI_DEBS[@]}" "$HERE/build.sh" "$HERE/mkinitramfs.py" "$HERE/kernel.sh" \
-			"$HERE/kernel.config" "$IMAGES/oci_image.py" | cut -d' ' -f1
-		(cd "$HERE/rootfs" && find . -type f -printf '%p %m\n' | LC_ALL=C sort &&
-			find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
-	} | sha256sum | cut -d' ' -f1
+		cache_files "$KERNEL" "$SMALL_KERNEL" "$BUSYBOX" "$MBR_BIN" "/lib/modules/$KVER/modules.dep" \
+			"${EFI_DEBS[@]}" "$HERE/build.sh" "$CACHE_LIB" "$HERE/mkinitramfs.py" "$HERE/kernel.sh" \
+			"$HERE/kernel.config" "$IMAGES/oci_image.py"
+		cache_tree "$HERE/rootfs"
+	} | cache_key
 }
 
 OUTPUTS="vmlinuz initrd.img guest.qcow2 guest-kernel-boot.oci.tar guest-container-disk.oci.tar"
 HASH=$(inputs_hash)
-if [ -z "${FORCE:-}" ] && [ "$(cat "$OUT/.inputs" 2>/dev/null)" = "$HASH" ]; then
-	ok=1
-	for f in $OUTPUTS; do [ -s "$OUT/$f" ] || ok=; done
-	if [ -n "$ok" ]; then
-		echo "guest images: up to date (cached by input hash)"
-		exit 0
-	fi
+# shellcheck disable=SC2086 # OUTPUTS is a list of file names
+if [ -z "${FORCE:-}" ] && cache_hit "$OUT/.inputs" "$HASH" $OUTPUTS; then
+	echo "guest images: up to date (cached by input hash)"
+	exit 0
 fi
 
 # --- build --------------------------------------------------------------------------------
-rm -f "$OUT/.inputs"
+cache_miss "$OUT/.inputs" "guest images" || exit 0
 TMP=$(mktemp -d "$OUT/.build.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 T0=$(date +%s)
@@ -227,6 +226,6 @@ python3 "$IMAGES/oci_image.py" --name "$IMAGE_PREFIX/guest-container-disk:v1" \
 	"$TMP/guest-container-disk.oci.tar" >/dev/null
 
 for f in $OUTPUTS; do mv -f "$TMP/$f" "$OUT/$f"; done
-echo "$HASH" > "$OUT/.inputs"
+cache_stamp "$OUT/.inputs" "$HASH"
 echo "guest images: built in $(( $(date +%s) - T0 )) s: $IMAGE_PREFIX/guest-kernel-boot:v1" \
 	"(initramfs $(( $(stat -c %s "$OUT/initrd.img") / 1024 )) KiB), $IMAGE_PREFIX/guest-container-disk:v1"

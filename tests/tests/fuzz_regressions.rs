@@ -10,33 +10,20 @@ mod oci_bundle;
 #[allow(dead_code)]
 #[path = "../../fuzz/src/seeds.rs"]
 mod seeds;
+#[path = "../../fuzz/src/target.rs"]
+mod target;
 
-use oci_bundle::Outcome;
-use seeds::Expect;
-use std::path::PathBuf;
+use oci_bundle::OciBundle;
+use target::Target;
 
 #[test]
 fn kept_oci_bundle_findings_stay_fixed() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/oci_bundle");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
-    files.sort();
-    for file in files {
-        println!("{}", file.display());
-        oci_bundle::run(&std::fs::read(&file).unwrap());
-    }
+    OciBundle::replay_regressions();
 }
 
 #[test]
 fn bundles_a_vm_pod_must_not_have_are_refused() {
     for seed in seeds::oci_bundles() {
-        let outcome = oci_bundle::check(&seed.text);
-        match (seed.expect, &outcome) {
-            (Expect::Any, _) | (Expect::Accepted, Outcome::Accepted) => {}
-            (Expect::Refused(part), Outcome::Refused(message)) if message.contains(part) => {}
-            (expected, _) => panic!("{}: expected {expected:?}, got {outcome:?}", seed.name),
-        }
+        OciBundle::check_seed(&seed);
     }
 }
