@@ -1,29 +1,11 @@
-//! Metrics, health and readiness: what the controller tells Prometheus and the kubelet.
-//!
-//! One small HTTP/1 server (hyper) answers three paths, on whichever addresses `main` binds:
-//! - `/metrics`: Prometheus text format. KubeVirt's names where KubeVirt has the metric
-//!   (`kubevirt_vmi_phase_count`, `kubevirt_vmi_phase_transition_time_from_creation_seconds`,
-//!   `kubevirt_virt_controller_leading_status`, `kubevirt_virt_controller_ready_status`), the
-//!   reconcilers' own counters under `virtshim_`. Labels come from bounded sets only; the few
-//!   KubeVirt takes from annotations (`os`, `workload`, `flavor`) are capped in length.
-//! - `/healthz`: 200 while the process serves.
-//! - `/readyz`: 200 once the caches have synced (ready to take the lead), 503 before.
-//!
-//! The VMI phase counts are computed at scrape time from the VMI cache, and only while this
-//! replica leads, so that summing over the controller's replicas does not count a VMI twice.
+//! The metrics `/metrics` reports and the reconcilers record.
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use kube::runtime::reflector::Store;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
-use tokio::net::TcpListener;
 use virtshim_api::types::VirtualMachineInstance;
 
 /// KubeVirt's buckets for phase transition times (seconds).
@@ -413,71 +395,6 @@ impl Metrics {
             let _ = writeln!(out, "{name}{{kind=\"{kind}\",operation=\"{op}\"}} {n}");
         }
         out
-    }
-}
-
-fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
-    }
-    response
-}
-
-/// Answers one request.
-pub fn respond(metrics: &Metrics, method: &hyper::Method, path: &str) -> Response<Full<Bytes>> {
-    const PLAIN: &str = "text/plain; charset=utf-8";
-    if method != hyper::Method::GET && method != hyper::Method::HEAD {
-        return text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed\n",
-            PLAIN,
-        );
-    }
-    match path {
-        "/metrics" => text(
-            StatusCode::OK,
-            metrics.render(),
-            "text/plain; version=0.0.4; charset=utf-8",
-        ),
-        "/healthz" | "/livez" => text(StatusCode::OK, "ok\n", PLAIN),
-        "/readyz" if metrics.is_ready() => text(StatusCode::OK, "ok\n", PLAIN),
-        "/readyz" => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "caches not synced yet\n",
-            PLAIN,
-        ),
-        _ => text(StatusCode::NOT_FOUND, "not found\n", PLAIN),
-    }
-}
-
-/// Binds `addr` (port 0 picks a free port) and returns the listener and the address it got.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    Ok((listener, local))
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    loop {
-        let (stream, peer) = listener.accept().await?;
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let response = respond(&metrics, req.method(), req.uri().path());
-                async move { Ok::<_, std::convert::Infallible>(response) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "metrics/health connection ended");
-            }
-        });
     }
 }
 
