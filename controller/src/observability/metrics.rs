@@ -1,10 +1,24 @@
-//! The metrics `/metrics` reports and the reconcilers record.
+//! The metrics `/metrics` reports and the reconcilers record: prometheus-client families in one
+//! registry, encoded as OpenMetrics text.
+//!
+//! prometheus-client appends `_total` to a counter's samples, so the counters are registered
+//! without it (`virtshim_reconcile` is exposed as `virtshim_reconcile_total`), and `_seconds`
+//! to a family registered with [`Unit::Seconds`] (the histograms).
 
 use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use virtshim_api::types::VirtualMachineInstance;
 
@@ -24,63 +38,8 @@ pub const OTHER: &str = "<other>";
 /// Longest annotation value used as a label value as is.
 const MAX_LABEL_VALUE: usize = 63;
 
-/// A Prometheus histogram with fixed buckets.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Histogram {
-    bounds: Vec<f64>,
-    /// Observations `<=` each bound (not cumulative; rendering sums them).
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    pub fn new(bounds: &[f64]) -> Self {
-        Self {
-            bounds: bounds.to_vec(),
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    pub fn observe(&mut self, value: f64) {
-        if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
-            self.counts[i] += 1;
-        }
-        self.sum += value;
-        self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (bound, n) in self.bounds.iter().zip(&self.counts) {
-            cumulative += n;
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braces = |s: &str| {
-            if s.is_empty() {
-                String::new()
-            } else {
-                format!("{{{s}}}")
-            }
-        };
-        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), self.sum);
-        let _ = writeln!(out, "{name}_count{} {}", braces(labels), self.count);
-    }
-}
-
-/// The labels of `kubevirt_vmi_phase_count`, in KubeVirt's order.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// The labels of `kubevirt_vmi_phase_count`, in KubeVirt's order (the order of the fields).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
 pub struct PhaseCountKey {
     pub node: String,
     pub phase: String,
@@ -137,27 +96,6 @@ impl PhaseCountKey {
             guest_os_version_id: guest_field(|g| g.version_id.as_ref()),
         }
     }
-
-    fn labels(&self) -> String {
-        let pairs = [
-            ("node", &self.node),
-            ("phase", &self.phase),
-            ("os", &self.os),
-            ("workload", &self.workload),
-            ("flavor", &self.flavor),
-            ("instance_type", &self.instance_type),
-            ("preference", &self.preference),
-            ("guest_os_kernel_release", &self.guest_os_kernel_release),
-            ("guest_os_machine", &self.guest_os_machine),
-            ("guest_os_name", &self.guest_os_name),
-            ("guest_os_version_id", &self.guest_os_version_id),
-        ];
-        pairs
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
 }
 
 /// Counts VMIs per [`PhaseCountKey`].
@@ -171,16 +109,8 @@ pub fn phase_counts<'a>(
     counts
 }
 
-/// Escapes a label value for the text format.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 /// How a reconcile pass ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Outcome {
     Success,
     Error,
@@ -195,45 +125,192 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    /// (controller, outcome) → passes.
-    reconciles: BTreeMap<(&'static str, Outcome), u64>,
-    /// (controller, error kind) → failed passes.
-    errors: BTreeMap<(&'static str, &'static str), u64>,
-    /// controller → pass durations.
-    durations: BTreeMap<&'static str, Histogram>,
-    /// (kind, operation) → objects created / deleted / patched.
-    operations: BTreeMap<(&'static str, &'static str), u64>,
-    /// phase → seconds from the VMI's creation to it reaching the phase.
-    phase_from_creation: BTreeMap<&'static str, Histogram>,
+/// In lower case (the derive would write the variant's name as is).
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// `virtshim_reconcile_total`'s labels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReconcileLabels {
+    controller: &'static str,
+    result: Outcome,
+}
+
+/// `virtshim_reconcile_errors_total`'s labels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ErrorLabels {
+    controller: &'static str,
+    error: &'static str,
+}
+
+/// `virtshim_reconcile_duration_seconds`'s labels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: &'static str,
+}
+
+/// `virtshim_operations_total`'s labels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OperationLabels {
+    kind: &'static str,
+    operation: &'static str,
+}
+
+/// `kubevirt_vmi_phase_transition_time_from_creation_seconds`'s labels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+/// A family of histograms that all have the same buckets.
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Where the VMI cache is, once `main` has one.
+type VmiStore = Arc<RwLock<Option<Store<VirtualMachineInstance>>>>;
+
+/// `kubevirt_vmi_phase_count`, counted from the VMI cache at each scrape, and only while this
+/// replica leads (so that summing over the controller's replicas does not count a VMI twice).
+/// Its HELP and TYPE are written even with no VMI to count.
+#[derive(Clone)]
+struct PhaseCounts {
+    /// The same gauge as `kubevirt_virt_controller_leading_status`.
+    leading: Gauge,
+    vmis: VmiStore,
+}
+
+impl std::fmt::Debug for PhaseCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhaseCounts")
+            .field("leading", &self.leading)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PhaseCounts {
+    /// The VMIs to count now: the cache's while leading, none otherwise.
+    fn vmis(&self) -> Vec<Arc<VirtualMachineInstance>> {
+        if self.leading.get() != 1 {
+            return Vec::new();
+        }
+        self.vmis
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(Store::state)
+            .unwrap_or_default()
+    }
+}
+
+impl Collector for PhaseCounts {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "kubevirt_vmi_phase_count",
+            "Sum of VMIs per phase and node (reported by the leader).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (key, n) in phase_counts(self.vmis().iter().map(AsRef::as_ref)) {
+            ConstGauge::new(n).encode(family.encode_family(&key)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Everything `/metrics`, `/healthz` and `/readyz` report.
-#[derive(Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    counters: Mutex<Counters>,
-    leading: AtomicBool,
-    ready: AtomicBool,
-    vmis: RwLock<Option<Store<VirtualMachineInstance>>>,
+    registry: Registry,
+    leading: Gauge,
+    ready: Gauge,
+    vmis: VmiStore,
+    reconciles: Family<ReconcileLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    durations: Histograms<ControllerLabels>,
+    operations: Family<OperationLabels, Counter>,
+    phase_from_creation: Histograms<PhaseLabels>,
 }
 
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics")
-            .field("leading", &self.leading)
-            .field("ready", &self.ready)
-            .finish_non_exhaustive()
+impl Default for Metrics {
+    fn default() -> Self {
+        let leading = Gauge::default();
+        let ready = Gauge::default();
+        let vmis = VmiStore::default();
+        let reconciles = Family::default();
+        let errors = Family::default();
+        let durations: Histograms<ControllerLabels> =
+            Family::new_with_constructor(|| Histogram::new(RECONCILE_BUCKETS));
+        let operations = Family::default();
+        let phase_from_creation: Histograms<PhaseLabels> =
+            Family::new_with_constructor(|| Histogram::new(PHASE_TRANSITION_BUCKETS));
+
+        // The help texts have no final full stop: the registry adds one.
+        let mut registry = Registry::default();
+        registry.register(
+            "kubevirt_virt_controller_leading_status",
+            "Indication for an operating virt-controller",
+            leading.clone(),
+        );
+        registry.register(
+            "kubevirt_virt_controller_ready_status",
+            "Indication for a virt-controller that is ready to take the lead",
+            ready.clone(),
+        );
+        registry.register_collector(Box::new(PhaseCounts {
+            leading: leading.clone(),
+            vmis: vmis.clone(),
+        }));
+        // kubevirt_vmi_phase_transition_time_from_creation_seconds
+        registry.register_with_unit(
+            "kubevirt_vmi_phase_transition_time_from_creation",
+            "Histogram of VM phase transitions duration from creation time in seconds",
+            Unit::Seconds,
+            phase_from_creation.clone(),
+        );
+        // virtshim_reconcile_total
+        registry.register(
+            "virtshim_reconcile",
+            "Reconcile passes per controller and outcome",
+            reconciles.clone(),
+        );
+        // virtshim_reconcile_errors_total
+        registry.register(
+            "virtshim_reconcile_errors",
+            "Failed reconcile passes per controller and error kind",
+            errors.clone(),
+        );
+        // virtshim_reconcile_duration_seconds
+        registry.register_with_unit(
+            "virtshim_reconcile_duration",
+            "Duration of one reconcile pass",
+            Unit::Seconds,
+            durations.clone(),
+        );
+        // virtshim_operations_total
+        registry.register(
+            "virtshim_operations",
+            "Objects the controller created, deleted or patched, per kind",
+            operations.clone(),
+        );
+        Self {
+            registry,
+            leading,
+            ready,
+            vmis,
+            reconciles,
+            errors,
+            durations,
+            operations,
+            phase_from_creation,
+        }
     }
 }
 
 impl Metrics {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
-        self.counters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Counts one reconcile pass of `controller`.
@@ -243,51 +320,53 @@ impl Metrics {
         took: Duration,
         error: Option<&'static str>,
     ) {
-        let mut c = self.counters();
-        let outcome = if error.is_some() {
+        let result = if error.is_some() {
             Outcome::Error
         } else {
             Outcome::Success
         };
-        *c.reconciles.entry((controller, outcome)).or_insert(0) += 1;
-        if let Some(kind) = error {
-            *c.errors.entry((controller, kind)).or_insert(0) += 1;
+        self.reconciles
+            .get_or_create(&ReconcileLabels { controller, result })
+            .inc();
+        if let Some(error) = error {
+            self.errors
+                .get_or_create(&ErrorLabels { controller, error })
+                .inc();
         }
-        c.durations
-            .entry(controller)
-            .or_insert_with(|| Histogram::new(&RECONCILE_BUCKETS))
+        self.durations
+            .get_or_create(&ControllerLabels { controller })
             .observe(took.as_secs_f64());
     }
 
     /// Counts one write to the cluster, e.g. `("pod", "create")`.
-    pub fn operation(&self, kind: &'static str, op: &'static str) {
-        *self.counters().operations.entry((kind, op)).or_insert(0) += 1;
+    pub fn operation(&self, kind: &'static str, operation: &'static str) {
+        self.operations
+            .get_or_create(&OperationLabels { kind, operation })
+            .inc();
     }
 
     /// Records that a VMI reached `phase` this long after it was created.
     pub fn phase_reached(&self, phase: &'static str, seconds_since_creation: f64) {
-        self.counters()
-            .phase_from_creation
-            .entry(phase)
-            .or_insert_with(|| Histogram::new(&PHASE_TRANSITION_BUCKETS))
+        self.phase_from_creation
+            .get_or_create(&PhaseLabels { phase })
             .observe(seconds_since_creation.max(0.0));
     }
 
     pub fn set_leading(&self, leading: bool) {
-        self.leading.store(leading, Ordering::SeqCst);
+        self.leading.set(i64::from(leading));
     }
 
     pub fn is_leading(&self) -> bool {
-        self.leading.load(Ordering::SeqCst)
+        self.leading.get() == 1
     }
 
     /// Marks the caches synced: `/readyz` answers 200 from now on.
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
+        self.ready.set(i64::from(ready));
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.get() == 1
     }
 
     /// The VMI cache the phase counts are read from.
@@ -295,112 +374,21 @@ impl Metrics {
         *self.vmis.write().unwrap_or_else(PoisonError::into_inner) = Some(store);
     }
 
-    /// The whole `/metrics` page.
+    /// The whole `/metrics` page: OpenMetrics text, ending with `# EOF`.
     pub fn render(&self) -> String {
-        let vmis: Vec<Arc<VirtualMachineInstance>> = if self.is_leading() {
-            self.vmis
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .map(Store::state)
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        self.render_with(vmis.iter().map(|v| v.as_ref()))
-    }
-
-    /// The `/metrics` page with these VMIs counted.
-    pub fn render_with<'a>(
-        &self,
-        vmis: impl IntoIterator<Item = &'a VirtualMachineInstance>,
-    ) -> String {
-        let mut out = String::new();
-        let gauge = |out: &mut String, name: &str, help: &str, value: bool| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            let _ = writeln!(out, "{name} {}", u8::from(value));
-        };
-        gauge(
-            &mut out,
-            "kubevirt_virt_controller_leading_status",
-            "Indication for an operating virt-controller.",
-            self.is_leading(),
-        );
-        gauge(
-            &mut out,
-            "kubevirt_virt_controller_ready_status",
-            "Indication for a virt-controller that is ready to take the lead.",
-            self.is_ready(),
-        );
-
-        let _ = writeln!(
-            out,
-            "# HELP kubevirt_vmi_phase_count Sum of VMIs per phase and node (reported by the leader)."
-        );
-        let _ = writeln!(out, "# TYPE kubevirt_vmi_phase_count gauge");
-        for (key, n) in phase_counts(vmis) {
-            let _ = writeln!(out, "kubevirt_vmi_phase_count{{{}}} {n}", key.labels());
+        let mut page = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut page, &self.registry) {
+            // Writing to a String does not fail, nor do our metrics' encoders.
+            tracing::error!(error = %e, "could not encode the metrics");
         }
-
-        let c = self.counters();
-        let name = "kubevirt_vmi_phase_transition_time_from_creation_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Histogram of VM phase transitions duration from creation time in seconds."
-        );
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (phase, h) in &c.phase_from_creation {
-            h.render(&mut out, name, &format!("phase=\"{phase}\""));
-        }
-
-        let name = "virtshim_reconcile_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Reconcile passes per controller and outcome."
-        );
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for ((controller, outcome), n) in &c.reconciles {
-            let _ = writeln!(
-                out,
-                "{name}{{controller=\"{controller}\",result=\"{}\"}} {n}",
-                outcome.as_str()
-            );
-        }
-        let name = "virtshim_reconcile_errors_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Failed reconcile passes per controller and error kind."
-        );
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for ((controller, kind), n) in &c.errors {
-            let _ = writeln!(
-                out,
-                "{name}{{controller=\"{controller}\",error=\"{kind}\"}} {n}"
-            );
-        }
-        let name = "virtshim_reconcile_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} Duration of one reconcile pass.");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (controller, h) in &c.durations {
-            h.render(&mut out, name, &format!("controller=\"{controller}\""));
-        }
-        let name = "virtshim_operations_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Objects the controller created, deleted or patched, per kind."
-        );
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for ((kind, op), n) in &c.operations {
-            let _ = writeln!(out, "{name}{{kind=\"{kind}\",operation=\"{op}\"}} {n}");
-        }
-        out
+        page
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::runtime::{reflector, watcher};
     use virtshim_api::types::{GuestOsInfo, VirtualMachineInstanceStatus};
 
     fn vmi(phase: &str, node: Option<&str>, os: Option<&str>) -> VirtualMachineInstance {
@@ -414,6 +402,27 @@ mod tests {
             ..Default::default()
         });
         v
+    }
+
+    /// Metrics whose VMI cache holds `vmis` (named v0, v1, …).
+    fn with_vmis(vmis: impl IntoIterator<Item = VirtualMachineInstance>) -> Metrics {
+        let (store, mut writer) = reflector::store();
+        for (i, mut v) in vmis.into_iter().enumerate() {
+            v.metadata.name = Some(format!("v{i}"));
+            writer.apply_watcher_event(&watcher::Event::Apply(v));
+        }
+        let m = Metrics::new();
+        m.set_vmi_store(store);
+        m
+    }
+
+    fn assert_has_lines(page: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(
+                page.lines().any(|l| l == *line),
+                "missing {line:?} in\n{page}"
+            );
+        }
     }
 
     #[test]
@@ -479,49 +488,150 @@ mod tests {
     }
 
     #[test]
+    fn phase_counts_only_while_leading() {
+        let m = with_vmis([
+            vmi("Running", Some("n1"), None),
+            vmi("Running", Some("n1"), None),
+        ]);
+        let sample = "kubevirt_vmi_phase_count{node=\"n1\",phase=\"running\",os=\"<none>\",workload=\"<none>\",flavor=\"<none>\",instance_type=\"<none>\",preference=\"<none>\",guest_os_kernel_release=\"<none>\",guest_os_machine=\"<none>\",guest_os_name=\"<none>\",guest_os_version_id=\"<none>\"} 2";
+        let page = m.render();
+        assert_has_lines(&page, &["# TYPE kubevirt_vmi_phase_count gauge"]);
+        assert!(
+            !page.contains("kubevirt_vmi_phase_count{"),
+            "a replica that does not lead counts no VMI:\n{page}"
+        );
+        m.set_leading(true);
+        assert_has_lines(&m.render(), &[sample]);
+    }
+
+    #[test]
     fn histogram_is_cumulative() {
-        let mut h = Histogram::new(&[1.0, 5.0]);
-        for v in [0.5, 0.7, 3.0, 9.0] {
-            h.observe(v);
+        let m = Metrics::new();
+        let values = [0.5, 0.7, 3.0, 9.0];
+        for v in values {
+            m.phase_reached("Running", v);
         }
-        let mut out = String::new();
-        h.render(&mut out, "m", "phase=\"Running\"");
-        assert_eq!(
-            out,
-            "m_bucket{phase=\"Running\",le=\"1\"} 2\n\
-             m_bucket{phase=\"Running\",le=\"5\"} 3\n\
-             m_bucket{phase=\"Running\",le=\"+Inf\"} 4\n\
-             m_sum{phase=\"Running\"} 13.2\n\
-             m_count{phase=\"Running\"} 4\n"
+        let name = "kubevirt_vmi_phase_transition_time_from_creation_seconds";
+        // prometheus-client writes `le` before the family's labels, and bounds as floats.
+        let mut expected: Vec<String> = PHASE_TRANSITION_BUCKETS
+            .iter()
+            .map(|bound| {
+                let below = values.iter().filter(|v| *v <= bound).count();
+                format!("{name}_bucket{{le=\"{bound:?}\",phase=\"Running\"}} {below}")
+            })
+            .collect();
+        expected.push(format!("{name}_bucket{{le=\"+Inf\",phase=\"Running\"}} 4"));
+        let page = m.render();
+        let buckets: Vec<&str> = page
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+            .collect();
+        assert_eq!(buckets, expected);
+        // le="1.0" holds 0.5 and 0.7, le="5.0" adds 3, le="10.0" adds 9.
+        assert_has_lines(
+            &page,
+            &[
+                "kubevirt_vmi_phase_transition_time_from_creation_seconds_bucket{le=\"1.0\",phase=\"Running\"} 2",
+                "kubevirt_vmi_phase_transition_time_from_creation_seconds_bucket{le=\"5.0\",phase=\"Running\"} 3",
+                "kubevirt_vmi_phase_transition_time_from_creation_seconds_bucket{le=\"10.0\",phase=\"Running\"} 4",
+                "kubevirt_vmi_phase_transition_time_from_creation_seconds_sum{phase=\"Running\"} 13.2",
+                "kubevirt_vmi_phase_transition_time_from_creation_seconds_count{phase=\"Running\"} 4",
+            ],
         );
     }
 
     #[test]
     fn page_has_kubevirt_and_virtshim_metrics() {
-        let m = Metrics::new();
+        let m = with_vmis([vmi("Running", Some("n1"), None)]);
         m.set_leading(true);
         m.reconciled("vmi", Duration::from_millis(3), None);
         m.reconciled("vmi", Duration::from_millis(3), Some("conflict"));
         m.operation("pod", "create");
         m.phase_reached("Running", 12.0);
-        let page = m.render_with([vmi("Running", Some("n1"), None)].iter());
-        for line in [
-            "kubevirt_virt_controller_leading_status 1",
-            "kubevirt_virt_controller_ready_status 0",
-            "kubevirt_vmi_phase_count{node=\"n1\",phase=\"running\",os=\"<none>\",workload=\"<none>\",flavor=\"<none>\",instance_type=\"<none>\",preference=\"<none>\",guest_os_kernel_release=\"<none>\",guest_os_machine=\"<none>\",guest_os_name=\"<none>\",guest_os_version_id=\"<none>\"} 1",
-            "kubevirt_vmi_phase_transition_time_from_creation_seconds_bucket{phase=\"Running\",le=\"20\"} 1",
-            "virtshim_reconcile_total{controller=\"vmi\",result=\"success\"} 1",
-            "virtshim_reconcile_total{controller=\"vmi\",result=\"error\"} 1",
-            "virtshim_reconcile_errors_total{controller=\"vmi\",error=\"conflict\"} 1",
-            "virtshim_reconcile_duration_seconds_count{controller=\"vmi\"} 2",
-            "virtshim_operations_total{kind=\"pod\",operation=\"create\"} 1",
-        ] {
-            assert!(page.lines().any(|l| l == line), "missing {line:?} in\n{page}");
-        }
+        let page = m.render();
+        assert_has_lines(
+            &page,
+            &[
+                "kubevirt_virt_controller_leading_status 1",
+                "kubevirt_virt_controller_ready_status 0",
+                "kubevirt_vmi_phase_count{node=\"n1\",phase=\"running\",os=\"<none>\",workload=\"<none>\",flavor=\"<none>\",instance_type=\"<none>\",preference=\"<none>\",guest_os_kernel_release=\"<none>\",guest_os_machine=\"<none>\",guest_os_name=\"<none>\",guest_os_version_id=\"<none>\"} 1",
+                "kubevirt_vmi_phase_transition_time_from_creation_seconds_bucket{le=\"20.0\",phase=\"Running\"} 1",
+                "virtshim_reconcile_total{controller=\"vmi\",result=\"success\"} 1",
+                "virtshim_reconcile_total{controller=\"vmi\",result=\"error\"} 1",
+                "virtshim_reconcile_errors_total{controller=\"vmi\",error=\"conflict\"} 1",
+                "virtshim_reconcile_duration_seconds_count{controller=\"vmi\"} 2",
+                "virtshim_operations_total{kind=\"pod\",operation=\"create\"} 1",
+            ],
+        );
+        assert!(page.ends_with("\n# EOF\n"), "{page}");
+    }
+
+    /// The families and their types are the ones exposed before prometheus-client (a counter's
+    /// family name lacks the `_total` of its samples in OpenMetrics), and no sample is named
+    /// other than its family's name with its type's suffixes.
+    #[test]
+    fn exposes_the_same_metric_names() {
+        let m = with_vmis([vmi("Running", Some("n1"), None)]);
+        m.set_leading(true);
+        m.reconciled("vmi", Duration::from_millis(3), Some("conflict"));
+        m.operation("pod", "create");
+        m.phase_reached("Running", 12.0);
+        let page = m.render();
+        let families: Vec<(&str, &str)> = page
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.split_once(' '))
+            .collect();
+        assert_eq!(
+            families,
+            [
+                ("kubevirt_virt_controller_leading_status", "gauge"),
+                ("kubevirt_virt_controller_ready_status", "gauge"),
+                (
+                    "kubevirt_vmi_phase_transition_time_from_creation_seconds",
+                    "histogram"
+                ),
+                ("virtshim_reconcile", "counter"),
+                ("virtshim_reconcile_errors", "counter"),
+                ("virtshim_reconcile_duration_seconds", "histogram"),
+                ("virtshim_operations", "counter"),
+                ("kubevirt_vmi_phase_count", "gauge"),
+            ]
+        );
+        let mut samples: Vec<&str> = page
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        samples.dedup();
+        samples.sort_unstable();
+        samples.dedup();
+        assert_eq!(
+            samples,
+            [
+                "kubevirt_virt_controller_leading_status",
+                "kubevirt_virt_controller_ready_status",
+                "kubevirt_vmi_phase_count",
+                "kubevirt_vmi_phase_transition_time_from_creation_seconds_bucket",
+                "kubevirt_vmi_phase_transition_time_from_creation_seconds_count",
+                "kubevirt_vmi_phase_transition_time_from_creation_seconds_sum",
+                "virtshim_operations_total",
+                "virtshim_reconcile_duration_seconds_bucket",
+                "virtshim_reconcile_duration_seconds_count",
+                "virtshim_reconcile_duration_seconds_sum",
+                "virtshim_reconcile_errors_total",
+                "virtshim_reconcile_total",
+            ]
+        );
     }
 
     #[test]
     fn escapes_label_values() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let m = with_vmis([vmi("Running", Some("n1"), Some("a\"b\\c\nd"))]);
+        m.set_leading(true);
+        let page = m.render();
+        assert!(
+            page.contains(",os=\"a\\\"b\\\\c\\nd\","),
+            "the os label escaped as a\\\"b\\\\c\\nd in\n{page}"
+        );
     }
 }

@@ -34,7 +34,7 @@ pub fn respond(metrics: &Metrics, method: &hyper::Method, path: &str) -> Respons
         "/metrics" => text(
             StatusCode::OK,
             metrics.render(),
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         "/healthz" | "/livez" => text(StatusCode::OK, "ok\n", PLAIN),
         "/readyz" if metrics.is_ready() => text(StatusCode::OK, "ok\n", PLAIN),
