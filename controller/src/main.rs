@@ -17,7 +17,7 @@ use virtshim_controller::subresources;
 #[derive(Debug, Parser)]
 #[command(name = "virtshim-controller", version)]
 struct Args {
-    /// Where `/metrics` is served (Prometheus text format).
+    /// Where `/metrics` is served (OpenMetrics text format).
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_bind_address: SocketAddr,
     /// Where `/healthz` and `/readyz` are served.

@@ -64,6 +64,14 @@ async fn serves_metrics_health_and_readiness() {
         );
     }
 
+    // OpenMetrics text: the page ends with `# EOF`.
+    assert!(body.ends_with("\n# EOF\n"), "{body}");
+    let response = observability::respond(&metrics, &hyper::Method::GET, "/metrics");
+    assert_eq!(
+        response.headers()[hyper::header::CONTENT_TYPE],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+
     assert_eq!(get(addr, "GET", "/nope").await.0, 404);
     assert_eq!(get(addr, "POST", "/metrics").await.0, 405);
     server.abort();
