@@ -81,11 +81,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("cannot bind the {what} address {addr}"))?;
         tracing::info!(%local, "serving {what}");
         let m = metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = observability::serve(listener, m).await {
-                tracing::error!(error = %e, "{what} server stopped");
-            }
-        });
+        tokio::spawn(observability::serve(listener, m));
     }
 
     let client = kube::Client::try_default()

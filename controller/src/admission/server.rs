@@ -92,12 +92,18 @@ fn router() -> Router {
             hook.path,
             post(move |headers: HeaderMap, body: Body| review_request(action, headers, body))
                 .fallback(|| async {
-                    text(StatusCode::METHOD_NOT_ALLOWED, "webhooks accept POST only\n".to_owned())
+                    text(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "webhooks accept POST only\n".to_owned(),
+                    )
                 }),
         );
     }
     router.fallback(|uri: axum::http::Uri| async move {
-        text(StatusCode::NOT_FOUND, format!("no webhook at {}\n", uri.path()))
+        text(
+            StatusCode::NOT_FOUND,
+            format!("no webhook at {}\n", uri.path()),
+        )
     })
 }
 

@@ -1,49 +1,40 @@
-//! The HTTP/1 server (hyper) behind `/metrics`, `/healthz` and `/readyz`.
+//! `/metrics`, `/healthz` (and `/livez`) and `/readyz` as an axum router, served in plain HTTP
+//! by the project's one HTTP stack ([`virtshim_http`]).
 
 use super::Metrics;
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
-    }
-    response
+/// What Prometheus asks for and gets: OpenMetrics text.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The routes; GET (and HEAD) only.
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(metrics)
 }
 
-/// Answers one request.
-pub fn respond(metrics: &Metrics, method: &hyper::Method, path: &str) -> Response<Full<Bytes>> {
-    const PLAIN: &str = "text/plain; charset=utf-8";
-    if method != hyper::Method::GET && method != hyper::Method::HEAD {
-        return text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed\n",
-            PLAIN,
-        );
-    }
-    match path {
-        "/metrics" => text(
-            StatusCode::OK,
-            metrics.render(),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
-        "/healthz" | "/livez" => text(StatusCode::OK, "ok\n", PLAIN),
-        "/readyz" if metrics.is_ready() => text(StatusCode::OK, "ok\n", PLAIN),
-        "/readyz" => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "caches not synced yet\n",
-            PLAIN,
-        ),
-        _ => text(StatusCode::NOT_FOUND, "not found\n", PLAIN),
+async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
+    ([(CONTENT_TYPE, OPENMETRICS)], metrics.render()).into_response()
+}
+
+async fn ready(State(metrics): State<Arc<Metrics>>) -> Response {
+    if metrics.is_ready() {
+        "ok\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet\n").into_response()
     }
 }
 
@@ -54,22 +45,13 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)
     Ok((listener, local))
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    loop {
-        let (stream, peer) = listener.accept().await?;
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let response = respond(&metrics, req.method(), req.uri().path());
-                async move { Ok::<_, std::convert::Infallible>(response) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "metrics/health connection ended");
-            }
-        });
-    }
+/// Serves the routes on `listener` until the task is dropped (the process's end).
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    virtshim_http::Server::from_listener(listener, "metrics")
+        .serve(
+            router(metrics),
+            virtshim_http::Tls::Plain,
+            std::future::pending(),
+        )
+        .await;
 }

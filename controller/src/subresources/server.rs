@@ -106,7 +106,6 @@ impl Shared {
         *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
         Ok(())
     }
-
 }
 
 impl TlsConfigSource for Shared {
