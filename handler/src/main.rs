@@ -92,7 +92,13 @@ async fn main() -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    server::serve(listener, virtshim_http::Tls::Reloading(tls), handler, shutdown).await;
+    server::serve(
+        listener,
+        virtshim_http::Tls::Reloading(tls),
+        handler,
+        shutdown,
+    )
+    .await;
     tracing::info!("virtshim-handler stopped");
     Ok(())
 }

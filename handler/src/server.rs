@@ -185,8 +185,8 @@ impl Handler {
             uid,
         } = vmi;
         let vm = self.find(&namespace, &name, uid.as_deref()).await?;
-        let upgrade = PlainUpgrade::check(&mut req)
-            .map_err(|e| HandlerError::BadRequest(e.to_string()))?;
+        let upgrade =
+            PlainUpgrade::check(&mut req).map_err(|e| HandlerError::BadRequest(e.to_string()))?;
         let vmi = format!("{namespace}/{name}");
         let unavailable = |what: &'static str, message: String| HandlerError::SocketUnavailable {
             what,
@@ -322,7 +322,9 @@ async fn console(
     request: Request,
 ) -> Result<Response, HandlerError> {
     let vmi = VmiRef::new(names, query);
-    handler.websocket(request, &sessions, Stream::Console, vmi).await
+    handler
+        .websocket(request, &sessions, Stream::Console, vmi)
+        .await
 }
 
 async fn vnc(
@@ -333,7 +335,9 @@ async fn vnc(
     request: Request,
 ) -> Result<Response, HandlerError> {
     let vmi = VmiRef::new(names, query);
-    handler.websocket(request, &sessions, Stream::Vnc, vmi).await
+    handler
+        .websocket(request, &sessions, Stream::Vnc, vmi)
+        .await
 }
 
 async fn port_forward(
@@ -345,7 +349,9 @@ async fn port_forward(
 ) -> Result<Response, HandlerError> {
     let port = port_forward_target(&port, &protocol)?;
     let vmi = VmiRef::new((namespace, name), query);
-    handler.websocket(request, &sessions, Stream::Port(port), vmi).await
+    handler
+        .websocket(request, &sessions, Stream::Port(port), vmi)
+        .await
 }
 
 async fn pause(
@@ -354,7 +360,9 @@ async fn pause(
     Query(query): Query<UidQuery>,
 ) -> Result<StatusCode, HandlerError> {
     let vmi = VmiRef::new(names, query);
-    handler.pause(&vmi.namespace, &vmi.name, vmi.uid.as_deref(), true).await
+    handler
+        .pause(&vmi.namespace, &vmi.name, vmi.uid.as_deref(), true)
+        .await
 }
 
 async fn unpause(
@@ -363,7 +371,9 @@ async fn unpause(
     Query(query): Query<UidQuery>,
 ) -> Result<StatusCode, HandlerError> {
     let vmi = VmiRef::new(names, query);
-    handler.pause(&vmi.namespace, &vmi.name, vmi.uid.as_deref(), false).await
+    handler
+        .pause(&vmi.namespace, &vmi.name, vmi.uid.as_deref(), false)
+        .await
 }
 
 /// Serves `handler` on `listener` with `tls` until `shutdown` completes; then every open

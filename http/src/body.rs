@@ -43,7 +43,10 @@ mod tests {
     #[tokio::test]
     async fn caps_declared_and_actual_length() {
         let mut declared = HeaderMap::new();
-        declared.insert(axum::http::header::CONTENT_LENGTH, "11".parse().expect("header"));
+        declared.insert(
+            axum::http::header::CONTENT_LENGTH,
+            "11".parse().expect("header"),
+        );
         assert!(matches!(
             read_limited(&declared, Body::from("x"), 10).await,
             Err(BodyError::TooLarge { limit: 10 })

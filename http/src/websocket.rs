@@ -7,7 +7,9 @@
 //! session spawned through it ends when the server stops.
 
 use axum::body::Body;
-use axum::http::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
+use axum::http::header::{
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+};
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -92,9 +94,12 @@ impl PlainUpgrade {
         sessions.spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let socket =
-                        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                            .await;
+                    let socket = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        None,
+                    )
+                    .await;
                     session(socket).await;
                 }
                 Err(e) => tracing::info!(error = %e, "WebSocket upgrade failed"),
@@ -106,7 +111,10 @@ impl PlainUpgrade {
                 (UPGRADE, HeaderValue::from_static("websocket")),
                 (CONNECTION, HeaderValue::from_static("Upgrade")),
                 (SEC_WEBSOCKET_ACCEPT, self.accept),
-                (SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(PLAIN_PROTOCOL)),
+                (
+                    SEC_WEBSOCKET_PROTOCOL,
+                    HeaderValue::from_static(PLAIN_PROTOCOL),
+                ),
             ],
         )
             .into_response()

@@ -168,7 +168,10 @@ async fn shutdown_ends_upgraded_sessions() {
     ));
 
     let answer = raw_get(TcpStream::connect(addr).await.unwrap(), "/ws").await;
-    assert!(answer.starts_with("HTTP/1.1 400"), "not an upgrade: {answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 400"),
+        "not an upgrade: {answer}"
+    );
 
     let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
     request.headers_mut().insert(
@@ -186,7 +189,10 @@ async fn shutdown_ends_upgraded_sessions() {
         .await
         .expect("the session ends with the server");
     assert!(
-        !matches!(next, Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(_)))),
+        !matches!(
+            next,
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(_)))
+        ),
         "{next:?}"
     );
 }
