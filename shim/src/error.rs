@@ -101,3 +101,95 @@ impl From<Error> for ttrpc::Error {
         ttrpc::Error::RpcStatus(ttrpc::get_status(code, e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use ttrpc::Code;
+
+    /// The code containerd (and the kubelet after it) sees for `e`, with its message.
+    fn status(e: Error) -> (Code, String) {
+        match ttrpc::Error::from(e) {
+            ttrpc::Error::RpcStatus(s) => (s.code(), s.message),
+            other => panic!("not a status: {other:?}"),
+        }
+    }
+
+    fn io_error() -> std::io::Error {
+        std::io::ErrorKind::PermissionDenied.into()
+    }
+
+    /// Each variant's code, one by one: what the kubelet retries, reports as the pod's fault
+    /// (INVALID_ARGUMENT, PERMISSION_DENIED) or as the node's (INTERNAL) depends on it.
+    #[test]
+    fn each_error_maps_to_its_ttrpc_code() {
+        let cases = [
+            (Error::NotFound("c1".into()), Code::NOT_FOUND),
+            (Error::AlreadyExists("c1".into()), Code::ALREADY_EXISTS),
+            (
+                Error::FailedPrecondition("x".into()),
+                Code::FAILED_PRECONDITION,
+            ),
+            (Error::Unsupported("exec"), Code::UNIMPLEMENTED),
+            (Error::invalid("signal", "9"), Code::INVALID_ARGUMENT),
+            (
+                Error::Vmi {
+                    annotation: "virtshim.io/vmi",
+                    message: "x".into(),
+                },
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                Error::Disk {
+                    disk: "d".into(),
+                    message: "x".into(),
+                },
+                Code::INVALID_ARGUMENT,
+            ),
+            (
+                Error::Refused {
+                    field: "spec.hostNetwork".into(),
+                    message: "x".into(),
+                },
+                Code::PERMISSION_DENIED,
+            ),
+            (Error::io("x", io_error()), Code::INTERNAL),
+            (Error::path("x", "/p", io_error()), Code::INTERNAL),
+            (
+                Error::Command {
+                    program: "qemu-img",
+                    message: "x".into(),
+                },
+                Code::INTERNAL,
+            ),
+            (
+                Error::Libvirt {
+                    context: "x",
+                    message: "y".into(),
+                },
+                Code::INTERNAL,
+            ),
+            (Error::Cgroup("x".into()), Code::INTERNAL),
+            (Error::Bundle("x".into()), Code::INTERNAL),
+        ];
+        for (error, code) in cases {
+            let text = error.to_string();
+            let (got, message) = status(error);
+            assert_eq!(got, code, "{text}");
+            assert_eq!(message, text);
+        }
+    }
+
+    /// A refusal names the pod's field first: that is what the pod's author reads in
+    /// `kubectl describe`.
+    #[test]
+    fn a_refusal_names_the_field() {
+        let (code, message) = status(Error::Refused {
+            field: "spec.hostPID".into(),
+            message: "a VM pod must not share the node's PID namespace".into(),
+        });
+        assert_eq!(code, Code::PERMISSION_DENIED);
+        assert!(message.starts_with("spec.hostPID: "), "{message}");
+    }
+}
