@@ -1,5 +1,6 @@
 //! The shim's error type, and the one place that decides each error's ttrpc (gRPC) code.
 
+pub use crate::libvirt::{LibvirtCause, LibvirtCode};
 use std::path::PathBuf;
 
 /// Everything that can go wrong while serving containerd.
@@ -33,10 +34,21 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("libvirt: {context}: {message}")]
+    /// A libvirt call failed. `cause` keeps libvirt's error code, so that callers decide by
+    /// what libvirt said (see [`Error::libvirt_code`]) rather than by asking it again.
+    #[error("libvirt: {context}: {cause}")]
     Libvirt {
         context: &'static str,
-        message: String,
+        #[source]
+        cause: LibvirtCause,
+    },
+    /// QEMU's pid file (which libvirt writes) does not hold a pid.
+    #[error("libvirt: reading QEMU's pid ({path}): {text:?}: {source}")]
+    QemuPid {
+        path: PathBuf,
+        text: String,
+        #[source]
+        source: std::num::ParseIntError,
     },
     #[error("{program} failed: {message}")]
     Command {
@@ -77,6 +89,17 @@ impl Error {
             message: message.into(),
         }
     }
+    /// libvirt's code for this error, when libvirt itself reported it (`None` for every other
+    /// error, and for a libvirt that never answered).
+    pub fn libvirt_code(&self) -> Option<LibvirtCode> {
+        match self {
+            Error::Libvirt {
+                cause: LibvirtCause::Reported { code, .. },
+                ..
+            } => Some(*code),
+            _ => None,
+        }
+    }
 }
 
 impl From<Error> for ttrpc::Error {
@@ -94,6 +117,7 @@ impl From<Error> for ttrpc::Error {
             Error::Io { .. }
             | Error::Path { .. }
             | Error::Libvirt { .. }
+            | Error::QemuPid { .. }
             | Error::Command { .. }
             | Error::Cgroup(_)
             | Error::Bundle(_) => Code::INTERNAL,
@@ -166,7 +190,26 @@ mod tests {
             (
                 Error::Libvirt {
                     context: "x",
-                    message: "y".into(),
+                    cause: LibvirtCause::Unreachable("y"),
+                },
+                Code::INTERNAL,
+            ),
+            (
+                Error::Libvirt {
+                    context: "destroying the VM",
+                    cause: LibvirtCause::Reported {
+                        code: LibvirtCode::OperationInvalid,
+                        domain: virt::enumutil::Enum::Known(virt::error::ErrorDomain::Qemu),
+                        message: "domain is not running".into(),
+                    },
+                },
+                Code::INTERNAL,
+            ),
+            (
+                Error::QemuPid {
+                    path: "/run/qemu/vm.pid".into(),
+                    text: "x".into(),
+                    source: "x".parse::<u32>().unwrap_err(),
                 },
                 Code::INTERNAL,
             ),
