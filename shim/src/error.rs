@@ -57,8 +57,30 @@ pub enum Error {
     },
     #[error("disk {disk:?}: {message}")]
     Disk { disk: String, message: String },
-    #[error("cgroup: {0}")]
-    Cgroup(String),
+    /// The spec's `linux.cgroupsPath` is not one the shim places QEMU under.
+    #[error("cgroup: cgroupsPath {cgroups_path:?} {problem}")]
+    CgroupPath {
+        cgroups_path: String,
+        problem: &'static str,
+    },
+    /// Making one of the container's cgroup folders failed.
+    #[error("cgroup: creating {path}: {source}")]
+    CgroupCreate {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing a cgroup file failed: a CPU limit, or QEMU's pid into `cgroup.procs`.
+    #[error("cgroup: writing {value:?} to {path}: {source}")]
+    CgroupWrite {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cgroup's figures could not be encoded into containerd's metrics message.
+    #[error("cgroup: encoding metrics: {0}")]
+    Metrics(#[source] containerd_shim::Error),
     #[error("reading the OCI bundle: {0}")]
     Bundle(String),
     /// The pod is something a VM pod must never be (host namespaces, privileged, host paths,
@@ -119,7 +141,10 @@ impl From<Error> for ttrpc::Error {
             | Error::Libvirt { .. }
             | Error::QemuPid { .. }
             | Error::Command { .. }
-            | Error::Cgroup(_)
+            | Error::CgroupPath { .. }
+            | Error::CgroupCreate { .. }
+            | Error::CgroupWrite { .. }
+            | Error::Metrics(_)
             | Error::Bundle(_) => Code::INTERNAL,
         };
         ttrpc::Error::RpcStatus(ttrpc::get_status(code, e.to_string()))
@@ -213,7 +238,32 @@ mod tests {
                 },
                 Code::INTERNAL,
             ),
-            (Error::Cgroup("x".into()), Code::INTERNAL),
+            (
+                Error::CgroupPath {
+                    cgroups_path: "a:b".into(),
+                    problem: "x",
+                },
+                Code::INTERNAL,
+            ),
+            (
+                Error::CgroupCreate {
+                    path: "/sys/fs/cgroup/x".into(),
+                    source: io_error(),
+                },
+                Code::INTERNAL,
+            ),
+            (
+                Error::CgroupWrite {
+                    path: "/sys/fs/cgroup/x/cpu.max".into(),
+                    value: "1 2".into(),
+                    source: io_error(),
+                },
+                Code::INTERNAL,
+            ),
+            (
+                Error::Metrics(containerd_shim::Error::Other("x".into())),
+                Code::INTERNAL,
+            ),
             (Error::Bundle("x".into()), Code::INTERNAL),
         ];
         for (error, code) in cases {
