@@ -81,8 +81,21 @@ pub enum Error {
     /// The cgroup's figures could not be encoded into containerd's metrics message.
     #[error("cgroup: encoding metrics: {0}")]
     Metrics(#[source] containerd_shim::Error),
-    #[error("reading the OCI bundle: {0}")]
-    Bundle(String),
+    /// `config.json` is not an OCI runtime spec.
+    #[error("reading the OCI bundle: {path}: {source}")]
+    BundleSpec {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An annotation containerd's CRI plugin writes (the container's role, the pod's name) is
+    /// missing or unexpected: the bundle was not made through the CRI, and the shim cannot
+    /// tell which pod it belongs to.
+    #[error("reading the OCI bundle: {annotation} {problem}")]
+    BundleAnnotation {
+        annotation: &'static str,
+        problem: String,
+    },
     /// The pod is something a VM pod must never be (host namespaces, privileged, host paths,
     /// another namespace's VMI): `field` is where the pod's author must change it.
     #[error("{field}: {message}")]
@@ -145,7 +158,8 @@ impl From<Error> for ttrpc::Error {
             | Error::CgroupCreate { .. }
             | Error::CgroupWrite { .. }
             | Error::Metrics(_)
-            | Error::Bundle(_) => Code::INTERNAL,
+            | Error::BundleSpec { .. }
+            | Error::BundleAnnotation { .. } => Code::INTERNAL,
         };
         ttrpc::Error::RpcStatus(ttrpc::get_status(code, e.to_string()))
     }
@@ -264,7 +278,20 @@ mod tests {
                 Error::Metrics(containerd_shim::Error::Other("x".into())),
                 Code::INTERNAL,
             ),
-            (Error::Bundle("x".into()), Code::INTERNAL),
+            (
+                Error::BundleSpec {
+                    path: "/b/config.json".into(),
+                    source: serde_json::from_str::<u8>("x").unwrap_err(),
+                },
+                Code::INTERNAL,
+            ),
+            (
+                Error::BundleAnnotation {
+                    annotation: "io.kubernetes.cri.sandbox-uid",
+                    problem: "is missing".into(),
+                },
+                Code::INTERNAL,
+            ),
         ];
         for (error, code) in cases {
             let text = error.to_string();
