@@ -177,7 +177,7 @@ fn load(dir: &Path) -> Result<Spec> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Error::path("reading the OCI spec", &path, e))?;
-    parse(&text).map_err(|e| Error::Bundle(format!("{}: {e}", path.display())))
+    parse(&text).map_err(|source| Error::BundleSpec { path, source })
 }
 
 /// Parses `config.json`. Its size is bounded by containerd, which wrote it.
@@ -192,9 +192,10 @@ fn role(annotations: &HashMap<String, String>) -> Result<Role> {
             name: annotations.get(CONTAINER_NAME).cloned().unwrap_or_default(),
             sandbox_id: annotations.get(SANDBOX_ID).cloned().unwrap_or_default(),
         }),
-        other => Err(Error::Bundle(format!(
-            "{CONTAINER_TYPE} is {other:?}: virtshim runs pods created through the CRI only"
-        ))),
+        other => Err(Error::BundleAnnotation {
+            annotation: CONTAINER_TYPE,
+            problem: format!("is {other:?}: virtshim runs pods created through the CRI only"),
+        }),
     }
 }
 
@@ -226,7 +227,10 @@ impl Bundle {
     /// What [`Bundle::read`] does after reading the file, for `config.json` text (the fuzzer's
     /// entry).
     pub fn from_json(dir: &Path, own_id: &str, text: &str, policy: &MountPolicy) -> Result<Self> {
-        let spec = parse(text).map_err(|e| Error::Bundle(e.to_string()))?;
+        let spec = parse(text).map_err(|source| Error::BundleSpec {
+            path: dir.join("config.json"),
+            source,
+        })?;
         Self::from_spec(dir, own_id, spec, policy)
     }
 
@@ -238,10 +242,11 @@ impl Bundle {
                 .get(key)
                 .filter(|v| !v.is_empty())
                 .cloned()
-                .ok_or_else(|| {
-                    Error::Bundle(format!(
-                        "{key} is missing: virtshim needs containerd's CRI plugin (1.6 or newer) to name the pod"
-                    ))
+                .ok_or_else(|| Error::BundleAnnotation {
+                    annotation: key,
+                    problem: "is missing: virtshim needs containerd's CRI plugin (1.6 or newer) \
+                              to name the pod"
+                        .into(),
                 })
         };
         let pod = PodRef {
@@ -676,7 +681,66 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("io.kubernetes.cri.sandbox-uid");
-        assert!(refusal(&spec).contains("io.kubernetes.cri.sandbox-uid is missing"));
+        let e = read(&spec).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::BundleAnnotation {
+                    annotation: SANDBOX_UID,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e
+            .to_string()
+            .contains("io.kubernetes.cri.sandbox-uid is missing"));
         assert!(refusal(&json!({"annotations": {}})).contains("through the CRI only"));
+    }
+
+    /// A config.json that is no OCI spec names the file and keeps serde's error (the fuzzer's
+    /// `not-json` seed expects its "EOF").
+    #[test]
+    fn a_spec_that_does_not_parse_keeps_its_cause() {
+        let e = Bundle::from_json(
+            Path::new("/b"),
+            "c1",
+            "{\"ociVersion\": ",
+            &MountPolicy::default(),
+        )
+        .unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.starts_with("reading the OCI bundle: /b/config.json: EOF"),
+            "{message}"
+        );
+        let source = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<serde_json::Error>())
+            .unwrap();
+        assert!(source.is_eof());
+    }
+
+    /// What the kubelet is told of a refused bundle: PERMISSION_DENIED, the pod's field first.
+    #[test]
+    fn a_refused_bundle_reaches_containerd_as_permission_denied() {
+        let mut spec = compute_spec();
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "pid");
+        let ttrpc::Error::RpcStatus(status) = ttrpc::Error::from(read(&spec).unwrap_err()) else {
+            panic!("not a status");
+        };
+        assert_eq!(status.code(), ttrpc::Code::PERMISSION_DENIED);
+        assert!(
+            status.message.starts_with("spec.hostPID: "),
+            "{}",
+            status.message
+        );
+        let ttrpc::Error::RpcStatus(status) = ttrpc::Error::from(check_id("../x").unwrap_err())
+        else {
+            panic!("not a status");
+        };
+        assert_eq!(status.code(), ttrpc::Code::INVALID_ARGUMENT);
     }
 }

@@ -46,18 +46,20 @@ fn relative_path(cgroups_path: &str) -> Result<PathBuf> {
             path
         }
         _ => {
-            return Err(Error::Cgroup(format!(
-                "cannot read cgroupsPath {cgroups_path:?}"
-            )))
+            return Err(Error::CgroupPath {
+                cgroups_path: cgroups_path.to_owned(),
+                problem: "is neither a path nor systemd's slice:prefix:name",
+            })
         }
     };
     if path
         .components()
         .any(|c| !matches!(c, std::path::Component::Normal(_)))
     {
-        return Err(Error::Cgroup(format!(
-            "cgroupsPath {cgroups_path:?} is not a plain path"
-        )));
+        return Err(Error::CgroupPath {
+            cgroups_path: cgroups_path.to_owned(),
+            problem: "is not a plain path",
+        });
     }
     Ok(path)
 }
@@ -80,9 +82,22 @@ fn v1_mounts() -> Vec<(String, PathBuf)> {
     out
 }
 
+/// Writes a cgroup file; a failure names the file and the value (the kernel's EINVAL or
+/// ERANGE is about the value).
 fn write(path: &Path, value: &str) -> Result<()> {
-    std::fs::write(path, value)
-        .map_err(|e| Error::Cgroup(format!("writing {value:?} to {}: {e}", path.display())))
+    std::fs::write(path, value).map_err(|source| Error::CgroupWrite {
+        path: path.to_path_buf(),
+        value: value.to_owned(),
+        source,
+    })
+}
+
+/// A failed `mkdir` of `path`: v1 makes one folder per controller, so the error names which.
+fn create_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::CgroupCreate {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
@@ -105,8 +120,7 @@ impl Cgroup {
         };
         match &cgroup {
             Cgroup::V2(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error::Cgroup(format!("creating {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(create_error(dir))?;
                 if let Some(cpu) = &resources.cpu {
                     if let Some(shares) = cpu.shares {
                         // The conversion runc uses from v1 shares to v2 weight.
@@ -262,7 +276,7 @@ fn create_v1_dir(controller: &str, dir: &Path) -> Result<()> {
                         Err(e)
                     }
                 })
-                .map_err(|e| Error::Cgroup(format!("creating {}: {e}", d.display())))?;
+                .map_err(create_error(&d))?;
             if let Some(parent) = d.parent() {
                 for file in ["cpuset.cpus", "cpuset.mems"] {
                     let value = std::fs::read_to_string(parent.join(file)).unwrap_or_default();
@@ -275,8 +289,7 @@ fn create_v1_dir(controller: &str, dir: &Path) -> Result<()> {
         }
         Ok(())
     } else {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Cgroup(format!("creating {}: {e}", dir.display())))
+        std::fs::create_dir_all(dir).map_err(create_error(dir))
     }
 }
 
@@ -296,5 +309,38 @@ mod tests {
         );
         assert!(relative_path("/a/../../etc").is_err());
         assert!(relative_path("a:b").is_err());
+    }
+
+    /// The refusals name the cgroupsPath and what is wrong with it.
+    #[test]
+    fn a_bad_cgroups_path_is_named() {
+        let e = relative_path("/a/../../etc").unwrap_err();
+        assert!(matches!(e, Error::CgroupPath { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "cgroup: cgroupsPath \"/a/../../etc\" is not a plain path"
+        );
+        let e = relative_path("a:b").unwrap_err().to_string();
+        assert!(e.contains("\"a:b\" is neither a path"), "{e}");
+    }
+
+    /// A failed write keeps the io::Error and names the file and the value.
+    #[test]
+    fn a_failed_write_keeps_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("missing/cpu.max");
+        let e = write(&file, "50000 100000").unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "cgroup: writing \"50000 100000\" to {}: ",
+                file.display()
+            )),
+            "{message}"
+        );
+        let source = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .unwrap();
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
     }
 }

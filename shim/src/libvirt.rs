@@ -45,10 +45,78 @@ pub struct Libvirt {
     root: PathBuf,
 }
 
+/// The libvirt error codes the shim decides by; any other is kept by its number (libvirt's
+/// `virErrorNumber`), for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LibvirtCode {
+    /// `VIR_ERR_NO_DOMAIN`: no domain has that name (never defined, or undefined since), so
+    /// nothing runs under it.
+    NoDomain,
+    /// `VIR_ERR_OPERATION_INVALID`: the call does not fit the domain's state. Destroy reports
+    /// it only for a domain that is not running; the power button reports it ("domain is not
+    /// running") for any domain that is not running *now*, a paused one included.
+    OperationInvalid,
+    Other(u32),
+}
+
+impl LibvirtCode {
+    /// Classifies libvirt's raw `virErrorNumber`.
+    pub fn from_raw(raw: u32) -> Self {
+        match raw {
+            virt::sys::VIR_ERR_NO_DOMAIN => Self::NoDomain,
+            virt::sys::VIR_ERR_OPERATION_INVALID => Self::OperationInvalid,
+            other => Self::Other(other),
+        }
+    }
+}
+
+/// Why a libvirt call failed: what libvirt reported, or that it never answered.
+#[derive(Debug, thiserror::Error)]
+pub enum LibvirtCause {
+    /// libvirt failed the call and said why.
+    #[error("{message}")]
+    Reported {
+        code: LibvirtCode,
+        /// The part of libvirt that raised it (`virErrorDomain`), for the log.
+        domain: virt::error::ErrorDomainEnum,
+        /// libvirt's text with its code and domain, as the binding formats it (and, when
+        /// libvirt's text does not say what to do, what to do).
+        message: String,
+    },
+    /// The shim's own way to libvirt failed (the connection is not open, its thread is
+    /// gone): libvirt never answered, so there is no code to go by.
+    #[error("{0}")]
+    Unreachable(&'static str),
+}
+
+impl LibvirtCause {
+    /// What the binding's error says, its code and domain kept.
+    fn reported(e: &virt::error::Error) -> Self {
+        Self::reported_as(e, e.to_string())
+    }
+
+    /// The binding's error, its code and domain kept, told as `message`.
+    fn reported_as(e: &virt::error::Error, message: String) -> Self {
+        Self::Reported {
+            code: LibvirtCode::from_raw(e.code().to_raw()),
+            domain: e.domain(),
+            message,
+        }
+    }
+}
+
 fn libvirt_error(context: &'static str) -> impl Fn(virt::error::Error) -> Error {
     move |e| Error::Libvirt {
         context,
-        message: e.to_string(),
+        cause: LibvirtCause::reported(&e),
+    }
+}
+
+/// A libvirt call that got no answer (see [`LibvirtCause::Unreachable`]).
+fn no_answer(context: &'static str, why: &'static str) -> Error {
+    Error::Libvirt {
+        context,
+        cause: LibvirtCause::Unreachable(why),
     }
 }
 
@@ -105,10 +173,7 @@ fn start_event_loop() -> Result<()> {
     let mut result = Ok(());
     EVENT_LOOP.call_once(|| {
         if let Err(e) = virt::event::event_register_default_impl() {
-            result = Err(Error::Libvirt {
-                context: "registering the event loop",
-                message: e.to_string(),
-            });
+            result = Err(libvirt_error("registering the event loop")(e));
             return;
         }
         let spawned = std::thread::Builder::new()
@@ -150,9 +215,10 @@ impl Libvirt {
                 let conn = match Connect::open(Some(&uri)) {
                     Ok(c) => c,
                     Err(e) => {
+                        let message = explain_open_failure(e.to_string());
                         let _ = opened_tx.send(Err(Error::Libvirt {
                             context: "opening the embedded driver",
-                            message: explain_open_failure(e.to_string()),
+                            cause: LibvirtCause::reported_as(&e, message),
                         }));
                         return;
                     }
@@ -165,10 +231,9 @@ impl Libvirt {
                 drop(conn);
             })
             .map_err(|e| Error::io("starting the libvirt thread", e))?;
-        opened_rx.recv().map_err(|_| Error::Libvirt {
-            context: "opening the embedded driver",
-            message: "the libvirt thread died".into(),
-        })??;
+        opened_rx
+            .recv()
+            .map_err(|_| no_answer("opening the embedded driver", "the libvirt thread died"))??;
         Ok(Self {
             capabilities: (pod_cache, capabilities_cache.to_path_buf()),
             jobs: Some(jobs_tx),
@@ -183,21 +248,16 @@ impl Libvirt {
         job: impl FnOnce(&Connect) -> T + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = mpsc::channel();
-        let jobs = self.jobs.as_ref().ok_or(Error::Libvirt {
-            context: "calling libvirt",
-            message: "connection closed".into(),
-        })?;
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| no_answer("calling libvirt", "connection closed"))?;
         jobs.send(Box::new(move |conn| {
             let _ = tx.send(job(conn));
         }))
-        .map_err(|_| Error::Libvirt {
-            context: "calling libvirt",
-            message: "the libvirt thread is gone".into(),
-        })?;
-        rx.recv().map_err(|_| Error::Libvirt {
-            context: "calling libvirt",
-            message: "the libvirt thread died".into(),
-        })
+        .map_err(|_| no_answer("calling libvirt", "the libvirt thread is gone"))?;
+        rx.recv()
+            .map_err(|_| no_answer("calling libvirt", "the libvirt thread died"))
     }
 
     /// Defines the domain and starts it with its CPUs paused; returns QEMU's pid.
@@ -217,9 +277,10 @@ impl Libvirt {
         let pidfile = self.root.join("run/qemu").join(format!("{name}.pid"));
         let text = std::fs::read_to_string(&pidfile)
             .map_err(|e| Error::path("reading QEMU's pid", &pidfile, e))?;
-        text.trim().parse().map_err(|_| Error::Libvirt {
-            context: "reading QEMU's pid",
-            message: format!("{text:?}"),
+        text.trim().parse().map_err(|source| Error::QemuPid {
+            path: pidfile,
+            text,
+            source,
         })
     }
 
@@ -338,6 +399,56 @@ fn copy_xml_files(from: &Path, to: &Path) {
 
 #[cfg(test)]
 mod tests {
+    use super::{LibvirtCause, LibvirtCode};
+    use crate::error::Error;
+
+    #[test]
+    fn libvirt_codes_are_classified_by_number() {
+        assert_eq!(
+            LibvirtCode::from_raw(virt::sys::VIR_ERR_NO_DOMAIN),
+            LibvirtCode::NoDomain
+        );
+        assert_eq!(
+            LibvirtCode::from_raw(virt::sys::VIR_ERR_OPERATION_INVALID),
+            LibvirtCode::OperationInvalid
+        );
+        assert_eq!(
+            LibvirtCode::from_raw(virt::sys::VIR_ERR_OPERATION_TIMEOUT),
+            LibvirtCode::Other(virt::sys::VIR_ERR_OPERATION_TIMEOUT)
+        );
+        // A code newer than the binding.
+        assert_eq!(LibvirtCode::from_raw(100_000), LibvirtCode::Other(100_000));
+    }
+
+    /// The message says what it said before the code was kept, and the code is there to match.
+    #[test]
+    fn a_reported_error_keeps_its_text_and_code() {
+        let e = Error::Libvirt {
+            context: "destroying the VM",
+            cause: LibvirtCause::Reported {
+                code: LibvirtCode::NoDomain,
+                domain: virt::enumutil::Enum::Known(virt::error::ErrorDomain::Qemu),
+                message: "no domain with matching name 'default_vm1'".into(),
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "libvirt: destroying the VM: no domain with matching name 'default_vm1'"
+        );
+        assert_eq!(e.libvirt_code(), Some(LibvirtCode::NoDomain));
+        assert!(std::error::Error::source(&e).is_some());
+
+        let e = Error::Libvirt {
+            context: "calling libvirt",
+            cause: LibvirtCause::Unreachable("the libvirt thread died"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "libvirt: calling libvirt: the libvirt thread died"
+        );
+        assert_eq!(e.libvirt_code(), None);
+    }
+
     #[test]
     fn a_missing_qemu_user_is_explained() {
         let libvirt = "invalid argument: Failed to parse user 'libvirt-qemu'".to_owned();

@@ -274,8 +274,8 @@ impl containerd_shim_protos::Task for Service {
 
     fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
         let metrics = self.pod.metrics(&req.id)?;
-        let any = containerd_shim::util::convert_to_any(Box::new(metrics))
-            .map_err(|e| Error::Cgroup(format!("encoding metrics: {e}")))?;
+        let any =
+            containerd_shim::util::convert_to_any(Box::new(metrics)).map_err(Error::Metrics)?;
         Ok(StatsResponse {
             stats: Some(any).into(),
             ..Default::default()

@@ -9,7 +9,7 @@
 use super::{Host, PreparedVm, ProcessExit, VmRequest};
 use crate::bundle::{Bundle, MountPolicy, Resources};
 use crate::console::Endpoints;
-use crate::error::{Error, Result};
+use crate::error::{Error, LibvirtCause, LibvirtCode, Result};
 use crate::libvirt::{OffReason, VmState};
 use crate::paths::PodPaths;
 use crate::rootfs::RootfsMount;
@@ -280,9 +280,7 @@ impl FakeHost {
         self.enter(step, domain, None)?;
         let mut w = self.world();
         if !w.hypervisor_open {
-            return Err(Error::FailedPrecondition(
-                "the hypervisor is not open".into(),
-            ));
+            return Err(not_open());
         }
         let result = act(&mut w);
         drop(w);
@@ -307,8 +305,42 @@ fn stop_domain(w: &mut World, domain: &str, reason: OffReason, status: WaitStatu
     w.processes.insert(pid, Some(status));
 }
 
+/// An error as libvirt reports it, with its code: the pod decides by the code.
+pub fn libvirt(context: &'static str, code: LibvirtCode, message: String) -> Error {
+    Error::Libvirt {
+        context,
+        cause: LibvirtCause::Reported {
+            code,
+            domain: virt::enumutil::Enum::Known(virt::error::ErrorDomain::Qemu),
+            message,
+        },
+    }
+}
+
 fn no_domain(domain: &str) -> Error {
-    Error::FailedPrecondition(format!("no domain {domain}"))
+    libvirt(
+        "looking up the domain",
+        LibvirtCode::NoDomain,
+        format!("no domain with matching name '{domain}'"),
+    )
+}
+
+/// libvirt's answer to a destroy, or a press of the power button, when the domain is not
+/// running (for the power button: not running *now*, paused included).
+fn not_running(context: &'static str) -> Error {
+    libvirt(
+        context,
+        LibvirtCode::OperationInvalid,
+        "domain is not running".into(),
+    )
+}
+
+/// What `NodeHost` answers before libvirt is open.
+fn not_open() -> Error {
+    Error::Libvirt {
+        context: "reaching the VM",
+        cause: LibvirtCause::Unreachable("the hypervisor is not open"),
+    }
 }
 
 impl Host for FakeHost {
@@ -396,9 +428,7 @@ impl Host for FakeHost {
         self.enter(Step::StartPaused, &vm.domain, None)?;
         let mut w = self.world();
         if !w.hypervisor_open {
-            return Err(Error::FailedPrecondition(
-                "the hypervisor is not open".into(),
-            ));
+            return Err(not_open());
         }
         if w.domains.contains_key(&vm.domain) {
             return Err(Error::FailedPrecondition(format!(
@@ -487,7 +517,7 @@ impl Host for FakeHost {
                     Ok(())
                 }
                 VmState::Running => Ok(()),
-                other => Err(Error::FailedPrecondition(format!("domain is {other:?}"))),
+                _ => Err(not_running("pressing the ACPI power button")),
             }
         })
     }
@@ -496,7 +526,7 @@ impl Host for FakeHost {
         self.domain_call(Step::Destroy, domain, |w| {
             let d = w.domains.get(domain).ok_or_else(|| no_domain(domain))?;
             if matches!(d.state, VmState::Off(_)) {
-                return Err(Error::FailedPrecondition("domain is not running".into()));
+                return Err(not_running("destroying the VM"));
             }
             let pid = d.pid;
             stop_domain(

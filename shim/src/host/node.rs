@@ -4,7 +4,7 @@ use super::{Host, PreparedVm, ProcessExit, VmRequest};
 use crate::bundle::{Bundle, MountPolicy, Resources};
 use crate::cgroup::Cgroup;
 use crate::console::{Console, Endpoints};
-use crate::error::{Error, Result};
+use crate::error::{Error, LibvirtCause, Result};
 use crate::libvirt::{Libvirt, VmState};
 use crate::network::NicPlan;
 use crate::paths::{PodPaths, Roots};
@@ -61,9 +61,9 @@ impl NodeHost {
     }
 
     fn libvirt(&self) -> Result<Arc<Libvirt>> {
-        self.slot().clone().ok_or_else(|| Error::Libvirt {
+        self.slot().clone().ok_or(Error::Libvirt {
             context: "reaching the VM",
-            message: "the pod's libvirt is not open (no VM was started)".into(),
+            cause: LibvirtCause::Unreachable("the pod's libvirt is not open (no VM was started)"),
         })
     }
 }

@@ -13,7 +13,7 @@
 use crate::bundle::{check_id, Bundle, Role};
 use crate::error::{Error, Result};
 use crate::host::{Host, PreparedVm, ProcessExit, VmRequest};
-use crate::libvirt::{OffReason, VmState};
+use crate::libvirt::{LibvirtCode, OffReason, VmState};
 use crate::paths::{PodPaths, Roots};
 use crate::rootfs::RootfsMount;
 use crate::state::PodState;
@@ -624,14 +624,14 @@ impl<H: Host> Pod<H> {
                     drop(inner);
                     tracing::info!(%domain, "destroying the VM");
                     host.destroy(&domain)
-                        .or_else(|e| already_off(host, &domain, e))
+                        .or_else(|e| already_off(host, &domain, StopCall::Destroy, e))
                 } else {
                     let exit = container.exit.clone();
                     drop(inner);
                     tracing::info!(%domain, "pressing the ACPI power button");
                     match host.power_button(&domain) {
                         Ok(()) => keep_pressing(self.host.clone(), domain, exit),
-                        Err(e) => already_off(host, &domain, e)?,
+                        Err(e) => already_off(host, &domain, StopCall::PowerButton, e)?,
                     }
                     Ok(())
                 }
@@ -952,15 +952,56 @@ fn verified_identity(
     })
 }
 
-/// A kill that finds the VM already off (the guest powered off, or QEMU died, just before) has
-/// nothing left to do: its exit is being recorded. Any other failure is the caller's.
-fn already_off<H: Host>(host: &H, domain: &str, error: Error) -> Result<()> {
-    match host.vm_state(domain) {
-        Ok(VmState::Off(_)) | Err(_) => {
-            tracing::info!(%domain, "the VM was already off");
-            Ok(())
+/// The call a kill stops the VM with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopCall {
+    Destroy,
+    PowerButton,
+}
+
+/// What a failed [`StopCall`]'s error says about the VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterFailedStop {
+    /// libvirt said nothing runs: the VM is off.
+    Off,
+    /// libvirt failed the call for another reason.
+    Failed,
+    /// The error cannot tell: only the VM's state can.
+    AskState,
+}
+
+/// Reads libvirt's code (`None`: not an error libvirt reported) for a failed stop call.
+/// `NoDomain` means nothing runs under the name. Destroy reports `OperationInvalid` only for a
+/// domain that is not running, but the power button reports it for a paused one too (libvirt
+/// presses it only on a running domain), so that one case still asks the VM's state; so does
+/// an error libvirt never answered with, as before codes were kept.
+fn after_failed_stop(call: StopCall, code: Option<LibvirtCode>) -> AfterFailedStop {
+    match (code, call) {
+        (Some(LibvirtCode::NoDomain), _) => AfterFailedStop::Off,
+        (Some(LibvirtCode::OperationInvalid), StopCall::Destroy) => AfterFailedStop::Off,
+        (Some(LibvirtCode::OperationInvalid), StopCall::PowerButton) | (None, _) => {
+            AfterFailedStop::AskState
         }
-        Ok(_) => Err(error),
+        (Some(LibvirtCode::Other(_)), _) => AfterFailedStop::Failed,
+    }
+}
+
+/// A kill that finds the VM already off (the guest powered off, or QEMU died, just before) has
+/// nothing left to do: its exit is being recorded. Any other failure is the caller's. libvirt's
+/// code decides where it can (see [`after_failed_stop`]).
+fn already_off<H: Host>(host: &H, domain: &str, call: StopCall, error: Error) -> Result<()> {
+    let off = match after_failed_stop(call, error.libvirt_code()) {
+        AfterFailedStop::Off => true,
+        AfterFailedStop::Failed => false,
+        AfterFailedStop::AskState => {
+            matches!(host.vm_state(domain), Ok(VmState::Off(_)) | Err(_))
+        }
+    };
+    if off {
+        tracing::info!(%domain, "the VM was already off");
+        Ok(())
+    } else {
+        Err(error)
     }
 }
 

@@ -231,6 +231,65 @@ fn a_guest_deaf_to_the_power_button_runs_until_sigkill() {
 }
 
 #[test]
+fn a_failed_stop_is_read_by_libvirts_code() {
+    use AfterFailedStop::{AskState, Failed, Off};
+    use LibvirtCode::{NoDomain, OperationInvalid, Other};
+    let timeout = Other(virt::sys::VIR_ERR_OPERATION_TIMEOUT);
+    for (call, code, after) in [
+        (StopCall::Destroy, Some(NoDomain), Off),
+        (StopCall::Destroy, Some(OperationInvalid), Off),
+        (StopCall::Destroy, Some(timeout), Failed),
+        (StopCall::Destroy, None, AskState),
+        (StopCall::PowerButton, Some(NoDomain), Off),
+        // libvirt refuses the power button of a paused VM with the same code.
+        (StopCall::PowerButton, Some(OperationInvalid), AskState),
+        (StopCall::PowerButton, Some(timeout), Failed),
+        (StopCall::PowerButton, None, AskState),
+    ] {
+        assert_eq!(after_failed_stop(call, code), after, "{call:?} {code:?}");
+    }
+}
+
+/// A kill's failed stop is judged by libvirt's code, not by what the VM's state says a moment
+/// later; only what the code cannot tell asks the state.
+#[test]
+fn a_kill_that_finds_the_vm_off_is_done_by_libvirts_code() {
+    use crate::host::fake::libvirt;
+    let f = Fixture::running();
+    let gone = libvirt(
+        "destroying the VM",
+        LibvirtCode::NoDomain,
+        "no domain".into(),
+    );
+    assert!(
+        already_off(&f.host, DOMAIN, StopCall::Destroy, gone).is_ok(),
+        "no domain: nothing runs, though the state was not asked"
+    );
+
+    // Paused: the power button is refused as "not running", and the state says it is not off.
+    f.pod.pause(COMPUTE).unwrap();
+    let refused = f.host.power_button(DOMAIN).unwrap_err();
+    assert_eq!(refused.libvirt_code(), Some(LibvirtCode::OperationInvalid));
+    assert!(already_off(&f.host, DOMAIN, StopCall::PowerButton, refused).is_err());
+    f.pod.resume(COMPUTE).unwrap();
+
+    // Off: a destroy is refused as "not running", which is a kill already done; a destroy
+    // that failed for another reason stays failed.
+    f.host.guest_powers_off(DOMAIN);
+    assert_eq!(f.stopped().code, 0);
+    let refused = f.host.destroy(DOMAIN).unwrap_err();
+    assert_eq!(refused.libvirt_code(), Some(LibvirtCode::OperationInvalid));
+    assert!(already_off(&f.host, DOMAIN, StopCall::Destroy, refused).is_ok());
+    let timeout = libvirt(
+        "destroying the VM",
+        LibvirtCode::Other(virt::sys::VIR_ERR_OPERATION_TIMEOUT),
+        "cannot acquire state change lock".into(),
+    );
+    assert!(already_off(&f.host, DOMAIN, StopCall::Destroy, timeout).is_err());
+    assert_eq!(f.tear_down(), Vec::<String>::new());
+}
+
+#[test]
 fn the_guest_powering_off_or_qemu_dying_ends_the_container() {
     let f = Fixture::running();
     f.host.guest_powers_off(DOMAIN);
