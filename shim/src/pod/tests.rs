@@ -118,16 +118,18 @@ impl Fixture {
         self.pod.state(COMPUTE).unwrap().status
     }
 
-    /// Waits until compute is stopped (the exit watcher records it on its own thread).
+    /// Waits until compute is stopped and its exit event is sent. The exit watcher does both on
+    /// its own thread, in that order (containerd, told of the exit, reads State and must see
+    /// Stopped), so seeing Stopped alone does not mean the event is out yet.
     fn stopped(&self) -> ExitInfo {
         for _ in 0..2000 {
             let state = self.pod.state(COMPUTE).unwrap();
-            if state.status == Status::Stopped {
+            if state.status == Status::Stopped && !self.exits.of(COMPUTE).is_empty() {
                 return state.exit.expect("a stopped container has an exit");
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        panic!("compute did not stop");
+        panic!("compute did not stop, or its exit event was not sent");
     }
 
     /// Ends everything as the kubelet does, and returns what the node still holds.
@@ -189,6 +191,7 @@ fn a_vm_starts_in_order_and_powers_off_through_the_power_button() {
 
     f.pod.kill(COMPUTE, SIGTERM).unwrap();
     assert_eq!(f.pod.wait(COMPUTE).unwrap().code, 0);
+    f.stopped();
     assert_eq!(f.exits.of(COMPUTE), [0]);
     f.host.clear_calls();
     let (_, exit) = f.pod.delete(COMPUTE).unwrap();
@@ -499,6 +502,7 @@ fn containerd_reconnecting_finds_the_vm_as_it_was() {
     f.pod.kill(COMPUTE, SIGKILL).unwrap();
     assert_eq!(new_wait.join().unwrap().code, 137);
     assert_eq!(old_wait.join().unwrap().code, 137);
+    f.stopped();
     // One exit, however many waited for it; and a late Wait gets it at once.
     assert_eq!(f.exits.of(COMPUTE), [137]);
     assert_eq!(f.pod.wait(COMPUTE).unwrap().code, 137);
