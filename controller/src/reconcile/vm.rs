@@ -23,16 +23,21 @@ use super::{
     add_finalizer, apply_status, measured, namespace_and_name, now, random, remove_finalizer, uid,
     Context, RESYNC,
 };
-use crate::decide::run_strategy::{self, EffectiveRunStrategy, RunStrategy, StrategyField};
+use crate::decide::run_strategy::{
+    self, EffectiveRunStrategy, RunStrategy, RunStrategyPatch, StrategyField,
+};
 use crate::decide::start_failure::{StartFailureState, StartFailureUpdate};
-use crate::decide::vm::{decide, is_set_to_start, DeleteReason, VmAction, VmObservation};
+use crate::decide::vm::{
+    decide, is_set_to_start, DeleteReason, VmAction, VmDecision, VmObservation,
+};
 use crate::error::{is_namespace_terminating, is_status, Error, Result};
 use crate::observed::ObservedVmi;
 use crate::status::printable::{
     created, printable_status, ready, vm_conditions, PrintableInput, SyncFailure,
 };
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -43,7 +48,8 @@ use std::time::Duration;
 use tracing::Instrument;
 use virtshim_api::pod::LABEL_VM_NAME;
 use virtshim_api::types::{
-    StartFailure, VirtualMachine, VirtualMachineInstance, VirtualMachineStatus,
+    StartFailure, StateChangeRequest, VirtualMachine, VirtualMachineInstance, VirtualMachineSpec,
+    VirtualMachineStatus,
 };
 
 /// KubeVirt's VM controller finalizer, on the VM and on the VMIs it creates.
@@ -229,17 +235,71 @@ fn delete_note(reason: DeleteReason, uid: &str) -> String {
     format!("Stopped the virtual machine by deleting the virtual machine instance {uid} ({why})")
 }
 
+/// One pass: observe the VM and its VMI, decide, carry out the decision's one action, write
+/// the status, and let a final VMI go.
 async fn sync(vm: &VirtualMachine, ctx: &Context, ns: &str, name: &str) -> Result<Action> {
-    let vm_uid = uid(vm, "VirtualMachine")?;
-    let vms: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), ns);
-    let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), ns);
-    let reference = vm.object_ref(&());
-    let deleting = vm.metadata.deletion_timestamp.is_some();
-    let orphan = vm.finalizers().iter().any(|f| f == ORPHAN_FINALIZER);
+    let pass = VmPass::new(vm, ctx, ns, name)?;
     let old_status = vm.status.clone().unwrap_or_default();
-    let now = now();
+    let (strategy, strategy_error) = strategy_of(&vm.spec);
+    let resource_version = pass.ensure_finalizer().await?;
 
-    let (strategy, strategy_error) = match run_strategy::effective(&vm.spec) {
+    let found = pass.read_vmi().await?;
+    let (vmi, conflict) = pass.claim_vmi(found).await?;
+    let observed = vmi.as_ref().map(ObservedVmi::try_from).transpose()?;
+    let recorded = Recorded::of(&old_status);
+    let decision = pass.decide(strategy, observed.as_ref(), &recorded);
+
+    // A VM whose strategy cannot be read does nothing but say so.
+    let action = if strategy_error.is_some() && !pass.deleting {
+        VmAction::Nothing
+    } else {
+        decision.action.clone()
+    };
+    let mut outcome = Outcome::new(resource_version, strategy_error.as_ref());
+    match action {
+        VmAction::Nothing => {}
+        VmAction::CreateVmi { start_paused } => {
+            pass.create_vmi(start_paused, conflict.as_deref(), &mut outcome)
+                .await?;
+        }
+        VmAction::DeleteVmi { reason } => {
+            pass.delete_vmi(reason, observed.as_ref(), &mut outcome)
+                .await;
+        }
+        VmAction::WaitBackoff { until } => outcome.requeue = pass.wait_backoff(until),
+        VmAction::PatchSpec(patch) => pass.patch_spec(&patch, &mut outcome).await?,
+        VmAction::RemoveVmFinalizer => return pass.let_vm_go().await,
+    }
+
+    let status = pass
+        .status(
+            &old_status,
+            strategy.strategy,
+            observed.as_ref(),
+            recorded,
+            &decision,
+            &outcome,
+        )
+        .await?;
+    let status_error = pass
+        .write_status(&old_status, &status, outcome.resource_version.as_deref())
+        .await;
+    pass.release_final_vmi(vmi.as_ref(), observed.as_ref())
+        .await?;
+
+    match outcome.error.or(status_error) {
+        Some(e) => Err(e),
+        None => Ok(Action::requeue(outcome.requeue)),
+    }
+}
+
+/// The run strategy the pass follows. One that cannot be read (both `running` and
+/// `runStrategy`, or an unknown strategy) is taken as Halted, in neither field, and comes
+/// with the error the VM's `Failure` condition reports.
+fn strategy_of(
+    spec: &VirtualMachineSpec,
+) -> (EffectiveRunStrategy, Option<run_strategy::RunStrategyError>) {
+    match run_strategy::effective(spec) {
         Ok(s) => (s, None),
         Err(e) => (
             EffectiveRunStrategy {
@@ -248,270 +308,431 @@ async fn sync(vm: &VirtualMachine, ctx: &Context, ns: &str, name: &str) -> Resul
             },
             Some(e),
         ),
-    };
+    }
+}
 
-    // The status write is conditional on this version: keep it current across our own patches.
-    let mut resource_version = vm.metadata.resource_version.clone();
-    if !deleting {
-        if let Some(patched) = add_finalizer(&vms, vm, VM_FINALIZER).await? {
-            ctx.metrics.operation("vm", "add_finalizer");
-            resource_version = patched.metadata.resource_version;
+/// What the VM's status recorded of earlier passes, as the decision reads it.
+#[derive(Clone, Debug, PartialEq)]
+struct Recorded {
+    /// `status.stateChangeRequests`.
+    requests: Vec<StateChangeRequest>,
+    /// `status.startFailure`.
+    start_failure: Option<StartFailureState>,
+    /// `status.runStrategy`; `None` if unset or unreadable.
+    run_strategy: Option<RunStrategy>,
+}
+
+impl Recorded {
+    fn of(status: &VirtualMachineStatus) -> Self {
+        Self {
+            requests: status.state_change_requests.clone().unwrap_or_default(),
+            start_failure: status.start_failure.as_ref().map(StartFailureState::from),
+            run_strategy: status.run_strategy.as_deref().and_then(|s| s.parse().ok()),
         }
     }
+}
 
-    // The VMI: cache, else a live read; then ownership. Whenever ownership decides something
-    // hard to undo (see `confirm_live`), the cached copy is confirmed by a live read.
-    let cached = ctx
-        .caches
-        .vmis
-        .get(&ObjectRef::new(name).within(ns))
-        .map(|v| (*v).clone());
-    let found = match cached {
-        Some(v) if !confirm_live(deleting, controlled_by(&v, &vm_uid)) => Some(v),
-        _ => vmis.get_opt(name).await?,
-    };
-    let mut conflict = None;
-    let vmi = match found {
-        Some(v) => match controlled_by(&v, &vm_uid) {
-            Some(true) => Some(v),
-            None if !deleting => adopt(ctx, vm, &v).await?,
-            None => None,
-            Some(false) => {
-                conflict = Some(format!(
-                    "VirtualMachineInstance {name} exists and is controlled by another object"
-                ));
-                None
+/// What carrying out the decision's action leaves for the rest of the pass.
+#[derive(Debug)]
+struct Outcome {
+    /// The version the status write is conditional on; our own spec patch moves it.
+    resource_version: Option<String>,
+    /// The VM's `Failure` condition: an unreadable strategy, or the action that failed.
+    failure: Option<SyncFailure>,
+    /// The action's error: the pass fails with it once the status is written.
+    error: Option<Error>,
+    /// A VMI was created (or already was, the cache lagging): printableStatus says Starting.
+    start_expected: bool,
+    /// The VMI is being deleted: printableStatus says Stopping.
+    stop_expected: bool,
+    requeue: Duration,
+}
+
+impl Outcome {
+    fn new(
+        resource_version: Option<String>,
+        strategy_error: Option<&run_strategy::RunStrategyError>,
+    ) -> Self {
+        Self {
+            resource_version,
+            failure: strategy_error.map(|e| SyncFailure {
+                reason: REASON_FAILED_CREATE.to_owned(),
+                message: e.to_string(),
+            }),
+            error: None,
+            start_expected: false,
+            stop_expected: false,
+            requeue: RESYNC,
+        }
+    }
+}
+
+/// How long a crash-loop backoff until `until` waits from `now`: at least a second.
+fn backoff_wait(until: Timestamp, now: Timestamp) -> Duration {
+    let wait = until.duration_since(now).as_secs_f64().max(1.0);
+    Duration::from_secs_f64(wait)
+}
+
+/// One pass over one VM: what its steps share.
+struct VmPass<'a> {
+    vm: &'a VirtualMachine,
+    ctx: &'a Context,
+    ns: &'a str,
+    name: &'a str,
+    vm_uid: String,
+    vms: Api<VirtualMachine>,
+    vmis: Api<VirtualMachineInstance>,
+    /// The VM, as its events name it.
+    reference: ObjectReference,
+    /// The VM has a deletionTimestamp.
+    deleting: bool,
+    now: Time,
+}
+
+impl<'a> VmPass<'a> {
+    fn new(vm: &'a VirtualMachine, ctx: &'a Context, ns: &'a str, name: &'a str) -> Result<Self> {
+        Ok(Self {
+            vm,
+            ctx,
+            ns,
+            name,
+            vm_uid: uid(vm, "VirtualMachine")?,
+            vms: Api::namespaced(ctx.client.clone(), ns),
+            vmis: Api::namespaced(ctx.client.clone(), ns),
+            reference: vm.object_ref(&()),
+            deleting: vm.metadata.deletion_timestamp.is_some(),
+            now: now(),
+        })
+    }
+
+    /// Puts KubeVirt's VM controller finalizer on a VM not being deleted, so that the VM
+    /// cannot go before its VMI has. Returns the resourceVersion the status write is
+    /// conditional on, which that patch moves.
+    async fn ensure_finalizer(&self) -> Result<Option<String>> {
+        let mut resource_version = self.vm.metadata.resource_version.clone();
+        if !self.deleting {
+            if let Some(patched) = add_finalizer(&self.vms, self.vm, VM_FINALIZER).await? {
+                self.ctx.metrics.operation("vm", "add_finalizer");
+                resource_version = patched.metadata.resource_version;
             }
-        },
-        None => None,
-    };
-    let observed = vmi.as_ref().map(ObservedVmi::try_from).transpose()?;
+        }
+        Ok(resource_version)
+    }
 
-    let requests = old_status.state_change_requests.clone().unwrap_or_default();
-    let start_failure = old_status
-        .start_failure
-        .as_ref()
-        .map(StartFailureState::from);
-    let status_strategy: Option<RunStrategy> = old_status
-        .run_strategy
-        .as_deref()
-        .and_then(|s| s.parse().ok());
-    let decision = decide(&VmObservation {
-        strategy,
-        vm_deleting: deleting,
-        orphan_dependents: orphan,
-        vmi: observed.as_ref(),
-        requests: &requests,
-        start_failure: start_failure.as_ref(),
-        status_run_strategy: status_strategy,
-        now: now.0,
-        random: random(),
-    });
+    /// The VMI with the VM's name: the cache's copy, else a live read. Whenever ownership
+    /// would decide something hard to undo (see [`confirm_live`]), the cached copy is confirmed
+    /// by a live read.
+    async fn read_vmi(&self) -> Result<Option<VirtualMachineInstance>> {
+        let cached = self
+            .ctx
+            .caches
+            .vmis
+            .get(&ObjectRef::new(self.name).within(self.ns))
+            .map(|v| (*v).clone());
+        Ok(match cached {
+            Some(v) if !confirm_live(self.deleting, controlled_by(&v, &self.vm_uid)) => Some(v),
+            _ => self.vmis.get_opt(self.name).await?,
+        })
+    }
 
-    // A VM whose strategy cannot be read does nothing but say so.
-    let action = if strategy_error.is_some() && !deleting {
-        VmAction::Nothing
-    } else {
-        decision.action.clone()
-    };
+    /// Whether the VMI found is this VM's: one it controls is; an orphan is adopted (not
+    /// while the VM is being deleted); one controlled by something else is not, and is the
+    /// conflict a create will then report. Returns the VM's VMI, and the conflict if any.
+    async fn claim_vmi(
+        &self,
+        found: Option<VirtualMachineInstance>,
+    ) -> Result<(Option<VirtualMachineInstance>, Option<String>)> {
+        let Some(v) = found else {
+            return Ok((None, None));
+        };
+        Ok(match controlled_by(&v, &self.vm_uid) {
+            Some(true) => (Some(v), None),
+            None if !self.deleting => (adopt(self.ctx, self.vm, &v).await?, None),
+            None => (None, None),
+            Some(false) => (
+                None,
+                Some(format!(
+                    "VirtualMachineInstance {} exists and is controlled by another object",
+                    self.name
+                )),
+            ),
+        })
+    }
 
-    let mut failure: Option<SyncFailure> = strategy_error.as_ref().map(|e| SyncFailure {
-        reason: REASON_FAILED_CREATE.to_owned(),
-        message: e.to_string(),
-    });
-    let mut pass_error: Option<Error> = None;
-    let mut start_expected = false;
-    let mut stop_expected = false;
-    let mut requeue = RESYNC;
+    /// The decision ([`crate::decide::vm::decide`]) on what the pass observed.
+    fn decide(
+        &self,
+        strategy: EffectiveRunStrategy,
+        observed: Option<&ObservedVmi>,
+        recorded: &Recorded,
+    ) -> VmDecision {
+        decide(&VmObservation {
+            strategy,
+            vm_deleting: self.deleting,
+            orphan_dependents: self.vm.finalizers().iter().any(|f| f == ORPHAN_FINALIZER),
+            vmi: observed,
+            requests: &recorded.requests,
+            start_failure: recorded.start_failure.as_ref(),
+            status_run_strategy: recorded.run_strategy,
+            now: self.now.0,
+            random: random(),
+        })
+    }
 
-    match action {
-        VmAction::Nothing => {}
-        VmAction::CreateVmi { start_paused } => {
-            let new_vmi = vmi_from_template(vm, start_paused)?;
-            match vmis.create(&PostParams::default(), &new_vmi).await {
-                Ok(created) => {
-                    ctx.metrics.operation("vmi", "create");
-                    start_expected = true;
-                    tracing::info!(vmi = %created.name_any(), "created the VMI");
-                    ctx.event(
-                        &reference,
+    /// Creates the VMI from the VM's template. A VMI already there (the cache lagged) is
+    /// looked at again shortly; a namespace going away is no failure; any other failure is
+    /// an event, the VM's `Failure` condition and the pass's error.
+    async fn create_vmi(
+        &self,
+        start_paused: bool,
+        conflict: Option<&str>,
+        outcome: &mut Outcome,
+    ) -> Result<()> {
+        let new_vmi = vmi_from_template(self.vm, start_paused)?;
+        match self.vmis.create(&PostParams::default(), &new_vmi).await {
+            Ok(created) => {
+                self.ctx.metrics.operation("vmi", "create");
+                outcome.start_expected = true;
+                tracing::info!(vmi = %created.name_any(), "created the VMI");
+                self.ctx
+                    .event(
+                        &self.reference,
                         EventType::Normal,
                         REASON_SUCCESSFUL_CREATE,
                         "Create",
                         format!(
-                            "Started the virtual machine by creating the new virtual machine instance {name}"
+                            "Started the virtual machine by creating the new virtual machine instance {}",
+                            self.name
                         ),
                     )
                     .await;
-                }
-                // The cache lagged: the VMI exists; look again shortly.
-                Err(e) if is_status(&e, 409) && conflict.is_none() => {
-                    start_expected = true;
-                    requeue = RACE_RETRY;
-                }
-                // The namespace is going away, and this VM with it: nothing to make, and
-                // no error to retry (the deletion comes as the next change).
-                Err(e) if is_namespace_terminating(&e) => {
-                    tracing::debug!("namespace terminating: no VMI made");
-                }
-                Err(e) => {
-                    let message = format!("Error creating virtual machine instance: {e}");
-                    ctx.event(
-                        &reference,
+            }
+            // The cache lagged: the VMI exists; look again shortly.
+            Err(e) if is_status(&e, 409) && conflict.is_none() => {
+                outcome.start_expected = true;
+                outcome.requeue = RACE_RETRY;
+            }
+            // The namespace is going away, and this VM with it: nothing to make, and
+            // no error to retry (the deletion comes as the next change).
+            Err(e) if is_namespace_terminating(&e) => {
+                tracing::debug!("namespace terminating: no VMI made");
+            }
+            Err(e) => {
+                let message = format!("Error creating virtual machine instance: {e}");
+                let message = conflict.map_or(message, str::to_owned);
+                self.ctx
+                    .event(
+                        &self.reference,
                         EventType::Warning,
                         REASON_FAILED_CREATE,
                         "Create",
-                        conflict.clone().unwrap_or_else(|| message.clone()),
+                        message.clone(),
                     )
                     .await;
-                    failure = Some(SyncFailure {
-                        reason: REASON_FAILED_CREATE.to_owned(),
-                        message: conflict.clone().unwrap_or(message),
-                    });
-                    pass_error = Some(e.into());
-                }
+                outcome.failure = Some(SyncFailure {
+                    reason: REASON_FAILED_CREATE.to_owned(),
+                    message,
+                });
+                outcome.error = Some(e.into());
             }
         }
-        VmAction::DeleteVmi { reason } => {
-            let vmi_uid = observed.as_ref().map(|o| o.uid.clone()).unwrap_or_default();
-            match vmis.delete(name, &DeleteParams::default()).await {
-                Ok(_) => {
-                    ctx.metrics.operation("vmi", "delete");
-                    stop_expected = true;
-                    tracing::info!(?reason, "deleting the VMI");
-                    ctx.event(
-                        &reference,
+        Ok(())
+    }
+
+    /// Deletes the VMI, saying why. One already gone is done; any other failure is an event,
+    /// the VM's `Failure` condition and the pass's error.
+    async fn delete_vmi(
+        &self,
+        reason: DeleteReason,
+        observed: Option<&ObservedVmi>,
+        outcome: &mut Outcome,
+    ) {
+        let vmi_uid = observed.map(|o| o.uid.clone()).unwrap_or_default();
+        match self.vmis.delete(self.name, &DeleteParams::default()).await {
+            Ok(_) => {
+                self.ctx.metrics.operation("vmi", "delete");
+                outcome.stop_expected = true;
+                tracing::info!(?reason, "deleting the VMI");
+                self.ctx
+                    .event(
+                        &self.reference,
                         EventType::Normal,
                         REASON_SUCCESSFUL_DELETE,
                         "Delete",
                         delete_note(reason, &vmi_uid),
                     )
                     .await;
-                }
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => {
-                    let message = format!("Error deleting virtual machine instance {name}: {e}");
-                    ctx.event(
-                        &reference,
+            }
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => {
+                let message = format!("Error deleting virtual machine instance {}: {e}", self.name);
+                self.ctx
+                    .event(
+                        &self.reference,
                         EventType::Warning,
                         REASON_FAILED_DELETE,
                         "Delete",
                         message.clone(),
                     )
                     .await;
-                    failure = Some(SyncFailure {
-                        reason: REASON_FAILED_DELETE.to_owned(),
-                        message,
-                    });
-                    pass_error = Some(e.into());
-                }
+                outcome.failure = Some(SyncFailure {
+                    reason: REASON_FAILED_DELETE.to_owned(),
+                    message,
+                });
+                outcome.error = Some(e.into());
             }
         }
-        VmAction::WaitBackoff { until } => {
-            let wait = until.duration_since(now.0).as_secs_f64().max(1.0);
-            requeue = Duration::from_secs_f64(wait);
-            tracing::info!(?requeue, "crash-loop backoff before the next VMI");
-        }
-        VmAction::PatchSpec(patch) => {
-            let json: json_patch::Patch = serde_json::from_value(patch.json_patch())?;
-            match vms
-                .patch(name, &PatchParams::default(), &Patch::Json::<()>(json))
-                .await
-            {
-                Ok(patched) => {
-                    resource_version = patched.metadata.resource_version;
-                    ctx.metrics.operation("vm", "patch_spec");
-                    tracing::info!(?patch, "a start request rewrote the run strategy");
-                }
-                Err(e) => {
-                    ctx.event(
-                        &reference,
+    }
+
+    /// A VMI is due but the crash-loop backoff runs: the pass looks again when it ends.
+    fn wait_backoff(&self, until: Timestamp) -> Duration {
+        let requeue = backoff_wait(until, self.now.0);
+        tracing::info!(?requeue, "crash-loop backoff before the next VMI");
+        requeue
+    }
+
+    /// A start request on a Halted VM rewrites its run strategy, so that it runs. A failure
+    /// is an event and the pass's error.
+    async fn patch_spec(&self, patch: &RunStrategyPatch, outcome: &mut Outcome) -> Result<()> {
+        let json: json_patch::Patch = serde_json::from_value(patch.json_patch())?;
+        match self
+            .vms
+            .patch(self.name, &PatchParams::default(), &Patch::Json::<()>(json))
+            .await
+        {
+            Ok(patched) => {
+                outcome.resource_version = patched.metadata.resource_version;
+                self.ctx.metrics.operation("vm", "patch_spec");
+                tracing::info!(?patch, "a start request rewrote the run strategy");
+            }
+            Err(e) => {
+                self.ctx
+                    .event(
+                        &self.reference,
                         EventType::Warning,
                         REASON_FAILED_UPDATE,
                         "Update",
                         format!("Error starting the virtual machine: {e}"),
                     )
                     .await;
-                    pass_error = Some(e.into());
-                }
+                outcome.error = Some(e.into());
             }
         }
-        VmAction::RemoveVmFinalizer => {
-            if remove_finalizer(&vms, vm, VM_FINALIZER).await? {
-                ctx.metrics.operation("vm", "remove_finalizer");
-            }
-            return Ok(Action::await_change());
+        Ok(())
+    }
+
+    /// The VM is being deleted and has no VMI left to wait for (or leaves it, orphaned): its
+    /// finalizer goes, and with it the VM; there is no status left to write.
+    async fn let_vm_go(&self) -> Result<Action> {
+        if remove_finalizer(&self.vms, self.vm, VM_FINALIZER).await? {
+            self.ctx.metrics.operation("vm", "remove_finalizer");
+        }
+        Ok(Action::await_change())
+    }
+
+    /// The status this pass leaves: the decision's bookkeeping (requests, startFailure,
+    /// runStrategy), and what the VM looks like after the action (printableStatus, ready,
+    /// created, conditions).
+    async fn status(
+        &self,
+        old: &VirtualMachineStatus,
+        strategy: RunStrategy,
+        observed: Option<&ObservedVmi>,
+        recorded: Recorded,
+        decision: &VmDecision,
+        outcome: &Outcome,
+    ) -> Result<VirtualMachineStatus> {
+        let start_failure = match &decision.start_failure {
+            StartFailureUpdate::Unchanged => recorded.start_failure,
+            StartFailureUpdate::Clear => None,
+            StartFailureUpdate::Set(s) => Some(s.clone()),
+        };
+        let requests = decision.requests.clone().unwrap_or(recorded.requests);
+        let set_to_start =
+            is_set_to_start(strategy, observed, &requests, decision.status_run_strategy);
+        let unbound_pvc = self.unbound_pvc(set_to_start, observed).await?;
+        let printable = printable_status(&PrintableInput {
+            vm_deleting: self.deleting,
+            strategy,
+            vmi: observed,
+            start_failure: start_failure.as_ref(),
+            start_expected: outcome.start_expected,
+            stop_expected: outcome.stop_expected,
+            set_to_start,
+            unbound_pvc,
+        });
+        let existing_conditions = old.conditions.clone().unwrap_or_default();
+        Ok(VirtualMachineStatus {
+            created: Some(created(observed)),
+            ready: Some(ready(observed)),
+            printable_status: Some(printable.as_str().to_owned()),
+            conditions: Some(vm_conditions(
+                &existing_conditions,
+                observed,
+                outcome.failure.as_ref(),
+                &self.now,
+            )),
+            state_change_requests: Some(requests),
+            start_failure: start_failure.as_ref().map(StartFailure::from),
+            run_strategy: decision.status_run_strategy.map(|s| s.as_str().to_owned()),
+            ..old.clone()
+        })
+    }
+
+    /// Whether a VM about to start waits for a PVC of its template to be bound
+    /// (printableStatus WaitingForVolumeBinding). The PVCs are read only then.
+    async fn unbound_pvc(
+        &self,
+        set_to_start: bool,
+        observed: Option<&ObservedVmi>,
+    ) -> Result<bool> {
+        let waiting = observed.is_none_or(|v| v.phase.is_unprocessed());
+        let claims = template_claims(self.vm);
+        if set_to_start && waiting && !claims.is_empty() {
+            any_unbound_pvc(self.ctx, self.ns, &claims).await
+        } else {
+            Ok(false)
         }
     }
 
-    // Status.
-    let start_failure_after = match &decision.start_failure {
-        StartFailureUpdate::Unchanged => start_failure.clone(),
-        StartFailureUpdate::Clear => None,
-        StartFailureUpdate::Set(s) => Some(s.clone()),
-    };
-    let requests_after = decision.requests.clone().unwrap_or(requests);
-    let set_to_start = is_set_to_start(
-        strategy.strategy,
-        observed.as_ref(),
-        &requests_after,
-        decision.status_run_strategy,
-    );
-    let waiting = observed.as_ref().is_none_or(|v| v.phase.is_unprocessed());
-    let claims = template_claims(vm);
-    let unbound_pvc = if set_to_start && waiting && !claims.is_empty() {
-        any_unbound_pvc(ctx, ns, &claims).await?
-    } else {
-        false
-    };
-    let printable = printable_status(&PrintableInput {
-        vm_deleting: deleting,
-        strategy: strategy.strategy,
-        vmi: observed.as_ref(),
-        start_failure: start_failure_after.as_ref(),
-        start_expected,
-        stop_expected,
-        set_to_start,
-        unbound_pvc,
-    });
-    let existing_conditions = old_status.conditions.clone().unwrap_or_default();
-    let status = VirtualMachineStatus {
-        created: Some(created(observed.as_ref())),
-        ready: Some(ready(observed.as_ref())),
-        printable_status: Some(printable.as_str().to_owned()),
-        conditions: Some(vm_conditions(
-            &existing_conditions,
-            observed.as_ref(),
-            failure.as_ref(),
-            &now,
-        )),
-        state_change_requests: Some(requests_after),
-        start_failure: start_failure_after.as_ref().map(StartFailure::from),
-        run_strategy: decision.status_run_strategy.map(|s| s.as_str().to_owned()),
-        ..old_status.clone()
-    };
-    let body = owned_status(&status);
-    let mut status_error = None;
-    if body != owned_status(&old_status) {
-        match apply_status(&vms, name, resource_version.as_deref(), body).await {
-            Ok(()) => ctx.metrics.operation("vm", "status"),
+    /// Writes the fields of the status this controller owns, if they changed, by server-side
+    /// apply conditional on `resource_version`: a request written meanwhile fails the write,
+    /// which is retried, and is never lost. A VM gone meanwhile while being deleted is no
+    /// failure; any other is returned, for the pass to end with after the steps left.
+    async fn write_status(
+        &self,
+        old: &VirtualMachineStatus,
+        status: &VirtualMachineStatus,
+        resource_version: Option<&str>,
+    ) -> Option<Error> {
+        let body = owned_status(status);
+        if body == owned_status(old) {
+            return None;
+        }
+        match apply_status(&self.vms, self.name, resource_version, body).await {
+            Ok(()) => {
+                self.ctx.metrics.operation("vm", "status");
+                None
+            }
             // The VM went away meanwhile.
-            Err(Error::Kube(e)) if deleting && is_status(&e, 404) => {}
-            Err(e) => status_error = Some(e),
+            Err(Error::Kube(e)) if self.deleting && is_status(&e, 404) => None,
+            Err(e) => Some(e),
         }
     }
 
-    // KubeVirt keeps its finalizer on a VMI until the VM has seen it final. This pass has
-    // seen it; a status write that failed (and is retried) must not hold the VMI's deletion.
-    if let (Some(v), Some(o)) = (vmi.as_ref(), observed.as_ref()) {
-        if o.phase.is_final() && remove_finalizer(&vmis, v, VM_FINALIZER).await? {
-            ctx.metrics.operation("vmi", "remove_finalizer");
+    /// KubeVirt keeps its finalizer on a VMI until the VM has seen it final. This pass has
+    /// seen it; a status write that failed (and is retried) must not hold the VMI's deletion.
+    async fn release_final_vmi(
+        &self,
+        vmi: Option<&VirtualMachineInstance>,
+        observed: Option<&ObservedVmi>,
+    ) -> Result<()> {
+        if let (Some(v), Some(o)) = (vmi, observed) {
+            if o.phase.is_final() && remove_finalizer(&self.vmis, v, VM_FINALIZER).await? {
+                self.ctx.metrics.operation("vmi", "remove_finalizer");
+            }
         }
-    }
-
-    match pass_error.or(status_error) {
-        Some(e) => Err(e),
-        None => Ok(Action::requeue(requeue)),
+        Ok(())
     }
 }
 
@@ -705,6 +926,77 @@ mod tests {
                 "stateChangeRequests": [],
             })
         );
+    }
+
+    #[test]
+    fn an_unreadable_strategy_is_halted_with_its_error() {
+        let mut v = vm(&[]);
+        assert_eq!(
+            strategy_of(&v.spec),
+            (
+                EffectiveRunStrategy {
+                    strategy: RunStrategy::Always,
+                    field: StrategyField::RunStrategy,
+                },
+                None
+            )
+        );
+        v.spec.running = Some(true);
+        let (strategy, error) = strategy_of(&v.spec);
+        assert_eq!(
+            strategy,
+            EffectiveRunStrategy {
+                strategy: RunStrategy::Halted,
+                field: StrategyField::Neither,
+            }
+        );
+        assert!(error.is_some());
+        let failure = Outcome::new(None, error.as_ref()).failure.unwrap();
+        assert_eq!(failure.reason, REASON_FAILED_CREATE);
+        assert_eq!(failure.message, error.unwrap().to_string());
+    }
+
+    #[test]
+    fn the_status_records_what_the_decision_reads() {
+        let status = VirtualMachineStatus {
+            state_change_requests: Some(vec![crate::decide::vm::start_request()]),
+            start_failure: Some(StartFailure {
+                consecutive_fail_count: Some(2),
+                last_failed_vmi_uid: Some("u".into()),
+                retry_after_timestamp: None,
+            }),
+            run_strategy: Some("RerunOnFailure".into()),
+            ..Default::default()
+        };
+        let recorded = Recorded::of(&status);
+        assert_eq!(recorded.requests, [crate::decide::vm::start_request()]);
+        assert_eq!(
+            recorded.start_failure.map(|f| f.consecutive_failures),
+            Some(2)
+        );
+        assert_eq!(recorded.run_strategy, Some(RunStrategy::RerunOnFailure));
+        // Nothing recorded yet, and a strategy no one knows: none.
+        let unreadable = VirtualMachineStatus {
+            run_strategy: Some("Sometimes".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Recorded::of(&unreadable),
+            Recorded {
+                requests: vec![],
+                start_failure: None,
+                run_strategy: None,
+            }
+        );
+    }
+
+    #[test]
+    fn a_backoff_waits_until_it_ends_and_at_least_a_second() {
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap();
+        let at = |s| k8s_openapi::jiff::Timestamp::from_second(s).unwrap();
+        assert_eq!(backoff_wait(at(1_090), now), Duration::from_secs(90));
+        assert_eq!(backoff_wait(at(1_000), now), Duration::from_secs(1));
+        assert_eq!(backoff_wait(at(900), now), Duration::from_secs(1));
     }
 
     #[test]

@@ -25,7 +25,8 @@ use crate::reconcile::add_finalizer;
 use crate::reconcile::vm::VM_FINALIZER;
 use crate::status::conditions::{self, FALSE};
 use crate::status::vmi_phase::{compute_failure, vmi_status, VmiStatusInput, SYNCHRONIZED};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
@@ -288,233 +289,388 @@ async fn owner_vm_awaits(ctx: &Context, ns: &str, vmi: &VirtualMachineInstance) 
     Ok(vm_awaits_final_vmi(&owner.uid, vm.as_ref()))
 }
 
+/// One pass: observe the VMI and its pod, make or delete the pod, write the status the pod
+/// gives, and let a final VMI go.
 async fn sync(vmi: &VirtualMachineInstance, ctx: &Context, ns: &str) -> Result<Action> {
-    let uid = uid(vmi, "VirtualMachineInstance")?;
-    let name = vmi.name_any();
-    let api: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), ns);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let reference = vmi.object_ref(&());
+    let pass = VmiPass::new(vmi, ctx, ns)?;
     let old_status = vmi.status.clone().unwrap_or_default();
     let phase = VmiPhase::parse(old_status.phase.as_deref())?;
-    let deleting = vmi.metadata.deletion_timestamp.is_some();
-
-    if !deleting && !phase.is_final() && add_finalizer(&api, vmi, VMI_FINALIZER).await?.is_some() {
-        ctx.metrics.operation("vmi", "add_finalizer");
-    }
+    pass.ensure_finalizer(phase).await?;
 
     let mut defaulted = vmi.clone();
     virtshim_api::defaults::vmi(&mut defaulted);
-    let mut pod = find_pod(ctx, &pods, ns, &uid).await?;
+    let pod = find_pod(ctx, &pass.pods, ns, &pass.uid).await?;
     let now = now();
-    let mut conds = old_status.conditions.clone().unwrap_or_default();
-    let mut blocked_phase = None;
-    let mut requeue = RESYNC;
-
-    if deleting {
-        if let Some(p) = pod
-            .as_ref()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-        {
-            let pod_name = p.name_any();
-            let grace = vmi
-                .spec
-                .termination_grace_period_seconds
-                .and_then(|g| u32::try_from(g.max(0)).ok());
-            let params = DeleteParams {
-                grace_period_seconds: grace,
-                ..DeleteParams::default()
-            };
-            match pods.delete(&pod_name, &params).await {
-                Ok(_) => {
-                    ctx.metrics.operation("pod", "delete");
-                    tracing::info!(pod = %pod_name, ?grace, "deleting the pod of a deleted VMI");
-                    ctx.event(
-                        &reference,
-                        EventType::Normal,
-                        REASON_SUCCESSFUL_DELETE,
-                        "Delete",
-                        format!("Deleted virtual machine pod {pod_name}"),
-                    )
-                    .await;
-                }
-                Err(e) if is_status(&e, 404) => pod = None,
-                Err(e) => {
-                    ctx.event(
-                        &reference,
-                        EventType::Warning,
-                        REASON_FAILED_DELETE,
-                        "Delete",
-                        format!("Error deleting pod {pod_name}: {e}"),
-                    )
-                    .await;
-                    return Err(e.into());
-                }
-            }
-        }
-    } else if pod.is_none() && phase.is_unprocessed() {
-        match build_pod(ctx, ns, &defaulted).await? {
-            Ok(new_pod) => match pods.create(&PostParams::default(), &new_pod).await {
-                Ok(created) => {
-                    ctx.metrics.operation("pod", "create");
-                    let pod_name = created.name_any();
-                    tracing::info!(pod = %pod_name, "created the VMI's pod");
-                    ctx.event(
-                        &reference,
-                        EventType::Normal,
-                        REASON_SUCCESSFUL_CREATE,
-                        "Create",
-                        format!("Created virtual machine pod {pod_name}"),
-                    )
-                    .await;
-                    conds.retain(|c| {
-                        !(c.type_ == SYNCHRONIZED
-                            && matches!(
-                                c.reason.as_deref(),
-                                Some(REASON_FAILED_CREATE | REASON_FAILED_PVC_NOT_FOUND)
-                            ))
-                    });
-                    pod = Some(created);
-                }
-                // The namespace is going away, and this VMI with it: nothing to make.
-                Err(e) if is_namespace_terminating(&e) => {
-                    tracing::debug!("namespace terminating: no pod made");
-                }
-                Err(e) => {
-                    let message = format!("Error creating pod: {e}");
-                    ctx.event(
-                        &reference,
-                        EventType::Warning,
-                        REASON_FAILED_CREATE,
-                        "Create",
-                        message.clone(),
-                    )
-                    .await;
-                    conditions::upsert(
-                        &mut conds,
-                        synchronized_false(REASON_FAILED_CREATE, message, &now),
-                    );
-                    let mut status = old_status.clone();
-                    status.conditions = Some(conds);
-                    status.phase = Some(VmiPhase::Pending.as_str().to_owned());
-                    if let Err(status_error) =
-                        apply_status(&api, &name, None, owned_status(&status)).await
-                    {
-                        tracing::warn!(error = %status_error, "cannot write the VMI status");
-                    }
-                    return Err(e.into());
-                }
-            },
-            Err(Blocked::Invalid(message)) => {
-                tracing::warn!(%message, "invalid VMI: no pod made");
-                let message = format!("Invalid VirtualMachineInstance: {message}");
-                if !conditions::has_status_and_reason(
-                    &conds,
-                    SYNCHRONIZED,
-                    FALSE,
-                    REASON_FAILED_CREATE,
-                ) {
-                    ctx.event(
-                        &reference,
-                        EventType::Warning,
-                        REASON_FAILED_CREATE,
-                        "Validate",
-                        message.clone(),
-                    )
-                    .await;
-                }
-                conditions::upsert(
-                    &mut conds,
-                    synchronized_false(REASON_FAILED_CREATE, message, &now),
-                );
-                blocked_phase = Some(VmiPhase::Failed);
-            }
-            Err(Blocked::MissingPvc(claim)) => {
-                let message = format!("PVC {ns}/{claim} does not exist, waiting for it to appear");
-                if !conditions::has_status_and_reason(
-                    &conds,
-                    SYNCHRONIZED,
-                    FALSE,
-                    REASON_FAILED_PVC_NOT_FOUND,
-                ) {
-                    ctx.event(
-                        &reference,
-                        EventType::Warning,
-                        REASON_FAILED_PVC_NOT_FOUND,
-                        "Create",
-                        message.clone(),
-                    )
-                    .await;
-                }
-                conditions::upsert(
-                    &mut conds,
-                    synchronized_false(REASON_FAILED_PVC_NOT_FOUND, message, &now),
-                );
-                requeue = PVC_RETRY;
-            }
-        }
+    let mut outcome = Outcome::new(pod, &old_status);
+    if pass.deleting {
+        pass.delete_pod(&mut outcome).await?;
+    } else if outcome.pod.is_none() && phase.is_unprocessed() {
+        pass.make_pod(&defaulted, &old_status, &now, &mut outcome)
+            .await?;
     }
 
-    // The status from the pod.
-    let iface = pod_network_interface(&defaulted);
+    let (status, new_phase) = status_after(
+        &old_status,
+        phase,
+        pass.deleting,
+        &defaulted,
+        &outcome,
+        &now,
+    )?;
+    if pass.write_status(&old_status, &status).await? {
+        pass.announce_phase(phase, new_phase, outcome.pod.as_ref(), &now)
+            .await;
+    }
+    if new_phase.is_final() && outcome.pod.is_none() {
+        pass.release_finalizers().await?;
+    }
+    Ok(Action::requeue(outcome.requeue))
+}
+
+/// What making or deleting the pod leaves for the rest of the pass.
+#[derive(Debug)]
+struct Outcome {
+    /// The VMI's pod; `None` only once it is known to be gone (or not made yet).
+    pod: Option<Pod>,
+    /// The VMI's conditions, with what this pass found about making its pod.
+    conditions: Vec<Condition>,
+    /// Failed, when the VMI is invalid and no pod will ever be made.
+    blocked_phase: Option<VmiPhase>,
+    requeue: Duration,
+}
+
+impl Outcome {
+    fn new(pod: Option<Pod>, old_status: &VirtualMachineInstanceStatus) -> Self {
+        Self {
+            pod,
+            conditions: old_status.conditions.clone().unwrap_or_default(),
+            blocked_phase: None,
+            requeue: RESYNC,
+        }
+    }
+}
+
+/// The grace period a deleted VMI's pod gets: the VMI's `terminationGracePeriodSeconds`
+/// (negative is none at all).
+fn grace_period(vmi: &VirtualMachineInstance) -> Option<u32> {
+    vmi.spec
+        .termination_grace_period_seconds
+        .and_then(|g| u32::try_from(g.max(0)).ok())
+}
+
+/// The VMI's status after this pass, and its phase: the status the pod gives
+/// ([`crate::status::vmi_phase`]); an invalid VMI Failed with its validation failure kept
+/// beside what that computation added; a phase change stamped.
+fn status_after(
+    old: &VirtualMachineInstanceStatus,
+    phase: VmiPhase,
+    deleting: bool,
+    defaulted: &VirtualMachineInstance,
+    outcome: &Outcome,
+    now: &Time,
+) -> Result<(VirtualMachineInstanceStatus, VmiPhase)> {
+    let iface = pod_network_interface(defaulted);
     let update = vmi_status(&VmiStatusInput {
         phase,
         deleting,
-        conditions: &conds,
-        pod: pod.as_ref(),
+        conditions: &outcome.conditions,
+        pod: outcome.pod.as_ref(),
         pod_network_interface: iface.as_deref(),
-        now: &now,
+        now,
     });
-    let mut status = old_status.clone();
+    let mut status = old.clone();
     update.apply(&mut status);
-    if let Some(p) = blocked_phase {
+    if let Some(p) = outcome.blocked_phase {
         status.phase = Some(p.as_str().to_owned());
         // Keep the validation failure next to whatever the status computation added.
         let mut list = status.conditions.take().unwrap_or_default();
-        if let Some(c) = conditions::find(&conds, SYNCHRONIZED).cloned() {
+        if let Some(c) = conditions::find(&outcome.conditions, SYNCHRONIZED).cloned() {
             conditions::upsert(&mut list, c);
         }
         status.conditions = Some(list);
     }
     let new_phase = VmiPhase::parse(status.phase.as_deref())?;
     record_transition(&mut status, phase, new_phase, now.0);
+    Ok((status, new_phase))
+}
 
-    let body = owned_status(&status);
-    if body != owned_status(&old_status) {
-        apply_status(&api, &name, None, body).await?;
-        ctx.metrics.operation("vmi", "status");
+/// One pass over one VMI: what its steps share.
+struct VmiPass<'a> {
+    vmi: &'a VirtualMachineInstance,
+    ctx: &'a Context,
+    ns: &'a str,
+    name: String,
+    uid: String,
+    api: Api<VirtualMachineInstance>,
+    pods: Api<Pod>,
+    /// The VMI, as its events name it.
+    reference: ObjectReference,
+    /// The VMI has a deletionTimestamp.
+    deleting: bool,
+}
+
+impl<'a> VmiPass<'a> {
+    fn new(vmi: &'a VirtualMachineInstance, ctx: &'a Context, ns: &'a str) -> Result<Self> {
+        Ok(Self {
+            vmi,
+            ctx,
+            ns,
+            uid: uid(vmi, "VirtualMachineInstance")?,
+            name: vmi.name_any(),
+            api: Api::namespaced(ctx.client.clone(), ns),
+            pods: Api::namespaced(ctx.client.clone(), ns),
+            reference: vmi.object_ref(&()),
+            deleting: vmi.metadata.deletion_timestamp.is_some(),
+        })
+    }
+
+    /// Puts KubeVirt's VMI finalizer on a VMI that is not final nor being deleted, so that it
+    /// cannot disappear before its pod has.
+    async fn ensure_finalizer(&self, phase: VmiPhase) -> Result<()> {
+        if !self.deleting
+            && !phase.is_final()
+            && add_finalizer(&self.api, self.vmi, VMI_FINALIZER)
+                .await?
+                .is_some()
+        {
+            self.ctx.metrics.operation("vmi", "add_finalizer");
+        }
+        Ok(())
+    }
+
+    /// Deletes the pod of a VMI being deleted (unless it is going already), with the VMI's
+    /// grace period. A pod already gone is gone; another failure is an event and fails the
+    /// pass.
+    async fn delete_pod(&self, outcome: &mut Outcome) -> Result<()> {
+        let Some(p) = outcome
+            .pod
+            .as_ref()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+        else {
+            return Ok(());
+        };
+        let pod_name = p.name_any();
+        let grace = grace_period(self.vmi);
+        let params = DeleteParams {
+            grace_period_seconds: grace,
+            ..DeleteParams::default()
+        };
+        match self.pods.delete(&pod_name, &params).await {
+            Ok(_) => {
+                self.ctx.metrics.operation("pod", "delete");
+                tracing::info!(pod = %pod_name, ?grace, "deleting the pod of a deleted VMI");
+                self.ctx
+                    .event(
+                        &self.reference,
+                        EventType::Normal,
+                        REASON_SUCCESSFUL_DELETE,
+                        "Delete",
+                        format!("Deleted virtual machine pod {pod_name}"),
+                    )
+                    .await;
+            }
+            Err(e) if is_status(&e, 404) => outcome.pod = None,
+            Err(e) => {
+                self.ctx
+                    .event(
+                        &self.reference,
+                        EventType::Warning,
+                        REASON_FAILED_DELETE,
+                        "Delete",
+                        format!("Error deleting pod {pod_name}: {e}"),
+                    )
+                    .await;
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the pod of a VMI that has none yet, or says why there can be none: an invalid
+    /// VMI fails for good, a missing PVC is waited for.
+    async fn make_pod(
+        &self,
+        defaulted: &VirtualMachineInstance,
+        old_status: &VirtualMachineInstanceStatus,
+        now: &Time,
+        outcome: &mut Outcome,
+    ) -> Result<()> {
+        match build_pod(self.ctx, self.ns, defaulted).await? {
+            Ok(new_pod) => self.create_pod(&new_pod, old_status, now, outcome).await?,
+            Err(Blocked::Invalid(message)) => {
+                tracing::warn!(%message, "invalid VMI: no pod made");
+                let message = format!("Invalid VirtualMachineInstance: {message}");
+                self.report_blocked(REASON_FAILED_CREATE, "Validate", message, now, outcome)
+                    .await;
+                outcome.blocked_phase = Some(VmiPhase::Failed);
+            }
+            Err(Blocked::MissingPvc(claim)) => {
+                let message = format!(
+                    "PVC {}/{claim} does not exist, waiting for it to appear",
+                    self.ns
+                );
+                self.report_blocked(REASON_FAILED_PVC_NOT_FOUND, "Create", message, now, outcome)
+                    .await;
+                outcome.requeue = PVC_RETRY;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the pod. Done, it clears the conditions of earlier failed attempts. A namespace
+    /// going away is no failure. Another failure is an event, and the VMI Pending with a
+    /// `Synchronized=False` condition saying why (written at once: the pass fails here).
+    async fn create_pod(
+        &self,
+        new_pod: &Pod,
+        old_status: &VirtualMachineInstanceStatus,
+        now: &Time,
+        outcome: &mut Outcome,
+    ) -> Result<()> {
+        match self.pods.create(&PostParams::default(), new_pod).await {
+            Ok(created) => {
+                self.ctx.metrics.operation("pod", "create");
+                let pod_name = created.name_any();
+                tracing::info!(pod = %pod_name, "created the VMI's pod");
+                self.ctx
+                    .event(
+                        &self.reference,
+                        EventType::Normal,
+                        REASON_SUCCESSFUL_CREATE,
+                        "Create",
+                        format!("Created virtual machine pod {pod_name}"),
+                    )
+                    .await;
+                outcome.conditions.retain(|c| {
+                    !(c.type_ == SYNCHRONIZED
+                        && matches!(
+                            c.reason.as_deref(),
+                            Some(REASON_FAILED_CREATE | REASON_FAILED_PVC_NOT_FOUND)
+                        ))
+                });
+                outcome.pod = Some(created);
+            }
+            // The namespace is going away, and this VMI with it: nothing to make.
+            Err(e) if is_namespace_terminating(&e) => {
+                tracing::debug!("namespace terminating: no pod made");
+            }
+            Err(e) => {
+                let message = format!("Error creating pod: {e}");
+                self.ctx
+                    .event(
+                        &self.reference,
+                        EventType::Warning,
+                        REASON_FAILED_CREATE,
+                        "Create",
+                        message.clone(),
+                    )
+                    .await;
+                conditions::upsert(
+                    &mut outcome.conditions,
+                    synchronized_false(REASON_FAILED_CREATE, message, now),
+                );
+                let mut status = old_status.clone();
+                status.conditions = Some(std::mem::take(&mut outcome.conditions));
+                status.phase = Some(VmiPhase::Pending.as_str().to_owned());
+                if let Err(status_error) =
+                    apply_status(&self.api, &self.name, None, owned_status(&status)).await
+                {
+                    tracing::warn!(error = %status_error, "cannot write the VMI status");
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Says why no pod can be made: a Warning event, only when the `Synchronized=False`
+    /// condition does not say so already (each retry would repeat it), and that condition.
+    async fn report_blocked(
+        &self,
+        reason: &str,
+        action: &str,
+        message: String,
+        now: &Time,
+        outcome: &mut Outcome,
+    ) {
+        if !conditions::has_status_and_reason(&outcome.conditions, SYNCHRONIZED, FALSE, reason) {
+            self.ctx
+                .event(
+                    &self.reference,
+                    EventType::Warning,
+                    reason,
+                    action,
+                    message.clone(),
+                )
+                .await;
+        }
+        conditions::upsert(
+            &mut outcome.conditions,
+            synchronized_false(reason, message, now),
+        );
+    }
+
+    /// Writes the fields of the status this controller owns, if they changed. Returns whether
+    /// it wrote.
+    async fn write_status(
+        &self,
+        old: &VirtualMachineInstanceStatus,
+        status: &VirtualMachineInstanceStatus,
+    ) -> Result<bool> {
+        let body = owned_status(status);
+        if body == owned_status(old) {
+            return Ok(false);
+        }
+        apply_status(&self.api, &self.name, None, body).await?;
+        self.ctx.metrics.operation("vmi", "status");
+        Ok(true)
+    }
+
+    /// A phase change written: logged, measured from the VMI's creation, and an event when it
+    /// is one worth telling (a failed launcher says why).
+    async fn announce_phase(
+        &self,
+        phase: VmiPhase,
+        new_phase: VmiPhase,
+        pod: Option<&Pod>,
+        now: &Time,
+    ) {
         if new_phase != phase {
             tracing::info!(from = phase.as_str(), to = new_phase.as_str(), "VMI phase");
-            if let Some(created) = vmi.metadata.creation_timestamp.as_ref() {
+            if let Some(created) = self.vmi.metadata.creation_timestamp.as_ref() {
                 let secs = now.0.duration_since(created.0).as_secs_f64();
-                ctx.metrics.phase_reached(new_phase.as_str(), secs);
+                self.ctx.metrics.phase_reached(new_phase.as_str(), secs);
             }
         }
         if let Some((type_, reason, note)) = phase_event(phase, new_phase) {
             // A failed launcher says why (the compute container's termination message).
-            let failure = pod.as_ref().and_then(compute_failure);
+            let failure = pod.and_then(compute_failure);
             let note = match failure {
                 Some(failure) if new_phase == VmiPhase::Failed => format!("{note}: {failure}"),
                 _ => note.to_owned(),
             };
-            ctx.event(&reference, type_, reason, "Sync", note).await;
+            self.ctx
+                .event(&self.reference, type_, reason, "Sync", note)
+                .await;
         }
     }
 
-    // Finalizers go once the VMI is final and its pod is gone.
-    if new_phase.is_final() && pod.is_none() {
-        if remove_finalizer(&api, vmi, VMI_FINALIZER).await? {
-            ctx.metrics.operation("vmi", "remove_finalizer");
+    /// A final VMI whose pod is gone loses the VMI finalizer, and the VM controller's too
+    /// unless a VM still waits to see it final ([`vm_awaits_final_vmi`]).
+    async fn release_finalizers(&self) -> Result<()> {
+        if remove_finalizer(&self.api, self.vmi, VMI_FINALIZER).await? {
+            self.ctx.metrics.operation("vmi", "remove_finalizer");
         }
-        if vmi.finalizers().iter().any(|f| f == VM_FINALIZER)
-            && !owner_vm_awaits(ctx, ns, vmi).await?
+        if self.vmi.finalizers().iter().any(|f| f == VM_FINALIZER)
+            && !owner_vm_awaits(self.ctx, self.ns, self.vmi).await?
         {
             // Re-read: the first patch changed the finalizer list the second one tests.
-            if let Some(fresh) = api.get_opt(&name).await? {
-                remove_finalizer(&api, &fresh, VM_FINALIZER).await?;
+            if let Some(fresh) = self.api.get_opt(&self.name).await? {
+                remove_finalizer(&self.api, &fresh, VM_FINALIZER).await?;
             }
         }
+        Ok(())
     }
-    Ok(Action::requeue(requeue))
 }
 
 #[cfg(test)]
@@ -652,6 +808,55 @@ mod tests {
                 "{old:?} → {new:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_deleted_vmis_pod_gets_its_grace_period() {
+        let mut vmi = VirtualMachineInstance::new("v", Default::default());
+        assert_eq!(grace_period(&vmi), None);
+        vmi.spec.termination_grace_period_seconds = Some(30);
+        assert_eq!(grace_period(&vmi), Some(30));
+        vmi.spec.termination_grace_period_seconds = Some(-5);
+        assert_eq!(grace_period(&vmi), Some(0));
+    }
+
+    #[test]
+    fn an_invalid_vmi_fails_with_its_validation_failure() {
+        let mut vmi = VirtualMachineInstance::new("v", Default::default());
+        virtshim_api::defaults::vmi(&mut vmi);
+        let now = Time(Timestamp::from_second(5).unwrap());
+        let invalid = synchronized_false(
+            REASON_FAILED_CREATE,
+            "Invalid VirtualMachineInstance: spec.domain: bad".into(),
+            &now,
+        );
+        let mut outcome = Outcome {
+            pod: None,
+            conditions: vec![invalid.clone()],
+            blocked_phase: Some(VmiPhase::Failed),
+            requeue: RESYNC,
+        };
+        let old = VirtualMachineInstanceStatus::default();
+        let (status, phase) =
+            status_after(&old, VmiPhase::Unset, false, &vmi, &outcome, &now).unwrap();
+        assert_eq!(phase, VmiPhase::Failed);
+        assert_eq!(status.phase.as_deref(), Some("Failed"));
+        let list = status.conditions.clone().unwrap_or_default();
+        assert_eq!(conditions::find(&list, SYNCHRONIZED), Some(&invalid));
+        let stamped: Vec<_> = status
+            .phase_transition_timestamps
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|t| t.phase)
+            .collect();
+        assert_eq!(stamped, ["Failed"]);
+
+        // Not blocked: the status is the pod's (none yet: Pending).
+        outcome.blocked_phase = None;
+        let (status, phase) =
+            status_after(&old, VmiPhase::Unset, false, &vmi, &outcome, &now).unwrap();
+        assert_eq!(phase, VmiPhase::Pending);
+        assert_eq!(status.phase.as_deref(), Some("Pending"));
     }
 
     #[test]
