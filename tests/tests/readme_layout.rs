@@ -120,5 +120,9 @@ fn readme_layout_matches_the_tree() {
             }
         }
     }
-    assert!(problems.is_empty(), "README layout:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "README layout:\n{}",
+        problems.join("\n")
+    );
 }
