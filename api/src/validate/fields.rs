@@ -67,7 +67,12 @@ pub(crate) fn own_fields<T: JsonSchema>() -> Vec<String> {
 /// candidate's length, so short names do not attract unrelated ones ("tag" is not "tpm").
 fn nearest<'a>(key: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let key_lower = key.to_ascii_lowercase();
+    let key_len = key_lower.chars().count();
     candidates
+        // A distance is at least the difference in length: a name more than 2 characters
+        // longer or shorter is never suggested, so its (quadratic) distance is not computed.
+        // Without this, a review of 1000 unknown 5000-character keys took 17 s of CPU.
+        .filter(|c| c.chars().count().abs_diff(key_len) <= 2)
         .map(|c| (edit_distance(&key_lower, &c.to_ascii_lowercase()), c))
         .filter(|(d, c)| *d <= 2 && *d * 3 <= c.chars().count())
         .min_by_key(|(d, c)| (*d, *c))
