@@ -18,7 +18,7 @@ use crate::vms::{LocalVm, LookupError, VmIndex};
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, put, MethodRouter};
 use axum::Router;
 use std::collections::HashMap;
 use std::future::Future;
@@ -301,10 +301,10 @@ pub fn router(handler: Arc<Handler>) -> Router {
     let vmi = |sub: &str| format!("{VMI_PATH}/{sub}");
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route(&vmi("console"), get(console))
-        .route(&vmi("vnc"), get(vnc))
-        .route(&vmi("pause"), put(pause))
-        .route(&vmi("unpause"), put(unpause))
+        .route(&vmi("console"), stream(Stream::Console))
+        .route(&vmi("vnc"), stream(Stream::Vnc))
+        .route(&vmi("pause"), pausing(true))
+        .route(&vmi("unpause"), pausing(false))
         .route(&vmi("portforward/{port}/{protocol}"), get(port_forward))
         .fallback(|request: Request| async move {
             HandlerError::NoRoute(format!("{} {}", request.method(), request.uri().path()))
@@ -314,30 +314,32 @@ pub fn router(handler: Arc<Handler>) -> Router {
 
 type Named = Path<(String, String)>;
 
-async fn console(
-    State(handler): State<Arc<Handler>>,
-    Extension(sessions): Extension<Sessions>,
-    Path(names): Named,
-    Query(query): Query<UidQuery>,
-    request: Request,
-) -> Result<Response, HandlerError> {
-    let vmi = VmiRef::new(names, query);
-    handler
-        .websocket(request, &sessions, Stream::Console, vmi)
-        .await
+/// GET of a console or VNC WebSocket of the VMI the path names.
+fn stream(kind: Stream) -> MethodRouter<Arc<Handler>> {
+    get(
+        move |State(handler): State<Arc<Handler>>,
+              Extension(sessions): Extension<Sessions>,
+              Path(names): Named,
+              Query(query): Query<UidQuery>,
+              request: Request| async move {
+            let vmi = VmiRef::new(names, query);
+            handler.websocket(request, &sessions, kind, vmi).await
+        },
+    )
 }
 
-async fn vnc(
-    State(handler): State<Arc<Handler>>,
-    Extension(sessions): Extension<Sessions>,
-    Path(names): Named,
-    Query(query): Query<UidQuery>,
-    request: Request,
-) -> Result<Response, HandlerError> {
-    let vmi = VmiRef::new(names, query);
-    handler
-        .websocket(request, &sessions, Stream::Vnc, vmi)
-        .await
+/// PUT pausing (or resuming) the VMI the path names.
+fn pausing(pause: bool) -> MethodRouter<Arc<Handler>> {
+    put(
+        move |State(handler): State<Arc<Handler>>,
+              Path(names): Named,
+              Query(query): Query<UidQuery>| async move {
+            let vmi = VmiRef::new(names, query);
+            handler
+                .pause(&vmi.namespace, &vmi.name, vmi.uid.as_deref(), pause)
+                .await
+        },
+    )
 }
 
 async fn port_forward(
@@ -351,28 +353,6 @@ async fn port_forward(
     let vmi = VmiRef::new((namespace, name), query);
     handler
         .websocket(request, &sessions, Stream::Port(port), vmi)
-        .await
-}
-
-async fn pause(
-    State(handler): State<Arc<Handler>>,
-    Path(names): Named,
-    Query(query): Query<UidQuery>,
-) -> Result<StatusCode, HandlerError> {
-    let vmi = VmiRef::new(names, query);
-    handler
-        .pause(&vmi.namespace, &vmi.name, vmi.uid.as_deref(), true)
-        .await
-}
-
-async fn unpause(
-    State(handler): State<Arc<Handler>>,
-    Path(names): Named,
-    Query(query): Query<UidQuery>,
-) -> Result<StatusCode, HandlerError> {
-    let vmi = VmiRef::new(names, query);
-    handler
-        .pause(&vmi.namespace, &vmi.name, vmi.uid.as_deref(), false)
         .await
 }
 
@@ -409,6 +389,48 @@ mod tests {
                 StatusCode::BAD_REQUEST,
                 "{port}/{protocol}: {e}"
             );
+        }
+    }
+
+    /// The routes without TLS or sockets: what each path answers when no VM is on the node.
+    #[tokio::test]
+    async fn routes_answer_by_path_and_method() {
+        use tower::ServiceExt as _;
+        let run = tempfile::tempdir().expect("run dir");
+        let handler = Arc::new(Handler::new(
+            run.path(),
+            Tasks::new(run.path().join("no-containerd.sock"), "k8s.io"),
+        ));
+        let vmi = "/v1/namespaces/ns/virtualmachineinstances/vm1";
+        for (method, path, status, says) in [
+            ("GET", "/healthz".to_owned(), 200, "ok"),
+            ("GET", format!("{vmi}/console?uid=u"), 404, "not running on this node"),
+            ("GET", format!("{vmi}/vnc"), 404, "not running on this node"),
+            ("PUT", format!("{vmi}/pause?uid=u"), 404, "not running on this node"),
+            ("PUT", format!("{vmi}/unpause"), 404, "not running on this node"),
+            ("GET", format!("{vmi}/portforward/22/tcp"), 404, "not running on this node"),
+            ("GET", format!("{vmi}/portforward/0/tcp"), 400, "invalid port"),
+            ("GET", format!("{vmi}/portforward/53/udp"), 400, "UDP"),
+            ("PUT", format!("{vmi}/console"), 405, ""),
+            ("GET", format!("{vmi}/pause"), 405, ""),
+            ("GET", "/v1/elsewhere".to_owned(), 404, "not found: GET /v1/elsewhere"),
+        ] {
+            let request = axum::http::Request::builder()
+                .method(method)
+                .uri(&path)
+                .body(axum::body::Body::empty())
+                .expect("request");
+            let response = router(handler.clone())
+                .layer(axum::Extension(Sessions::default()))
+                .oneshot(request)
+                .await
+                .expect("an answer");
+            assert_eq!(response.status().as_u16(), status, "{method} {path}");
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .expect("body");
+            let body = String::from_utf8_lossy(&body);
+            assert!(body.contains(says), "{method} {path}: {body}");
         }
     }
 
