@@ -404,16 +404,46 @@ mod tests {
         let vmi = "/v1/namespaces/ns/virtualmachineinstances/vm1";
         for (method, path, status, says) in [
             ("GET", "/healthz".to_owned(), 200, "ok"),
-            ("GET", format!("{vmi}/console?uid=u"), 404, "not running on this node"),
+            (
+                "GET",
+                format!("{vmi}/console?uid=u"),
+                404,
+                "not running on this node",
+            ),
             ("GET", format!("{vmi}/vnc"), 404, "not running on this node"),
-            ("PUT", format!("{vmi}/pause?uid=u"), 404, "not running on this node"),
-            ("PUT", format!("{vmi}/unpause"), 404, "not running on this node"),
-            ("GET", format!("{vmi}/portforward/22/tcp"), 404, "not running on this node"),
-            ("GET", format!("{vmi}/portforward/0/tcp"), 400, "invalid port"),
+            (
+                "PUT",
+                format!("{vmi}/pause?uid=u"),
+                404,
+                "not running on this node",
+            ),
+            (
+                "PUT",
+                format!("{vmi}/unpause"),
+                404,
+                "not running on this node",
+            ),
+            (
+                "GET",
+                format!("{vmi}/portforward/22/tcp"),
+                404,
+                "not running on this node",
+            ),
+            (
+                "GET",
+                format!("{vmi}/portforward/0/tcp"),
+                400,
+                "invalid port",
+            ),
             ("GET", format!("{vmi}/portforward/53/udp"), 400, "UDP"),
             ("PUT", format!("{vmi}/console"), 405, ""),
             ("GET", format!("{vmi}/pause"), 405, ""),
-            ("GET", "/v1/elsewhere".to_owned(), 404, "not found: GET /v1/elsewhere"),
+            (
+                "GET",
+                "/v1/elsewhere".to_owned(),
+                404,
+                "not found: GET /v1/elsewhere",
+            ),
         ] {
             let request = axum::http::Request::builder()
                 .method(method)
