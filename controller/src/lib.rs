@@ -12,6 +12,8 @@
 //!
 //! The rest talks to the cluster:
 //! - [`reconcile`]: the VM, VMI and replica-set controllers that carry the decisions out.
+//! - [`apiclient`]: the apiserver client: a token bucket (KubeVirt's QPS and burst), every
+//!   request counted.
 //! - [`leader`]: leader election on a Lease; the controllers run only on the leader.
 //! - [`observability`]: `/metrics` (KubeVirt's metric names), `/healthz`, `/readyz`.
 //! - [`subresources`]: the aggregated `subresources.kubevirt.io` API (console, VNC, start, stop,
@@ -22,6 +24,7 @@
 //! `virtshim_http`, the project's one HTTP stack.
 
 pub mod admission;
+pub mod apiclient;
 pub mod decide;
 pub mod error;
 pub mod leader;

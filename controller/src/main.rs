@@ -55,6 +55,12 @@ struct Args {
     /// The Secret written for the handler DaemonSet: tls.crt, tls.key, ca.crt.
     #[arg(long, default_value = subresources::DEFAULT_HANDLER_SECRET)]
     handler_secret: String,
+    /// Requests a second to the apiserver, on average (0: no limit). KubeVirt's: 200.
+    #[arg(long, default_value_t = virtshim_controller::apiclient::DEFAULT_QPS)]
+    client_qps: f64,
+    /// Requests sent at once before --client-qps paces them. KubeVirt's: 400.
+    #[arg(long, default_value_t = virtshim_controller::apiclient::DEFAULT_BURST)]
+    client_burst: u32,
 }
 
 #[tokio::main]
@@ -84,9 +90,20 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(observability::serve(listener, m));
     }
 
-    let client = kube::Client::try_default()
+    let config = kube::Config::infer()
         .await
         .context("cannot configure a Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let limits = virtshim_controller::apiclient::Limits {
+        qps: args.client_qps,
+        burst: args.client_burst,
+    };
+    tracing::info!(
+        qps = limits.qps,
+        burst = limits.burst,
+        "apiserver client rate limit"
+    );
+    let client = virtshim_controller::apiclient::client(config, limits, metrics.clone())
+        .context("cannot build the Kubernetes client")?;
 
     // The caches run on every replica: readiness means "ready to take the lead".
     let caches = Caches::start(&client);

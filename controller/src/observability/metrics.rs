@@ -165,6 +165,23 @@ struct PhaseLabels {
     phase: &'static str,
 }
 
+/// `kubevirt_rest_client_requests_total`'s labels (a subset of KubeVirt's: the HTTP method and
+/// the answer's status code, `<error>` when there was no answer).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RestLabels {
+    method: String,
+    code: String,
+}
+
+/// `kubevirt_rest_client_rate_limiter_duration_seconds`'s labels.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct VerbLabels {
+    verb: String,
+}
+
+/// Buckets for the time a request waits for the client's rate limiter (seconds).
+pub const RATE_LIMITER_BUCKETS: [f64; 9] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
+
 /// A family of histograms that all have the same buckets.
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -231,6 +248,8 @@ pub struct Metrics {
     durations: Histograms<ControllerLabels>,
     operations: Family<OperationLabels, Counter>,
     phase_from_creation: Histograms<PhaseLabels>,
+    rest_requests: Family<RestLabels, Counter>,
+    rate_limiter: Histograms<VerbLabels>,
 }
 
 impl Default for Metrics {
@@ -245,6 +264,9 @@ impl Default for Metrics {
         let operations = Family::default();
         let phase_from_creation: Histograms<PhaseLabels> =
             Family::new_with_constructor(|| Histogram::new(PHASE_TRANSITION_BUCKETS));
+        let rest_requests = Family::default();
+        let rate_limiter: Histograms<VerbLabels> =
+            Family::new_with_constructor(|| Histogram::new(RATE_LIMITER_BUCKETS));
 
         // The help texts have no final full stop: the registry adds one.
         let mut registry = Registry::default();
@@ -294,6 +316,19 @@ impl Default for Metrics {
             "Objects the controller created, deleted or patched, per kind",
             operations.clone(),
         );
+        // kubevirt_rest_client_requests_total
+        registry.register(
+            "kubevirt_rest_client_requests",
+            "Number of HTTP requests to the apiserver, partitioned by method and status code",
+            rest_requests.clone(),
+        );
+        // kubevirt_rest_client_rate_limiter_duration_seconds
+        registry.register_with_unit(
+            "kubevirt_rest_client_rate_limiter_duration",
+            "Client side rate limiter latency in seconds, by verb",
+            Unit::Seconds,
+            rate_limiter.clone(),
+        );
         Self {
             registry,
             leading,
@@ -304,6 +339,8 @@ impl Default for Metrics {
             durations,
             operations,
             phase_from_creation,
+            rest_requests,
+            rate_limiter,
         }
     }
 }
@@ -343,6 +380,26 @@ impl Metrics {
         self.operations
             .get_or_create(&OperationLabels { kind, operation })
             .inc();
+    }
+
+    /// Counts one request to the apiserver and its answer's status code (`None`: no answer).
+    pub fn rest_request(&self, method: &str, code: Option<u16>) {
+        let code = code.map_or_else(|| "<error>".to_owned(), |c| c.to_string());
+        self.rest_requests
+            .get_or_create(&RestLabels {
+                method: method.to_owned(),
+                code,
+            })
+            .inc();
+    }
+
+    /// Records how long a request waited for the client's rate limiter.
+    pub fn rate_limited(&self, verb: &str, waited: Duration) {
+        self.rate_limiter
+            .get_or_create(&VerbLabels {
+                verb: verb.to_owned(),
+            })
+            .observe(waited.as_secs_f64());
     }
 
     /// Records that a VMI reached `phase` this long after it was created.
