@@ -14,6 +14,9 @@
 //!   apiserver, the two webhooks and the controller's first reconcile) beside 500 ConfigMaps
 //!   of the same size, then the namespace deleted: time until it is gone, every VM finalized.
 //!
+//! - Throughput: the controller alone, 500 VMs switched on and off with the nodes cordoned
+//!   (`throughput.rs`).
+//!
 //! A reading that fails fails the benchmark: it never prints a figure it did not measure.
 
 use std::collections::BTreeMap;
@@ -35,7 +38,7 @@ const GUEST_MEMORY: &str = "128Mi";
 
 /// The guest every run boots: the containerDisk test guest with the pod network, as a user's
 /// VM has it.
-fn vmi_spec(indent: &str) -> String {
+pub(crate) fn vmi_spec(indent: &str) -> String {
     let image = vm::CONTAINER_DISK_IMAGE;
     [
         "domain:".to_owned(),
@@ -434,8 +437,8 @@ fn admission_lines(k: &Kubectl, count: usize) -> Result<String, String> {
 
 /// The cluster section, the CRI-alone reference on `containerd` (the benchmark's own); its
 /// lines, or why it could not measure.
-/// `part` is start, console or admission: `--only cluster` runs them all, `--only
-/// cluster-console` one.
+/// `part` is start, console, admission or throughput: `--only cluster` runs them all,
+/// `--only cluster-console` one.
 pub fn run(
     containerd: &PrivateContainerd,
     part: impl Fn(&str) -> bool,
@@ -463,6 +466,11 @@ pub fn run(
     }
     if part("admission") {
         say(admission_lines(&k, 500)?);
+    }
+    if part("throughput") {
+        for line in crate::throughput::lines(&k, 500)? {
+            say(line);
+        }
     }
     Ok(lines)
 }

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cluster;
+mod throughput;
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -679,7 +680,7 @@ fn main() -> std::process::ExitCode {
         .max(1);
     // `--only boot,memory,tbcache,network,console,portforward,cluster` runs some sections; all but
     // cluster by default (it needs the project's cluster: `make cluster`, KUBECONFIG);
-    // cluster-start, cluster-console and cluster-admission run one part of it.
+    // cluster-start, cluster-console, cluster-admission and cluster-throughput run one part.
     let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     let want = |section: &str| match only.as_deref() {
         Some(only) => only.split(',').any(|s| s == section),
@@ -853,7 +854,7 @@ fn main() -> std::process::ExitCode {
         }
     }
     let cluster_part = |part: &str| want("cluster") || want(&format!("cluster-{part}"));
-    if ["start", "console", "admission"]
+    if ["start", "console", "admission", "throughput"]
         .iter()
         .any(|p| cluster_part(p))
     {

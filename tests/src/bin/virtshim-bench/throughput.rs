@@ -1,0 +1,280 @@
+//! `make bench ONLY=cluster-throughput`: the controller's throughput, with no guest booting.
+//!
+//! Every node is cordoned, so the pods the controller makes stay Pending and the machine's CPU
+//! is left to the apiserver and the controller. 500 VMs with `running: true` are applied in one
+//! `kubectl apply` stream; the figure is the time until 500 VMIs and 500 pods exist (from the
+//! start of the apply, and from its end: kubectl sends one object at a time through both
+//! webhooks, which the admission figure measures on its own). Then the same VMs are applied with
+//! `running: false`: the time until every VMI and pod is gone. Beside each: the controller's
+//! CPU time, its peak RSS (reset before the run), and the requests it sent to the apiserver, by
+//! its own count (`kubevirt_rest_client_requests_total`), with the time they waited for its
+//! rate limiter. The nodes are uncordoned and the namespace deleted whatever happens.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use virtshim_tests::Kubectl;
+
+const TIMEOUT: Duration = Duration::from_secs(600);
+const POLL: Duration = Duration::from_millis(250);
+
+/// The controller's process on this node, as the kernel sees it.
+struct ControllerProcess {
+    pid: u32,
+}
+
+impl ControllerProcess {
+    /// The one `virtshim-controller` process running here (its pod is on this node).
+    fn find() -> Result<Self, String> {
+        let out = std::process::Command::new("pgrep")
+            .args(["-x", "virtshim-contro"])
+            .output()
+            .map_err(|e| format!("pgrep: {e}"))?;
+        let pids: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        match pids.as_slice() {
+            [pid] => Ok(Self { pid: *pid }),
+            other => Err(format!(
+                "expected one virtshim-controller process on this node, found {other:?}"
+            )),
+        }
+    }
+
+    /// User and system CPU time so far.
+    fn cpu(&self) -> Result<Duration, String> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .map_err(|e| format!("the controller's /proc stat: {e}"))?;
+        // Fields after the command (which may hold spaces) start at the state, field 3.
+        let after = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest)
+            .ok_or("an unreadable /proc stat")?;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| -> Result<u64, String> {
+            fields
+                .get(i)
+                .and_then(|f| f.parse().ok())
+                .ok_or_else(|| format!("no field {} in /proc stat", i + 3))
+        };
+        // utime is field 14, stime 15; `fields[0]` is field 3.
+        let total = ticks(11)? + ticks(12)?;
+        // /proc counts in USER_HZ, which Linux's ABI fixes at 100 a second.
+        Ok(Duration::from_millis(total * 10))
+    }
+
+    /// Resets the peak RSS (`VmHWM`) to the current RSS.
+    fn reset_peak(&self) -> Result<(), String> {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5")
+            .map_err(|e| format!("resetting the controller's peak RSS: {e}"))
+    }
+
+    /// The peak RSS since the last reset, MiB.
+    fn peak_mib(&self) -> Result<f64, String> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .map_err(|e| format!("the controller's /proc status: {e}"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kib| kib / 1024.0)
+            .ok_or_else(|| "no VmHWM in the controller's /proc status".to_owned())
+    }
+}
+
+/// What the controller's `/metrics` says about its apiserver requests.
+#[derive(Clone, Copy, Debug, Default)]
+struct Requests {
+    sent: f64,
+    /// Seconds spent waiting for the rate limiter, summed.
+    throttled: f64,
+}
+
+impl Requests {
+    fn since(self, before: Requests) -> Requests {
+        Requests {
+            sent: self.sent - before.sent,
+            throttled: self.throttled - before.throttled,
+        }
+    }
+}
+
+/// Reads the leader's `/metrics` on its pod IP.
+fn scrape(k: &Kubectl) -> Result<Requests, String> {
+    let ip = k.run(&[
+        "get",
+        "pod",
+        "-n",
+        "virtshim-system",
+        "-l",
+        "app.kubernetes.io/name=virtshim-controller",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ])?;
+    let ip = ip.trim();
+    let mut tcp = TcpStream::connect((ip, 8080)).map_err(|e| format!("{ip}:8080: {e}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("scraping the controller: {e}"))?;
+    let mut page = String::new();
+    tcp.read_to_string(&mut page)
+        .map_err(|e| format!("scraping the controller: {e}"))?;
+    let sum = |prefix: &str| -> f64 {
+        page.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let requests = Requests {
+        sent: sum("kubevirt_rest_client_requests_total{"),
+        throttled: sum("kubevirt_rest_client_rate_limiter_duration_seconds_sum{"),
+    };
+    if requests.sent == 0.0 {
+        return Err("the controller's /metrics counts no apiserver request".to_owned());
+    }
+    Ok(requests)
+}
+
+/// VMIs and pods in `ns` now.
+fn counts(k: &Kubectl, ns: &str) -> Result<(usize, usize), String> {
+    let out = k.run(&["get", "vmi,pods", "-n", ns, "-o", "name"])?;
+    let vmis = out
+        .lines()
+        .filter(|l| l.starts_with("virtualmachineinstance"))
+        .count();
+    let pods = out.lines().filter(|l| l.starts_with("pod/")).count();
+    Ok((vmis, pods))
+}
+
+/// Polls until `done(vmis, pods)`; when it became true, from `started`.
+fn until(
+    k: &Kubectl,
+    ns: &str,
+    started: Instant,
+    what: &str,
+    done: impl Fn(usize, usize) -> bool,
+) -> Result<Duration, String> {
+    loop {
+        let (vmis, pods) = counts(k, ns)?;
+        if done(vmis, pods) {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > TIMEOUT {
+            return Err(format!(
+                "{what}: not within {TIMEOUT:?} ({vmis} VMIs, {pods} pods)"
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn vms(count: usize, running: bool) -> String {
+    (0..count)
+        .map(|i| {
+            format!(
+                "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {{name: vm-{i}}}\nspec:\n  running: {running}\n  template:\n    spec:\n{}---\n",
+                crate::cluster::vmi_spec("      ")
+            )
+        })
+        .collect()
+}
+
+/// One phase: apply `yaml`, wait for `done`; its line.
+struct Phase {
+    apply: Duration,
+    done: Duration,
+    cpu: Duration,
+    requests: Requests,
+}
+
+fn phase(
+    k: &Kubectl,
+    ns: &str,
+    controller: &ControllerProcess,
+    yaml: &str,
+    what: &str,
+    done: impl Fn(usize, usize) -> bool,
+) -> Result<Phase, String> {
+    let cpu_before = controller.cpu()?;
+    let before = scrape(k)?;
+    let started = Instant::now();
+    k.run_stdin(&["apply", "-n", ns, "-f", "-"], Some(yaml))?;
+    let apply = started.elapsed();
+    let done = until(k, ns, started, what, done)?;
+    // The controller may still be writing status: let it settle before reading its totals.
+    std::thread::sleep(Duration::from_secs(2));
+    Ok(Phase {
+        apply,
+        done,
+        cpu: controller.cpu()?.saturating_sub(cpu_before),
+        requests: scrape(k)?.since(before),
+    })
+}
+
+fn nodes(k: &Kubectl) -> Result<Vec<String>, String> {
+    Ok(k.run(&["get", "nodes", "-o", "name"])?
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The controller's lines for `count` VMs.
+pub fn lines(k: &Kubectl, count: usize) -> Result<Vec<String>, String> {
+    let controller = ControllerProcess::find()?;
+    let ns = format!("virtshim-bench-{}-throughput", std::process::id());
+    let nodes = nodes(k)?;
+    for node in &nodes {
+        k.run(&["cordon", node])?;
+    }
+    let result = (|| -> Result<Vec<String>, String> {
+        k.run(&["create", "namespace", &ns])?;
+        controller.reset_peak()?;
+        let up = phase(
+            k,
+            &ns,
+            &controller,
+            &vms(count, true),
+            "VMIs and pods",
+            |v, p| v >= count && p >= count,
+        )?;
+        let up_peak = controller.peak_mib()?;
+        controller.reset_peak()?;
+        let down = phase(
+            k,
+            &ns,
+            &controller,
+            &vms(count, false),
+            "all gone",
+            |v, p| v == 0 && p == 0,
+        )?;
+        let down_peak = controller.peak_mib()?;
+        let line = |what: &str, p: &Phase, peak: f64| {
+            format!(
+                "controller, {count} VMs {what}: {:.2} s from the apply's start ({:.2} s after kubectl's last object, {:.2} s applying); controller CPU {:.2} s, peak RSS {:.1} MiB; {} apiserver requests ({:.0}/s over the run), {:.2} s waited for the client rate limiter in all",
+                p.done.as_secs_f64(),
+                p.done.saturating_sub(p.apply).as_secs_f64(),
+                p.apply.as_secs_f64(),
+                p.cpu.as_secs_f64(),
+                peak,
+                p.requests.sent,
+                p.requests.sent / p.done.as_secs_f64(),
+                p.requests.throttled,
+            )
+        };
+        Ok(vec![
+            line(
+                &format!("running: true (nodes cordoned) → {count} VMIs and {count} pods"),
+                &up,
+                up_peak,
+            ),
+            line("running: false → every VMI and pod gone", &down, down_peak),
+        ])
+    })();
+    let _ = k.run(&["delete", "namespace", &ns, "--timeout=600s"]);
+    for node in &nodes {
+        let _ = k.run(&["uncordon", node]);
+    }
+    result
+}
