@@ -144,7 +144,7 @@ impl Server {
         let name = self.name;
         let app = layered(app, name);
         let stop = CancellationToken::new();
-        let sessions = Sessions::new();
+        let sessions = Sessions::default();
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -190,7 +190,9 @@ fn layered(app: Router, name: &'static str) -> Router {
     .layer(
         TraceLayer::new_for_http()
             .make_span_with(move |request: &Request<_>| {
-                tracing::debug_span!(
+                // At info, so that what a handler logs at info (a refusal, a session opened or
+                // closed, in the session's task too) carries the method and path.
+                tracing::info_span!(
                     "request",
                     server = name,
                     method = %request.method(),
