@@ -33,10 +33,6 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
     pub(crate) fn stop(&self) {
         self.stop.cancel();
     }

@@ -90,11 +90,6 @@ pub const HOOKS: &[Hook] = &[
     },
 ];
 
-/// What the server does for a request path, if anything.
-pub fn action_for_path(path: &str) -> Option<Action> {
-    HOOKS.iter().find(|h| h.path == path).map(|h| h.action)
-}
-
 /// Where the apiserver reaches the webhooks: a Service in front of the controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebhookService {
@@ -194,6 +189,11 @@ pub fn validating_configuration(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// What the server routes a path to (the server builds one route per hook).
+    fn action_for_path(path: &str) -> Option<Action> {
+        HOOKS.iter().find(|h| h.path == path).map(|h| h.action)
+    }
 
     fn service() -> WebhookService {
         WebhookService {
