@@ -18,26 +18,61 @@ use virtshim_tests::Kubectl;
 const TIMEOUT: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_millis(250);
 
-/// The controller's process on this node, as the kernel sees it.
+/// The leading controller's process on this node, as the kernel sees it, and its pod's IP.
+/// (The Deployment runs two replicas; the one holding the Lease does the work.)
 struct ControllerProcess {
     pid: u32,
+    ip: String,
 }
 
 impl ControllerProcess {
-    /// The one `virtshim-controller` process running here (its pod is on this node).
-    fn find() -> Result<Self, String> {
+    fn leader(k: &Kubectl) -> Result<Self, String> {
+        let holder = k.run(&[
+            "get",
+            "lease",
+            "-n",
+            "virtshim-system",
+            "virtshim-controller",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])?;
+        let holder = holder.trim();
+        if holder.is_empty() {
+            return Err("no controller holds the virtshim-controller Lease".to_owned());
+        }
+        let pod = k.run(&[
+            "get",
+            "pod",
+            "-n",
+            "virtshim-system",
+            holder,
+            "-o",
+            "jsonpath={.metadata.uid} {.status.podIP}",
+        ])?;
+        let (uid, ip) = pod
+            .trim()
+            .split_once(' ')
+            .ok_or_else(|| format!("the leader's pod {holder} has no IP yet"))?;
         let out = std::process::Command::new("pgrep")
             .args(["-x", "virtshim-contro"])
             .output()
             .map_err(|e| format!("pgrep: {e}"))?;
+        // The pod's cgroup path names its UID (cgroupfs: .../pod<uid>/<container>).
         let pids: Vec<u32> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.trim().parse().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                    .is_ok_and(|c| c.contains(uid) || c.contains(&uid.replace('-', "_")))
+            })
             .collect();
         match pids.as_slice() {
-            [pid] => Ok(Self { pid: *pid }),
+            [pid] => Ok(Self {
+                pid: *pid,
+                ip: ip.to_owned(),
+            }),
             other => Err(format!(
-                "expected one virtshim-controller process on this node, found {other:?}"
+                "expected one process of the leading controller {holder} (pod {uid}) on this node, found {other:?}"
             )),
         }
     }
@@ -101,18 +136,8 @@ impl Requests {
 }
 
 /// Reads the leader's `/metrics` on its pod IP.
-fn scrape(k: &Kubectl) -> Result<Requests, String> {
-    let ip = k.run(&[
-        "get",
-        "pod",
-        "-n",
-        "virtshim-system",
-        "-l",
-        "app.kubernetes.io/name=virtshim-controller",
-        "-o",
-        "jsonpath={.items[0].status.podIP}",
-    ])?;
-    let ip = ip.trim();
+fn scrape(leader: &ControllerProcess) -> Result<Requests, String> {
+    let ip = leader.ip.as_str();
     let mut tcp = TcpStream::connect((ip, 8080)).map_err(|e| format!("{ip}:8080: {e}"))?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
@@ -198,7 +223,7 @@ fn phase(
     done: impl Fn(usize, usize) -> bool,
 ) -> Result<Phase, String> {
     let cpu_before = controller.cpu()?;
-    let before = scrape(k)?;
+    let before = scrape(controller)?;
     let started = Instant::now();
     k.run_stdin(&["apply", "-n", ns, "-f", "-"], Some(yaml))?;
     let apply = started.elapsed();
@@ -209,7 +234,7 @@ fn phase(
         apply,
         done,
         cpu: controller.cpu()?.saturating_sub(cpu_before),
-        requests: scrape(k)?.since(before),
+        requests: scrape(controller)?.since(before),
     })
 }
 
@@ -222,7 +247,7 @@ fn nodes(k: &Kubectl) -> Result<Vec<String>, String> {
 
 /// The controller's lines for `count` VMs.
 pub fn lines(k: &Kubectl, count: usize) -> Result<Vec<String>, String> {
-    let controller = ControllerProcess::find()?;
+    let controller = ControllerProcess::leader(k)?;
     let ns = format!("virtshim-bench-{}-throughput", std::process::id());
     let nodes = nodes(k)?;
     for node in &nodes {
