@@ -56,12 +56,24 @@ fn table_at<'a>(doc: &'a mut DocumentMut, path: &[&str]) -> Result<&'a mut Table
     Ok(table)
 }
 
+/// The config as a document. A file with nothing in it (or none) becomes version 2: the tables
+/// written below carry version 2's plugin names, which containerd 1.6 ignores in a file that,
+/// having no version line, it reads as version 1 (a node's sandbox image then went unused);
+/// containerd 2.x migrates version 2 itself.
+fn parse(text: &str) -> Result<DocumentMut, ConfigError> {
+    let mut doc: DocumentMut = text.parse()?;
+    if doc.as_table().is_empty() {
+        doc["version"] = value(2);
+    }
+    Ok(doc)
+}
+
 /// Adds (or updates) the `virtshim` runtime. Returns the new text and whether it changed.
 ///
 /// A runtimes table in config.toml replaces containerd's built-in one, which held runc, so the
 /// default runtime is defined too when the file does not define it.
 pub fn install(text: &str) -> Result<(String, bool), ConfigError> {
-    let mut doc: DocumentMut = text.parse()?;
+    let mut doc = parse(text)?;
     let plugin = cri_plugin(&doc)?;
     let containerd = table_at(&mut doc, &["plugins", plugin, "containerd"])?;
     let default_runtime = containerd
@@ -173,7 +185,7 @@ pub fn configure(
     text: &str,
     settings: &NodeSettings<'_>,
 ) -> Result<(String, bool, Option<String>), ConfigError> {
-    let mut doc: DocumentMut = text.parse()?;
+    let mut doc = parse(text)?;
     let (image_table, image_key, runtime_table) = settings_tables(&doc)?;
     let images = table_at(&mut doc, &image_table)?;
     let mut image = images
@@ -319,9 +331,19 @@ version = 2
             "{text}"
         );
         assert!(is_installed(&text).unwrap());
-        // An empty file is version 1, read like version 2.
+        // An empty file becomes version 2, which containerd reads with these names.
         let (text, _) = install("").unwrap();
+        assert!(text.starts_with("version = 2\n"), "{text}");
         assert!(text.contains("io.containerd.grpc.v1.cri"), "{text}");
+        let settings = NodeSettings {
+            sandbox_image: Some("localhost/virtshim/pause:v1"),
+            restrict_oom_score_adj: true,
+        };
+        let (text, _, _) = configure("", &settings).unwrap();
+        assert!(text.starts_with("version = 2\n"), "{text}");
+        // One that says something keeps its version (none: 1).
+        let (text, _) = install("# comment\n[plugins]\n").unwrap();
+        assert!(!text.contains("version"), "{text}");
         // A custom default runtime is kept, and defined when missing.
         let (text, _) = install(
             "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"crun\"\n",

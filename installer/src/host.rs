@@ -23,7 +23,7 @@ pub enum HostError {
     Namespace(nix::Error),
     #[error("no host mount namespace could be opened (needs a privileged pod with hostPID): {0}")]
     NoHostNamespace(String),
-    #[error("containerd is not running")]
+    #[error("no containerd of this node reads the config (none runs, or only other nodes' do)")]
     NoContainerd,
     #[error("containerd did not come back within {0:?} after the restart")]
     ContainerdDown(Duration),
@@ -144,13 +144,71 @@ fn flag_value(cmdline: &[String], long: &str, short: &str) -> Option<String> {
 
 /// The pid of the containerd that reads `config` (`--config`, default
 /// `/etc/containerd/config.toml`): a node may run more than one.
+///
+/// Several may read the same path, each in a mount namespace of its own: one per node, where a
+/// machine hosts several nodes (the project's multi-node cluster does). The one meant is then
+/// this node's: the containerd in the network namespace of the shim that runs this installer's
+/// pod, or of the installer itself when run on the node directly. One that belongs elsewhere
+/// is never taken, even alone: restarting another node's containerd (which would then run in
+/// this node's mount namespace) is worse than finding none.
 pub fn containerd_pid(config: &Path) -> Option<i32> {
     let wanted = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
-    pids_named("containerd").into_iter().find(|pid| {
-        let used = flag_value(&cmdline_of(*pid), "--config", "-c")
-            .unwrap_or_else(|| "/etc/containerd/config.toml".to_owned());
-        std::fs::canonicalize(&used).unwrap_or_else(|_| PathBuf::from(used)) == wanted
-    })
+    let readers: Vec<(i32, Option<PathBuf>)> = pids_named("containerd")
+        .into_iter()
+        .filter(|pid| {
+            let used = flag_value(&cmdline_of(*pid), "--config", "-c")
+                .unwrap_or_else(|| "/etc/containerd/config.toml".to_owned());
+            std::fs::canonicalize(&used).unwrap_or_else(|_| PathBuf::from(used)) == wanted
+        })
+        .map(|pid| (pid, netns_of(pid)))
+        .collect();
+    this_nodes(&readers, node_netns().as_deref())
+}
+
+/// Of the containerds `readers` (pid, network namespace), the one on this node: in its network
+/// namespace, even when it is the only one (that of another node, seen through a shared PID
+/// namespace, is not this node's). Only when this node's namespace cannot be read does a
+/// single reader stand for it.
+fn this_nodes(readers: &[(i32, Option<PathBuf>)], node: Option<&Path>) -> Option<i32> {
+    match (readers, node) {
+        (_, Some(node)) => readers
+            .iter()
+            .find(|(_, netns)| netns.as_deref() == Some(node))
+            .map(|(pid, _)| *pid),
+        ([(pid, _)], None) => Some(*pid),
+        (_, None) => None,
+    }
+}
+
+fn netns_of(pid: i32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
+}
+
+/// The network namespace of the node this process runs on: that of the nearest containerd
+/// shim among its ancestors (a pod has a network of its own, its shim runs in the node's),
+/// else its own.
+fn node_netns() -> Option<PathBuf> {
+    let own = i32::try_from(std::process::id()).ok()?;
+    let mut pid = own;
+    for _ in 0..64 {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.starts_with("containerd-shim") {
+            return netns_of(pid);
+        }
+        match parent_of(pid) {
+            Some(parent) if parent > 1 => pid = parent,
+            _ => break,
+        }
+    }
+    netns_of(own)
+}
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Where containerd listens: `[grpc] address` in its config, `--address` on its command line,
@@ -441,9 +499,12 @@ pub fn check(bin_dir: &Path) -> NodeReport {
 }
 
 /// Waits (up to `limit`) until no virtshim shim runs on the node: their VMs' pods are being
-/// stopped by the kubelet with their grace periods. Returns how many still run.
+/// stopped by the kubelet with their grace periods. Returns how many still run. Only this
+/// node's count (shims run in their containerd's network namespace): a machine may host
+/// several nodes.
 pub fn wait_for_shims(limit: Duration) -> usize {
     let started = Instant::now();
+    let node = node_netns();
     loop {
         // A process's name is cut to 15 characters: every shim shows "containerd-shim".
         let running = pids_named("containerd-shim")
@@ -451,6 +512,7 @@ pub fn wait_for_shims(limit: Duration) -> usize {
             .filter(|pid| {
                 std::fs::read(format!("/proc/{pid}/cmdline"))
                     .is_ok_and(|c| String::from_utf8_lossy(&c).contains(SHIM_BINARY))
+                    && (node.is_none() || netns_of(**pid) == node)
             })
             .count();
         if running == 0 || started.elapsed() >= limit {
@@ -514,6 +576,32 @@ mod tests {
             std::fs::read_to_string(dir.path().join("config.toml.virtshim-orig")).unwrap(),
             "original"
         );
+    }
+
+    #[test]
+    fn the_containerd_meant_is_this_nodes() {
+        let ns = |n: &str| Some(PathBuf::from(format!("net:[{n}]")));
+        let one = [(10, ns("1"))];
+        assert_eq!(this_nodes(&one, ns("1").as_deref()), Some(10));
+        assert_eq!(
+            this_nodes(&one, ns("2").as_deref()),
+            None,
+            "the only one, but another node's"
+        );
+        assert_eq!(
+            this_nodes(&one, None),
+            Some(10),
+            "nothing to tell them apart"
+        );
+        let three = [(10, ns("1")), (20, ns("2")), (30, ns("3"))];
+        assert_eq!(this_nodes(&three, ns("2").as_deref()), Some(20));
+        assert_eq!(
+            this_nodes(&three, ns("9").as_deref()),
+            None,
+            "all elsewhere"
+        );
+        assert_eq!(this_nodes(&three, None), None);
+        assert_eq!(this_nodes(&[], ns("1").as_deref()), None);
     }
 
     #[test]
