@@ -11,7 +11,8 @@
 #   make fuzz          each fuzz target (fuzz/) for FUZZ_SECONDS (default 60) from generated seeds;
 #                      fails on a crash (installs the Debian packages, nightly and cargo-fuzz first)
 #   make cluster       a single-node Kubernetes on this machine (cluster/up.sh; idempotent),
-#                      KUBECONFIG=/var/lib/virtshim-cluster/admin.kubeconfig
+#                      KUBECONFIG=/var/lib/virtshim-cluster/admin.kubeconfig; NODES=3 adds node-2
+#                      and node-3, each with its own namespaces, containerd and kubelet (cluster/node.sh)
 #   make cluster-down  stop it (WIPE=1 also removes its state)
 #   make crictl        crictl built from its Go module into out/cluster/bin (the demo shows crictl ps/inspect)
 
@@ -47,7 +48,7 @@ test: deps lint
 	KUBECONFIG=$(TEST_KUBECONFIG) $(CARGO) test --workspace --no-fail-fast -- --show-output
 
 cluster: deps
-	@bash cluster/up.sh
+	@NODES=$(NODES) bash cluster/up.sh
 
 cluster-down:
 	@bash cluster/down.sh $(if $(filter 1,$(WIPE)),--wipe)

@@ -6,6 +6,8 @@ set -euo pipefail
 DIR=${VIRTSHIM_CLUSTER_DIR:-/var/lib/virtshim-cluster}
 wipe=${WIPE:-0}
 [ "${1:-}" = --wipe ] && wipe=1
+# The extra nodes (cluster/node.sh) go first, and whole: a node without a control plane is no use.
+for n in $(bash "$(dirname "$0")/node.sh" list); do bash "$(dirname "$0")/node.sh" down "$n"; done
 for c in kubelet scheduler controller-manager apiserver etcd; do
   f=$DIR/$c.pid
   [ -f "$f" ] || continue

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make cluster`: a single-node Kubernetes on this machine for virtshim's tests and for trying
-# virtshim as a cluster user would. Idempotent: what runs is left alone, what is down is started.
+# `make cluster`: a Kubernetes on this machine for virtshim's tests and for trying virtshim as a
+# cluster user would: one node, or N with NODES=N (the others made by cluster/node.sh).
+# Idempotent: what runs is left alone, what is down is started.
 #
 #   etcd (Debian's etcd-server), kube-apiserver (RBAC, the aggregation layer's front-proxy
 #   certificates, aggregator routing to endpoints), kube-controller-manager, kube-scheduler, and a
@@ -49,8 +50,10 @@ wait_until() { # seconds what command...
 bash "$HERE/build.sh"
 mkdir -p "$PKI" "$LOG"
 
-# A control plane that is not running starts from nothing but its certificates.
+# A control plane that is not running starts from nothing but its certificates (and without
+# the extra nodes of an earlier run).
 if ! alive apiserver; then
+  for n in $(bash "$HERE/node.sh" list); do bash "$HERE/node.sh" down "$n"; done
   for c in kubelet scheduler controller-manager apiserver etcd; do
     alive "$c" && kill "$(cat "$DIR/$c.pid")" 2>/dev/null || true
   done
@@ -178,5 +181,14 @@ start kubelet kubelet --config="$DIR/kubelet.yaml" --kubeconfig="$DIR/kubelet.ku
 wait_until 120 "node $NODE Ready" sh -c "kubectl get node '$NODE' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
 # The default ServiceAccount exists once the controller-manager runs; pods need it.
 wait_until 60 "the default ServiceAccount" kubectl -n default get serviceaccount default
+
+# NODES=N: node-2 .. node-N join (cluster/node.sh), nodes beyond N leave; unset: left as they are.
+if [ -n "${NODES:-}" ]; then
+  [[ $NODES =~ ^[0-9]+$ ]] && [ "$NODES" -ge 1 ] || { echo "cluster: NODES is a number >= 1, not '$NODES'" >&2; exit 2; }
+  for n in $(bash "$HERE/node.sh" list); do
+    [ "$n" -le "$NODES" ] || bash "$HERE/node.sh" down "$n"
+  done
+  for n in $(seq 2 "$NODES"); do bash "$HERE/node.sh" up "$n"; done
+fi
 
 step "up in $((SECONDS - started)) s: export KUBECONFIG=$KUBECONFIG"

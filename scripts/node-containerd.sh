@@ -10,8 +10,13 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 CONFIG=${CONTAINERD_CONFIG:-/etc/containerd/config.toml}
 PAUSE_IMAGE=${PAUSE_IMAGE:-localhost/virtshim/pause:v1}
 CNI_CONF_DIR=/etc/cni/net.d
+# The pod network of this node (each node of a multi-node cluster has its own range).
+POD_SUBNET=${POD_SUBNET:-10.66.0.0/24}
+[[ $POD_SUBNET =~ ^[0-9]+\.[0-9]+\.[0-9]+\.0/24$ ]] || { echo "node: POD_SUBNET must be a /24, not '$POD_SUBNET'" >&2; exit 2; }
+CONTAINERD_LOG=${CONTAINERD_LOG:-/var/log/containerd.log}
 
-running() { ctr version >/dev/null 2>&1; }
+# (Without a socket ctr would wait out its 10 s dial timeout.)
+running() { [ -S /run/containerd/containerd.sock ] && ctr version >/dev/null 2>&1; }
 
 # The node installer edits config.toml (keeping the rest of the file) and restarts a running
 # containerd when a setting changed; it prints the sandbox image in effect.
@@ -24,9 +29,14 @@ sandbox_image=${sandbox_image:-$PAUSE_IMAGE}
 
 if ! running; then
   echo "node: starting containerd ($CONFIG)"
-  nohup containerd --config "$CONFIG" >>/var/log/containerd.log 2>&1 &
+  if [ -n "${CONTAINERD_START:-}" ]; then
+    # The caller's own way of starting it (cluster/node.sh: in the node's cgroup).
+    $CONTAINERD_START
+  else
+    nohup containerd --config "$CONFIG" >>"$CONTAINERD_LOG" 2>&1 &
+  fi
   for _ in $(seq 100); do running && break; sleep 0.1; done
-  running || { echo "node: containerd did not start; see /var/log/containerd.log" >&2; exit 1; }
+  running || { echo "node: containerd did not start; see $CONTAINERD_LOG" >&2; exit 1; }
 fi
 
 if ! ctr -n k8s.io images ls -q | grep -qxF "$sandbox_image"; then
@@ -42,10 +52,10 @@ fi
 # A pod network for this node's pods, unless one is configured already.
 if [ -z "$(ls -A "$CNI_CONF_DIR" 2>/dev/null)" ]; then
   mkdir -p "$CNI_CONF_DIR"
-  cat > "$CNI_CONF_DIR/10-virtshim.conflist" <<'CNI'
+  cat > "$CNI_CONF_DIR/10-virtshim.conflist" <<CNI
 {"cniVersion":"0.4.0","name":"virtshim","plugins":[{"type":"bridge","bridge":"vsnode0","isGateway":true,"ipMasq":false,
- "ipam":{"type":"host-local","ranges":[[{"subnet":"10.66.0.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}]}},{"type":"portmap","capabilities":{"portMappings":true}}]}
+ "ipam":{"type":"host-local","ranges":[[{"subnet":"$POD_SUBNET"}]],"routes":[{"dst":"0.0.0.0/0"}]}},{"type":"portmap","capabilities":{"portMappings":true}}]}
 CNI
-  echo "node: wrote $CNI_CONF_DIR/10-virtshim.conflist (bridge vsnode0, 10.66.0.0/24)"
+  echo "node: wrote $CNI_CONF_DIR/10-virtshim.conflist (bridge vsnode0, $POD_SUBNET)"
 fi
 echo "node: containerd ready"
