@@ -11,6 +11,7 @@
 #
 #   images/components/build.sh OUT_DIR           # release binaries (cargo build --release)
 #   PROFILE=debug images/components/build.sh OUT_DIR
+#   TAG=v2 SHIM=FILE images/components/build.sh OUT_DIR   # another tag; the installer with FILE as its shim
 #
 # Cached (scripts/lib/cache.sh): an image is rewritten only when its inputs' hash changed
 # (OUT_DIR/.<image>.inputs); CACHE_DRY_RUN=1 only says which would be.
@@ -80,6 +81,13 @@ image() {
 
 image controller virtshim-controller
 image handler virtshim-handler
-strip --strip-debug -o "$OUT/.stage/containerd-shim-virtshim-v2" "$BIN/containerd-shim-virtshim-v2"
+# SHIM=FILE: the installer carries that shim instead of the one just built (an upgrade's new
+# shim, as the multi-node test rolls the installer to an image with a shim that differs).
+if [ -n "${SHIM:-}" ]; then
+	[ -f "$SHIM" ] || die "SHIM=$SHIM: no such file"
+	cp "$SHIM" "$OUT/.stage/containerd-shim-virtshim-v2"
+else
+	strip --strip-debug -o "$OUT/.stage/containerd-shim-virtshim-v2" "$BIN/containerd-shim-virtshim-v2"
+fi
 image installer virtshim-installer \
 	--add "$OUT/.stage/containerd-shim-virtshim-v2" /opt/virtshim/containerd-shim-virtshim-v2:0755

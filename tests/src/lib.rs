@@ -5,6 +5,7 @@
 //! the tests import into it ([`oci`]).
 
 pub mod cluster;
+pub mod console;
 pub mod containerd;
 pub mod handler;
 pub mod oci;

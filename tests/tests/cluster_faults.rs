@@ -12,13 +12,12 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-use virtshim_tests::cluster::{list, running_vmi, Namespace, NAMESPACE};
-use virtshim_tests::vm::{self, KERNEL_BOOT_IMAGE};
+use std::process::Command;
+use std::time::Duration;
+use virtshim_tests::cluster::{list, qemu_pids, running_vmi, Namespace, NAMESPACE};
+use virtshim_tests::console::Console;
+use virtshim_tests::vm::KERNEL_BOOT_IMAGE;
 use virtshim_tests::{repo_root, wait_for, Kubectl};
 
 const VM: &str = "faults";
@@ -34,123 +33,9 @@ fn create_vm(k: &Kubectl, ns: &str) {
     k.run_stdin(&["apply", "-f", "-"], Some(&yaml)).unwrap();
 }
 
-/// QEMU processes whose command line names the VMI's namespace (the domain is
-/// `<namespace>_<name>`).
-fn qemu_pids(ns: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        let program = cmdline.split('\0').next().unwrap_or("");
-        if program.contains("qemu-system") && cmdline.contains(&format!("guest={ns}_")) {
-            out.push(pid);
-        }
-    }
-    out.sort();
-    out
-}
-
-fn kubeconfig() -> PathBuf {
-    PathBuf::from(std::env::var_os("KUBECONFIG").unwrap())
-}
-
-/// `virtctl console` as a child, its output on a channel.
-struct Console {
-    child: Child,
-    output: mpsc::Receiver<Vec<u8>>,
-    seen: Vec<u8>,
-}
-
-impl Console {
-    fn open(ns: &str) -> Self {
-        let mut child = Command::new(vm::virtctl_binary())
-            .arg("--kubeconfig")
-            .arg(kubeconfig())
-            .args(["-n", ns, "console", VM, "--timeout", "60"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, output) = mpsc::channel();
-        for mut out in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = out.read(&mut buf) {
-                    if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        Self {
-            child,
-            output,
-            seen: Vec::new(),
-        }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.seen).into_owned()
-    }
-
-    /// Types `echo WORD-$((6*7))` every few seconds until `WORD-42` comes back.
-    fn echo(&mut self, word: &str) -> Result<(), String> {
-        let wanted = format!("{word}-42");
-        let start = Instant::now();
-        let mut typed = Instant::now() - Duration::from_secs(10);
-        while start.elapsed() < Duration::from_secs(120) {
-            if typed.elapsed() > Duration::from_secs(3) {
-                let stdin = self.child.stdin.as_mut().unwrap();
-                let _ = stdin.write_all(format!("echo {word}-$((6*7))\n").as_bytes());
-                let _ = stdin.flush();
-                typed = Instant::now();
-            }
-            if let Ok(chunk) = self.output.recv_timeout(Duration::from_millis(200)) {
-                self.seen.extend_from_slice(&chunk);
-                if self.text().contains(&wanted) {
-                    return Ok(());
-                }
-            }
-        }
-        Err(format!(
-            "no {wanted} on the console; it showed: {}",
-            self.text()
-        ))
-    }
-
-    /// Waits for virtctl to exit by itself; its status and what it printed.
-    fn exit(&mut self, timeout: Duration) -> Option<(std::process::ExitStatus, String)> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            while let Ok(chunk) = self.output.try_recv() {
-                self.seen.extend_from_slice(&chunk);
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(200));
-                while let Ok(chunk) = self.output.try_recv() {
-                    self.seen.extend_from_slice(&chunk);
-                }
-                return Some((status, self.text()));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    }
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn open_console(ns: &str) -> Console {
+    let kubeconfig = PathBuf::from(std::env::var_os("KUBECONFIG").unwrap());
+    Console::open(&kubeconfig, ns, VM)
 }
 
 fn pid_file(name: &str) -> PathBuf {
@@ -238,7 +123,7 @@ fn kubelet_restart_leader_loss_and_handler_loss() {
         running_vmi(&k, ns, VM, Duration::from_secs(240)).unwrap_or_else(|e| panic!("{e}"));
     let qemu = qemu_pids(ns);
     assert_eq!(qemu.len(), 1, "one QEMU for the VM, found {qemu:?}");
-    Console::open(ns).echo("before").unwrap();
+    open_console(ns).echo("before").unwrap();
 
     // 1. The kubelet restarted under the running VM.
     restart_kubelet();
@@ -267,7 +152,7 @@ fn kubelet_restart_leader_loss_and_handler_loss() {
         qemu,
         "the same QEMU after the kubelet restart"
     );
-    Console::open(ns).echo("kubelet-restarted").unwrap();
+    open_console(ns).echo("kubelet-restarted").unwrap();
 
     // 2. The controller's leader killed; a change made meanwhile is reconciled by the other.
     let leader = wait_for("a controller leading", Duration::from_secs(60), || {
@@ -314,7 +199,7 @@ fn kubelet_restart_leader_loss_and_handler_loss() {
     .unwrap();
 
     // 3. The handler's pod deleted under an open console.
-    let mut console = Console::open(ns);
+    let mut console = open_console(ns);
     console.echo("handler-there").unwrap();
     let handler = handler_pod(&k).expect("a handler pod");
     let handler_name = handler["metadata"]["name"].as_str().unwrap().to_owned();
@@ -352,7 +237,7 @@ fn kubelet_restart_leader_loss_and_handler_loss() {
             .any(|c| c["type"] == "Ready" && c["status"] == "True");
         (ready && pod["metadata"]["name"] != handler_name.as_str()).then_some(())
     });
-    Console::open(ns).echo("handler-back").unwrap();
+    open_console(ns).echo("handler-back").unwrap();
     k.run(&["delete", "vm", "-n", ns, VM, "--wait=false"])
         .unwrap();
 }
