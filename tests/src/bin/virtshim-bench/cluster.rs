@@ -17,6 +17,9 @@
 //! - Throughput: the controller alone, 500 VMs switched on and off with the nodes cordoned
 //!   (`throughput.rs`).
 //!
+//! - Percentiles: creation → Running of 10 and 50 VMIs created 100 ms apart, KubeVirt's
+//!   published figure (`percentiles.rs`; 50 need about 7 nodes: `make cluster NODES=7`).
+//!
 //! A reading that fails fails the benchmark: it never prints a figure it did not measure.
 
 use std::collections::BTreeMap;
@@ -437,7 +440,7 @@ fn admission_lines(k: &Kubectl, count: usize) -> Result<String, String> {
 
 /// The cluster section, the CRI-alone reference on `containerd` (the benchmark's own); its
 /// lines, or why it could not measure.
-/// `part` is start, console, admission or throughput: `--only cluster` runs them all,
+/// `part` is start, console, admission, throughput or percentiles: `--only cluster` runs them all,
 /// `--only cluster-console` one.
 pub fn run(
     containerd: &PrivateContainerd,
@@ -470,6 +473,11 @@ pub fn run(
     if part("throughput") {
         for line in crate::throughput::lines(&k, 500)? {
             say(line);
+        }
+    }
+    if part("percentiles") {
+        for count in [10, 50] {
+            say(crate::percentiles::line(&k, count)?);
         }
     }
     Ok(lines)

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cluster;
+mod percentiles;
 mod throughput;
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -680,7 +681,8 @@ fn main() -> std::process::ExitCode {
         .max(1);
     // `--only boot,memory,tbcache,network,console,portforward,cluster` runs some sections; all but
     // cluster by default (it needs the project's cluster: `make cluster`, KUBECONFIG);
-    // cluster-start, cluster-console, cluster-admission and cluster-throughput run one part.
+    // cluster-start, cluster-console, cluster-admission, cluster-throughput and
+    // cluster-percentiles run one part.
     let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     let want = |section: &str| match only.as_deref() {
         Some(only) => only.split(',').any(|s| s == section),
@@ -854,7 +856,7 @@ fn main() -> std::process::ExitCode {
         }
     }
     let cluster_part = |part: &str| want("cluster") || want(&format!("cluster-{part}"));
-    if ["start", "console", "admission", "throughput"]
+    if ["start", "console", "admission", "throughput", "percentiles"]
         .iter()
         .any(|p| cluster_part(p))
     {
