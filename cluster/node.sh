@@ -52,6 +52,17 @@ HOST_LINK=vsn$N
 LOG=$ND/log
 
 ns_files() { [ -e "$ND/ns/mnt" ] && mountpoint -q "$ND/ns/mnt"; }
+# Whether a containerd runs in the node's network namespace. Not its pid file: the installer
+# restarts the node's containerd (a new pid) when it adds virtshim's runtime.
+containerd_runs() {
+  local want p
+  mountpoint -q "$ND/ns/net" 2>/dev/null || return 1
+  want="net:[$(stat -L -c %i "$ND/ns/net")]"
+  for p in $(pgrep -x containerd); do
+    [ "$(readlink "/proc/$p/ns/net")" = "$want" ] && return 0
+  done
+  return 1
+}
 on_node() { nsenter --mount="$ND/ns/mnt" --net="$ND/ns/net" --uts="$ND/ns/uts" -- "$@"; }
 alive() { [ -f "$ND/$1.pid" ] && kill -0 "$(cat "$ND/$1.pid")" 2>/dev/null; }
 
@@ -216,7 +227,7 @@ mirror_images() {
 up() {
   [ -f "$PKI/ca.key" ] || die "no cluster (run cluster/up.sh first)"
   export KUBECONFIG=$DIR/admin.kubeconfig
-  if alive kubelet && alive containerd; then
+  if alive kubelet && containerd_runs; then
     echo "node: $NAME runs"
     return
   fi
