@@ -487,18 +487,6 @@ pub fn running_vmi(
 /// QEMU processes whose command line names the VMI's namespace (the domain is
 /// `<namespace>_<name>`).
 pub fn qemu_pids(ns: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        let program = cmdline.split('\0').next().unwrap_or("");
-        if program.contains("qemu-system") && cmdline.contains(&format!("guest={ns}_")) {
-            out.push(pid);
-        }
-    }
-    out.sort();
-    out
+    let domain_prefix = format!("guest={ns}_");
+    crate::vm::qemu_pids_where(|cmdline| cmdline.contains(&domain_prefix))
 }

@@ -942,17 +942,9 @@ fn kill_leftovers(layout: &Layout) -> Vec<String> {
 
 /// The pids of QEMU processes whose command line contains `text`.
 fn qemus_naming(text: &str) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            (cmdline.starts_with("/usr/bin/qemu-system") && cmdline.contains(text)).then_some(pid)
-        })
+    crate::vm::qemu_pids_where(|cmdline| cmdline.contains(text))
+        .into_iter()
+        .filter_map(|pid| i32::try_from(pid).ok())
         .collect()
 }
 

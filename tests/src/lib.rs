@@ -10,6 +10,7 @@ pub mod containerd;
 pub mod handler;
 pub mod oci;
 pub mod peer;
+pub mod virtctl;
 pub mod vm;
 
 use std::path::PathBuf;

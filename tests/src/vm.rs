@@ -239,6 +239,12 @@ pub fn pod_dirs(sandbox_id: &str) -> [PathBuf; 2] {
 /// QEMU processes of one pod (their command line names the pod's embedded libvirt root).
 pub fn qemu_pids(sandbox_id: &str) -> Vec<u32> {
     let marker = pod_dirs(sandbox_id)[0].to_string_lossy().into_owned();
+    qemu_pids_where(|cmdline| cmdline.contains(&marker))
+}
+
+/// The QEMU processes on this machine whose command line (arguments joined by NULs) `matches`,
+/// in pid order.
+pub fn qemu_pids_where(matches: impl Fn(&str) -> bool) -> Vec<u32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -246,10 +252,12 @@ pub fn qemu_pids(sandbox_id: &str) -> Vec<u32> {
         };
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.starts_with("/usr/bin/qemu-system") && cmdline.contains(&marker) {
+        let program = cmdline.split('\0').next().unwrap_or("");
+        if program.contains("qemu-system") && matches(&cmdline) {
             out.push(pid);
         }
     }
+    out.sort();
     out
 }
 

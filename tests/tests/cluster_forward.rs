@@ -9,12 +9,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use virtshim_tests::cluster::{running_vmi, Namespace};
+use virtshim_tests::virtctl::Serving;
 use virtshim_tests::vm::{self, KERNEL_BOOT_IMAGE};
 use virtshim_tests::{wait_for, Kubectl};
 
@@ -39,38 +40,22 @@ fn http_get(addr: &str, path: &str) -> Result<String, String> {
 
 /// A `virtctl port-forward` child and the local address it listens on.
 struct Forward {
-    child: Child,
+    /// Stops the child when the forward is dropped.
+    _serving: Serving,
     addr: String,
 }
 
 impl Forward {
     fn start(bin: &std::path::Path, target: &str) -> Self {
-        let mut child = Command::new(bin)
-            .arg("--kubeconfig")
-            .arg(kubeconfig())
-            .args(["port-forward", target, "0:80"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "Forwarding from 127.0.0.1:PORT to port 80 of vm/NAME.NS"
-        let addr = line
-            .split_whitespace()
-            .nth(2)
-            .unwrap_or_else(|| panic!("no local address in {line:?}"))
-            .to_owned();
-        Self { child, addr }
-    }
-}
-
-impl Drop for Forward {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let serving = Serving::start(bin, &kubeconfig(), &["port-forward", target, "0:80"])
+            .unwrap_or_else(|e| panic!("virtctl port-forward {target}: {e}"));
+        let addr = serving
+            .forwarded_addr()
+            .unwrap_or_else(|e| panic!("virtctl port-forward {target}: {e}"));
+        Self {
+            _serving: serving,
+            addr,
+        }
     }
 }
 

@@ -26,13 +26,14 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use virtshim_tests::cluster::{list, qemu_pids, running_vmi, Namespace, NAMESPACE, READY_LABEL};
 use virtshim_tests::console::Console;
+use virtshim_tests::virtctl::Serving;
 use virtshim_tests::vm::{self, KERNEL_BOOT_IMAGE};
 use virtshim_tests::{repo_root, wait_for, Kubectl};
 
@@ -195,67 +196,38 @@ fn console(ns: &str, vm: &str) -> Console {
 
 /// `virtctl vnc --proxy-only`: the RFB greeting on the port it prints.
 fn vnc_greeting(ns: &str, vm: &str) -> Result<String, String> {
-    let mut child = Command::new(vm::virtctl_binary())
-        .arg("--kubeconfig")
-        .arg(kubeconfig())
-        .args(["-n", ns, "vnc", "--proxy-only", vm])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
+    let proxy = Serving::start(
+        &vm::virtctl_binary(),
+        &kubeconfig(),
+        &["-n", ns, "vnc", "--proxy-only", vm],
+    )?;
+    let port = proxy.vnc_port()?;
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    let read = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
-    let result = (|| {
-        read.map_err(|e| e.to_string())?;
-        let port = serde_json::from_str::<Value>(line.trim())
-            .ok()
-            .and_then(|v| v["port"].as_u64())
-            .ok_or_else(|| format!("no {{\"port\":N}} line: {line:?}"))?;
-        let mut tcp = TcpStream::connect(("127.0.0.1", port as u16)).map_err(|e| e.to_string())?;
-        tcp.set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(|e| e.to_string())?;
-        let mut greeting = [0u8; 12];
-        tcp.read_exact(&mut greeting)
-            .map_err(|e| format!("the RFB greeting: {e}"))?;
-        Ok(String::from_utf8_lossy(&greeting).trim().to_owned())
-    })();
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    let mut greeting = [0u8; 12];
+    tcp.read_exact(&mut greeting)
+        .map_err(|e| format!("the RFB greeting: {e}"))?;
+    Ok(String::from_utf8_lossy(&greeting).trim().to_owned())
 }
 
 /// `virtctl port-forward vm/NAME.NS 0:80`, then `GET /healthz` through it.
 fn forwarded_http(ns: &str, vm: &str) -> Result<String, String> {
-    let mut child = Command::new(vm::virtctl_binary())
-        .arg("--kubeconfig")
-        .arg(kubeconfig())
-        .args(["port-forward", &format!("vm/{vm}.{ns}"), "0:80"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
+    let forward = Serving::start(
+        &vm::virtctl_binary(),
+        &kubeconfig(),
+        &["port-forward", &format!("vm/{vm}.{ns}"), "0:80"],
+    )?;
+    let addr = forward.forwarded_addr()?;
+    let mut tcp = TcpStream::connect(&addr).map_err(|e| format!("{addr}: {e}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
         .map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    let read = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
-    let result = (|| {
-        read.map_err(|e| e.to_string())?;
-        // "Forwarding from 127.0.0.1:PORT to port 80 of vm/NAME.NS"
-        let addr = line
-            .split_whitespace()
-            .nth(2)
-            .ok_or_else(|| format!("no local address in {line:?}"))?;
-        let mut tcp = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
-        tcp.set_read_timeout(Some(Duration::from_secs(20)))
-            .map_err(|e| e.to_string())?;
-        tcp.write_all(b"GET /healthz HTTP/1.0\r\nHost: guest\r\n\r\n")
-            .map_err(|e| e.to_string())?;
-        let mut answer = String::new();
-        tcp.read_to_string(&mut answer)
-            .map_err(|e| format!("{addr}: {e} after {answer:?}"))?;
-        Ok(answer)
-    })();
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    tcp.write_all(b"GET /healthz HTTP/1.0\r\nHost: guest\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer)
+        .map_err(|e| format!("{addr}: {e} after {answer:?}"))?;
+    Ok(answer)
 }
 
 /// Console, VNC and port-forward to the VM, whichever node runs it.

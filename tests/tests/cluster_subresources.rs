@@ -19,13 +19,14 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use virtshim_tests::cluster::Namespace;
+use virtshim_tests::virtctl::Serving;
 use virtshim_tests::vm::KERNEL_BOOT_IMAGE;
 use virtshim_tests::{repo_root, wait_for, Kubectl};
 
@@ -286,30 +287,15 @@ fn read_update(s: &mut TcpStream, bytes_per_pixel: usize) -> usize {
 
 /// `virtctl vnc --proxy-only`: the port line, then the handshake and a non-blank update.
 fn vnc_proxy(bin: &Path, kubeconfig: &Path, ns: &str, vmi: &str) -> Result<(), String> {
-    let mut child = Command::new(bin)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["-n", ns, "vnc", "--proxy-only", vmi])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let port = serde_json::from_str::<Value>(line.trim())
-        .ok()
-        .and_then(|v| v["port"].as_u64())
-        .ok_or_else(|| format!("no {{\"port\":N}} line: {line:?}"))?;
+    let proxy = Serving::start(bin, kubeconfig, &["-n", ns, "vnc", "--proxy-only", vmi])?;
+    let port = proxy.vnc_port()?;
     let started = Instant::now();
-    let non_blank = rfb_non_blank_bytes(u16::try_from(port).map_err(|e| e.to_string())?);
+    let non_blank = rfb_non_blank_bytes(port);
     println!(
         "VNC: handshake and first update in {:.2} s",
         started.elapsed().as_secs_f64()
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(proxy);
     if non_blank == 0 {
         return Err("the framebuffer update is blank".into());
     }
