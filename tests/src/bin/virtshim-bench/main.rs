@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cluster;
+mod density;
 mod percentiles;
 mod throughput;
 
@@ -244,6 +245,27 @@ fn smaps(pid: u32, fields: &[&str]) -> Result<u64, String> {
         return Err(format!("/proc/{pid}/smaps_rollup has none of {fields:?}"));
     }
     Ok(values.iter().sum())
+}
+
+/// A process's CPU time (user and system), from /proc/PID/stat.
+fn cpu_time(pid: u32) -> Result<Duration, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?;
+    // Fields after the command (which may hold spaces) start at the state, field 3.
+    let after = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| format!("an unreadable /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| format!("no field {} in /proc/{pid}/stat", i + 3))
+    };
+    // utime is field 14, stime 15; `fields[0]` is field 3. /proc counts in USER_HZ, which
+    // Linux's ABI fixes at 100 a second.
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// The parent of a process (a VM's QEMU's is its pod's shim, the subreaper it was left to).
@@ -681,7 +703,7 @@ fn main() -> std::process::ExitCode {
         .max(1);
     // `--only boot,memory,tbcache,network,console,portforward,cluster` runs some sections; all but
     // cluster by default (it needs the project's cluster: `make cluster`, KUBECONFIG);
-    // cluster-start, cluster-console, cluster-admission, cluster-throughput and
+    // cluster-start, cluster-console, cluster-admission, cluster-throughput, cluster-density and
     // cluster-percentiles run one part.
     let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     let want = |section: &str| match only.as_deref() {
@@ -855,10 +877,23 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
-    let cluster_part = |part: &str| want("cluster") || want(&format!("cluster-{part}"));
-    if ["start", "console", "admission", "throughput", "percentiles"]
-        .iter()
-        .any(|p| cluster_part(p))
+    // cluster-scale: issue 14's figures in one run (the controller's 500 VMs, density, the
+    // creation → Running percentiles).
+    let cluster_part = |part: &str| {
+        want("cluster")
+            || want(&format!("cluster-{part}"))
+            || (want("cluster-scale") && ["throughput", "density", "percentiles"].contains(&part))
+    };
+    if [
+        "start",
+        "console",
+        "admission",
+        "throughput",
+        "density",
+        "percentiles",
+    ]
+    .iter()
+    .any(|p| cluster_part(p))
     {
         if let Err(e) = cluster::run(&containerd, cluster_part) {
             eprintln!("cluster run: {e}");

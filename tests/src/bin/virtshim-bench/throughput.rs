@@ -79,24 +79,7 @@ impl ControllerProcess {
 
     /// User and system CPU time so far.
     fn cpu(&self) -> Result<Duration, String> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .map_err(|e| format!("the controller's /proc stat: {e}"))?;
-        // Fields after the command (which may hold spaces) start at the state, field 3.
-        let after = stat
-            .rsplit_once(") ")
-            .map(|(_, rest)| rest)
-            .ok_or("an unreadable /proc stat")?;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| -> Result<u64, String> {
-            fields
-                .get(i)
-                .and_then(|f| f.parse().ok())
-                .ok_or_else(|| format!("no field {} in /proc stat", i + 3))
-        };
-        // utime is field 14, stime 15; `fields[0]` is field 3.
-        let total = ticks(11)? + ticks(12)?;
-        // /proc counts in USER_HZ, which Linux's ABI fixes at 100 a second.
-        Ok(Duration::from_millis(total * 10))
+        crate::cpu_time(self.pid).map_err(|e| format!("the controller's CPU time: {e}"))
     }
 
     /// Resets the peak RSS (`VmHWM`) to the current RSS.
