@@ -16,6 +16,7 @@
 pub mod replicaset;
 pub mod vm;
 pub mod vmi;
+pub mod written;
 
 use crate::error::{Error, Result};
 use crate::observability::Metrics;
@@ -301,6 +302,8 @@ pub struct Context {
     pub caches: Caches,
     pub metrics: Arc<Metrics>,
     pub failures: Failures,
+    /// What the passes wrote that the caches may not show yet.
+    pub written: written::Written,
 }
 
 impl Debug for Context {
@@ -327,6 +330,7 @@ impl Context {
             caches,
             metrics,
             failures: Failures::default(),
+            written: written::Written::default(),
         }
     }
 
@@ -390,13 +394,14 @@ pub fn uid<K: Resource>(obj: &K, kind: &'static str) -> Result<String> {
 }
 
 /// Server-side applies `status` to the status subresource of `name`. With `resource_version`
-/// the apiserver refuses the write (409) if the object changed since it was read.
+/// the apiserver refuses the write (409) if the object changed since it was read. Returns the
+/// object's resourceVersion after the write.
 pub async fn apply_status<K>(
     api: &Api<K>,
     name: &str,
     resource_version: Option<&str>,
     status: serde_json::Value,
-) -> Result<()>
+) -> Result<Option<String>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
@@ -410,9 +415,10 @@ where
         body["metadata"]["resourceVersion"] = serde_json::Value::String(rv.to_owned());
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(name, &params, &Patch::Apply(&body))
+    let written = api
+        .patch_status(name, &params, &Patch::Apply(&body))
         .await?;
-    Ok(())
+    Ok(written.meta().resource_version.clone())
 }
 
 /// The JSON patch that turns `old` finalizers into `new`, guarded by a test of the old list
@@ -457,11 +463,25 @@ pub async fn remove_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Resu
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
+    remove_finalizers(api, obj, &[finalizer]).await
+}
+
+/// Removes every one of `finalizers` the object has, in one patch (two removals in two
+/// patches need a read between them, the second testing the list the first changed). Returns
+/// whether it patched. An object already gone counts as done.
+pub async fn remove_finalizers<K>(api: &Api<K>, obj: &K, finalizers: &[&str]) -> Result<bool>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
     let old = obj.finalizers();
-    if !old.iter().any(|f| f == finalizer) {
+    let new: Vec<String> = old
+        .iter()
+        .filter(|f| !finalizers.contains(&f.as_str()))
+        .cloned()
+        .collect();
+    if new.len() == old.len() {
         return Ok(false);
     }
-    let new: Vec<String> = old.iter().filter(|f| *f != finalizer).cloned().collect();
     let name = obj.name_any();
     match api
         .patch(

@@ -266,7 +266,7 @@ async fn sync(
     };
     if status != old {
         match apply_status(&api, name, None, serde_json::to_value(&status)?).await {
-            Ok(()) => ctx.metrics.operation("replicaset", "status"),
+            Ok(_) => ctx.metrics.operation("replicaset", "status"),
             Err(Error::Kube(e)) if deleting && is_status(&e, 404) => {}
             Err(e) => return Err(e),
         }

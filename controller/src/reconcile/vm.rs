@@ -69,6 +69,11 @@ pub const REASON_FAILED_UPDATE: &str = "FailedUpdate";
 /// How soon to look again after a create raced with a VMI the cache had not shown yet.
 const RACE_RETRY: Duration = Duration::from_secs(1);
 
+/// The VM's key in [`Context::written`].
+fn written_key(ns: &str, name: &str) -> String {
+    format!("vm/{ns}/{name}")
+}
+
 /// The controller's entry point for one VM.
 pub async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action> {
     let (ns, name) = namespace_and_name(vm.as_ref(), "VirtualMachine")?;
@@ -238,6 +243,13 @@ fn delete_note(reason: DeleteReason, uid: &str) -> String {
 /// One pass: observe the VM and its VMI, decide, carry out the decision's one action, write
 /// the status, and let a final VMI go.
 async fn sync(vm: &VirtualMachine, ctx: &Context, ns: &str, name: &str) -> Result<Action> {
+    if ctx.written.behind(
+        &written_key(ns, name),
+        vm.metadata.resource_version.as_deref(),
+    ) {
+        tracing::debug!("the cache does not show this controller's last write yet: its event brings the next pass");
+        return Ok(Action::requeue(RACE_RETRY));
+    }
     let pass = VmPass::new(vm, ctx, ns, name)?;
     let old_status = vm.status.clone().unwrap_or_default();
     let (strategy, strategy_error) = strategy_of(&vm.spec);
@@ -405,6 +417,15 @@ impl<'a> VmPass<'a> {
         })
     }
 
+    /// Notes a write of the VM that replaced version `before`.
+    fn wrote(&self, before: Option<&str>, after: &VirtualMachine) {
+        self.ctx.written.wrote(
+            &written_key(self.ns, self.name),
+            before,
+            after.metadata.resource_version.as_deref(),
+        );
+    }
+
     /// Puts KubeVirt's VM controller finalizer on a VM not being deleted, so that the VM
     /// cannot go before its VMI has. Returns the resourceVersion the status write is
     /// conditional on, which that patch moves.
@@ -413,15 +434,20 @@ impl<'a> VmPass<'a> {
         if !self.deleting {
             if let Some(patched) = add_finalizer(&self.vms, self.vm, VM_FINALIZER).await? {
                 self.ctx.metrics.operation("vm", "add_finalizer");
+                self.wrote(resource_version.as_deref(), &patched);
                 resource_version = patched.metadata.resource_version;
             }
         }
         Ok(resource_version)
     }
 
-    /// The VMI with the VM's name: the cache's copy, else a live read. Whenever ownership
-    /// would decide something hard to undo (see [`confirm_live`]), the cached copy is confirmed
-    /// by a live read.
+    /// The VMI with the VM's name: the cache's copy. Whenever ownership would decide
+    /// something hard to undo (see [`confirm_live`]), the cached copy is confirmed by a live
+    /// read. A VMI the cache does not show is confirmed absent by a live read only while the
+    /// VM is being deleted (its finalizer must not go while a VMI is left). Otherwise a lagging
+    /// cache costs nothing: a create then answers 409 and the pass looks again, and a VMI that
+    /// should stop brings its own event. That read was one request per VM started and two per
+    /// VM stopped, all answered 404 (BENCHMARKS.md, the controller's 500-VM throughput).
     async fn read_vmi(&self) -> Result<Option<VirtualMachineInstance>> {
         let cached = self
             .ctx
@@ -431,6 +457,7 @@ impl<'a> VmPass<'a> {
             .map(|v| (*v).clone());
         Ok(match cached {
             Some(v) if !confirm_live(self.deleting, controlled_by(&v, &self.vm_uid)) => Some(v),
+            None if !self.deleting => None,
             _ => self.vmis.get_opt(self.name).await?,
         })
     }
@@ -601,6 +628,7 @@ impl<'a> VmPass<'a> {
             .await
         {
             Ok(patched) => {
+                self.wrote(outcome.resource_version.as_deref(), &patched);
                 outcome.resource_version = patched.metadata.resource_version;
                 self.ctx.metrics.operation("vm", "patch_spec");
                 tracing::info!(?patch, "a start request rewrote the run strategy");
@@ -710,7 +738,12 @@ impl<'a> VmPass<'a> {
             return None;
         }
         match apply_status(&self.vms, self.name, resource_version, body).await {
-            Ok(()) => {
+            Ok(after) => {
+                self.ctx.written.wrote(
+                    &written_key(self.ns, self.name),
+                    resource_version,
+                    after.as_deref(),
+                );
                 self.ctx.metrics.operation("vm", "status");
                 None
             }

@@ -17,7 +17,7 @@
 //!    too when no VM owns it any more.
 
 use super::{
-    apply_status, measured, namespace_and_name, now, remove_finalizer, uid, Context, RESYNC,
+    apply_status, measured, namespace_and_name, now, remove_finalizers, uid, Context, RESYNC,
 };
 use crate::error::{is_namespace_terminating, is_status, Result};
 use crate::observed::VmiPhase;
@@ -289,9 +289,28 @@ async fn owner_vm_awaits(ctx: &Context, ns: &str, vmi: &VirtualMachineInstance) 
     Ok(vm_awaits_final_vmi(&owner.uid, vm.as_ref()))
 }
 
+/// The VMI's key in [`Context::written`].
+fn written_key(ns: &str, name: &str) -> String {
+    format!("vmi/{ns}/{name}")
+}
+
+/// How soon to look again when the cache had not caught up with a write (its watch event
+/// normally comes first).
+const RACE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One pass: observe the VMI and its pod, make or delete the pod, write the status the pod
 /// gives, and let a final VMI go.
 async fn sync(vmi: &VirtualMachineInstance, ctx: &Context, ns: &str) -> Result<Action> {
+    let key = written_key(ns, &vmi.name_any());
+    if ctx
+        .written
+        .behind(&key, vmi.metadata.resource_version.as_deref())
+    {
+        // Acting on the version this controller's last write replaced could make a second
+        // pod (the pod cache lagging too) or fail a finalizer patch's test.
+        tracing::debug!("the cache does not show this controller's last write yet: its event brings the next pass");
+        return Ok(Action::requeue(RACE_RETRY));
+    }
     let pass = VmiPass::new(vmi, ctx, ns)?;
     let old_status = vmi.status.clone().unwrap_or_default();
     let phase = VmiPhase::parse(old_status.phase.as_deref())?;
@@ -407,6 +426,8 @@ struct VmiPass<'a> {
     reference: ObjectReference,
     /// The VMI has a deletionTimestamp.
     deleting: bool,
+    /// The VMI's resourceVersion as this pass last saw or wrote it.
+    version: std::sync::Mutex<Option<String>>,
 }
 
 impl<'a> VmiPass<'a> {
@@ -421,18 +442,34 @@ impl<'a> VmiPass<'a> {
             pods: Api::namespaced(ctx.client.clone(), ns),
             reference: vmi.object_ref(&()),
             deleting: vmi.metadata.deletion_timestamp.is_some(),
+            version: std::sync::Mutex::new(vmi.metadata.resource_version.clone()),
         })
+    }
+
+    /// Notes a write of the VMI that left it at version `after`.
+    fn wrote(&self, after: Option<String>) {
+        let mut version = self
+            .version
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.ctx.written.wrote(
+            &written_key(self.ns, &self.name),
+            version.as_deref(),
+            after.as_deref(),
+        );
+        if after.is_some() {
+            *version = after;
+        }
     }
 
     /// Puts KubeVirt's VMI finalizer on a VMI that is not final nor being deleted, so that it
     /// cannot disappear before its pod has.
     async fn ensure_finalizer(&self, phase: VmiPhase) -> Result<()> {
-        if !self.deleting
-            && !phase.is_final()
-            && add_finalizer(&self.api, self.vmi, VMI_FINALIZER)
-                .await?
-                .is_some()
-        {
+        if self.deleting || phase.is_final() {
+            return Ok(());
+        }
+        if let Some(patched) = add_finalizer(&self.api, self.vmi, VMI_FINALIZER).await? {
+            self.wrote(patched.metadata.resource_version);
             self.ctx.metrics.operation("vmi", "add_finalizer");
         }
         Ok(())
@@ -572,10 +609,11 @@ impl<'a> VmiPass<'a> {
                 let mut status = old_status.clone();
                 status.conditions = Some(std::mem::take(&mut outcome.conditions));
                 status.phase = Some(VmiPhase::Pending.as_str().to_owned());
-                if let Err(status_error) =
-                    apply_status(&self.api, &self.name, None, owned_status(&status)).await
-                {
-                    tracing::warn!(error = %status_error, "cannot write the VMI status");
+                match apply_status(&self.api, &self.name, None, owned_status(&status)).await {
+                    Ok(after) => self.wrote(after),
+                    Err(status_error) => {
+                        tracing::warn!(error = %status_error, "cannot write the VMI status");
+                    }
                 }
                 return Err(e.into());
             }
@@ -621,7 +659,8 @@ impl<'a> VmiPass<'a> {
         if body == owned_status(old) {
             return Ok(false);
         }
-        apply_status(&self.api, &self.name, None, body).await?;
+        let after = apply_status(&self.api, &self.name, None, body).await?;
+        self.wrote(after);
         self.ctx.metrics.operation("vmi", "status");
         Ok(true)
     }
@@ -656,18 +695,16 @@ impl<'a> VmiPass<'a> {
     }
 
     /// A final VMI whose pod is gone loses the VMI finalizer, and the VM controller's too
-    /// unless a VM still waits to see it final ([`vm_awaits_final_vmi`]).
+    /// unless a VM still waits to see it final ([`vm_awaits_final_vmi`]): in one patch.
     async fn release_finalizers(&self) -> Result<()> {
-        if remove_finalizer(&self.api, self.vmi, VMI_FINALIZER).await? {
-            self.ctx.metrics.operation("vmi", "remove_finalizer");
-        }
+        let mut gone = vec![VMI_FINALIZER];
         if self.vmi.finalizers().iter().any(|f| f == VM_FINALIZER)
             && !owner_vm_awaits(self.ctx, self.ns, self.vmi).await?
         {
-            // Re-read: the first patch changed the finalizer list the second one tests.
-            if let Some(fresh) = self.api.get_opt(&self.name).await? {
-                remove_finalizer(&self.api, &fresh, VM_FINALIZER).await?;
-            }
+            gone.push(VM_FINALIZER);
+        }
+        if remove_finalizers(&self.api, self.vmi, &gone).await? {
+            self.ctx.metrics.operation("vmi", "remove_finalizer");
         }
         Ok(())
     }
