@@ -10,6 +10,7 @@
 //! its own count (`kubevirt_rest_client_requests_total`), with the time they waited for its
 //! rate limiter. The nodes are uncordoned and the namespace deleted whatever happens.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -102,20 +103,60 @@ impl ControllerProcess {
 }
 
 /// What the controller's `/metrics` says about its apiserver requests.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Requests {
     sent: f64,
     /// Seconds spent waiting for the rate limiter, summed.
     throttled: f64,
+    /// Requests the apiserver refused, by method and code (`PATCH 409`).
+    refused: BTreeMap<String, f64>,
 }
 
 impl Requests {
-    fn since(self, before: Requests) -> Requests {
+    fn since(self, before: &Requests) -> Requests {
+        let mut refused = self.refused;
+        for (k, v) in &before.refused {
+            *refused.entry(k.clone()).or_default() -= v;
+        }
+        refused.retain(|_, v| *v > 0.0);
         Requests {
             sent: self.sent - before.sent,
             throttled: self.throttled - before.throttled,
+            refused,
         }
     }
+
+    /// `957 × PATCH 409, 788 × PATCH 422`, or `none`.
+    fn refused_text(&self) -> String {
+        if self.refused.is_empty() {
+            return "none".to_owned();
+        }
+        self.refused
+            .iter()
+            .map(|(k, v)| format!("{v:.0} × {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// `METHOD CODE` of a `kubevirt_rest_client_requests_total{method="PATCH",code="409"} N` line
+/// whose code is an error (4xx, 5xx or `<error>`), and N.
+fn refused_request(line: &str) -> Option<(String, f64)> {
+    let labels = line
+        .strip_prefix("kubevirt_rest_client_requests_total{")?
+        .split_once('}')?;
+    let label = |name: &str| -> Option<&str> {
+        labels.0.split(',').find_map(|kv| {
+            kv.strip_prefix(name)?
+                .strip_prefix("=\"")?
+                .strip_suffix('"')
+        })
+    };
+    let (method, code) = (label("method")?, label("code")?);
+    if code.starts_with('2') || code.starts_with('3') {
+        return None;
+    }
+    Some((format!("{method} {code}"), labels.1.trim().parse().ok()?))
 }
 
 /// Reads the leader's `/metrics` on its pod IP.
@@ -138,6 +179,13 @@ fn scrape(leader: &ControllerProcess) -> Result<Requests, String> {
     let requests = Requests {
         sent: sum("kubevirt_rest_client_requests_total{"),
         throttled: sum("kubevirt_rest_client_rate_limiter_duration_seconds_sum{"),
+        refused: page
+            .lines()
+            .filter_map(refused_request)
+            .fold(BTreeMap::new(), |mut m, (k, v)| {
+                *m.entry(k).or_default() += v;
+                m
+            }),
     };
     if requests.sent == 0.0 {
         return Err("the controller's /metrics counts no apiserver request".to_owned());
@@ -217,7 +265,7 @@ fn phase(
         apply,
         done,
         cpu: controller.cpu()?.saturating_sub(cpu_before),
-        requests: scrape(controller)?.since(before),
+        requests: scrape(controller)?.since(&before),
     })
 }
 
@@ -260,7 +308,7 @@ pub fn lines(k: &Kubectl, count: usize) -> Result<Vec<String>, String> {
         let down_peak = controller.peak_mib()?;
         let line = |what: &str, p: &Phase, peak: f64| {
             format!(
-                "controller, {count} VMs {what}: {:.2} s from the apply's start ({:.2} s after kubectl's last object, {:.2} s applying); controller CPU {:.2} s, peak RSS {:.1} MiB; {} apiserver requests ({:.0}/s over the run), {:.2} s waited for the client rate limiter in all",
+                "controller, {count} VMs {what}: {:.2} s from the apply's start ({:.2} s after kubectl's last object, {:.2} s applying); controller CPU {:.2} s, peak RSS {:.1} MiB; {} apiserver requests ({:.0}/s over the run; refused: {}), {:.2} s waited for the client rate limiter in all",
                 p.done.as_secs_f64(),
                 p.done.saturating_sub(p.apply).as_secs_f64(),
                 p.apply.as_secs_f64(),
@@ -268,6 +316,7 @@ pub fn lines(k: &Kubectl, count: usize) -> Result<Vec<String>, String> {
                 peak,
                 p.requests.sent,
                 p.requests.sent / p.done.as_secs_f64(),
+                p.requests.refused_text(),
                 p.requests.throttled,
             )
         };
@@ -285,4 +334,23 @@ pub fn lines(k: &Kubectl, count: usize) -> Result<Vec<String>, String> {
         let _ = k.run(&["uncordon", node]);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused_request;
+
+    #[test]
+    fn refused_requests_by_method_and_code() {
+        let line = r#"kubevirt_rest_client_requests_total{method="PATCH",code="409"} 957"#;
+        assert_eq!(refused_request(line), Some(("PATCH 409".to_owned(), 957.0)));
+        let ok = r#"kubevirt_rest_client_requests_total{method="GET",code="200"} 391"#;
+        assert_eq!(refused_request(ok), None);
+        let none = r#"kubevirt_rest_client_requests_total{method="POST",code="<error>"} 2"#;
+        assert_eq!(
+            refused_request(none),
+            Some(("POST <error>".to_owned(), 2.0))
+        );
+        assert_eq!(refused_request("kubevirt_other{code=\"409\"} 1"), None);
+    }
 }
