@@ -50,6 +50,10 @@ POD_SUBNET=10.66.$N.0/24
 CGROUP=virtshim-node-$N
 HOST_LINK=vsn$N
 LOG=$ND/log
+STATE=$ND
+SAY="node: $NAME"
+# shellcheck source=cluster/lib.sh
+. "$HERE/lib.sh"
 
 ns_files() { [ -e "$ND/ns/mnt" ] && mountpoint -q "$ND/ns/mnt"; }
 # Whether a containerd runs in the node's network namespace. Not its pid file: the installer
@@ -64,7 +68,6 @@ containerd_runs() {
   return 1
 }
 on_node() { nsenter --mount="$ND/ns/mnt" --net="$ND/ns/net" --uts="$ND/ns/uts" -- "$@"; }
-alive() { [ -f "$ND/$1.pid" ] && kill -0 "$(cat "$ND/$1.pid")" 2>/dev/null; }
 
 # The cgroup subtree of the node, in every v1 hierarchy (or the unified one).
 cgroup_dirs() {
@@ -104,12 +107,6 @@ start_here() { # name command...
   setsid sh -c 'for f in $0; do echo $$ > "$f"; done; exec "$@"' "$cgs" "$@" \
     >>"$LOG/$name.log" 2>&1 </dev/null &
   echo $! > "$ND/$name.pid"
-}
-wait_until() { # seconds what command...
-  local limit=$1 what=$2; shift 2
-  for _ in $(seq $((limit * 2))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
-  echo "node: $NAME: $what did not happen within ${limit}s; logs in $LOG" >&2
-  return 1
 }
 
 # Every process in the node's cgroups, frozen first so that nothing forks while they are
@@ -193,25 +190,6 @@ make_namespaces() {
   ip route replace "$POD_SUBNET" via "$NODE_IP"
 }
 
-node_cert() {
-  local name=node-$NAME
-  [ -f "$PKI/$name.crt" ] || ( cd "$PKI"
-    openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -subj "/O=system:nodes/CN=system:node:$NAME" \
-      -out "$name.csr" 2>/dev/null
-    printf 'subjectAltName=DNS:%s,IP:%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$NAME" "$NODE_IP" > "$name.ext"
-    openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
-      -extfile "$name.ext" -out "$name.crt" 2>/dev/null
-    rm -f "$name.csr" "$name.ext" )
-  local f=$ND/kubelet.kubeconfig
-  [ -f "$f" ] && return
-  KUBECONFIG=$f kubectl config set-cluster virtshim --server="https://$API_IP:6443" \
-    --certificate-authority="$PKI/ca.crt" --embed-certs >/dev/null
-  KUBECONFIG=$f kubectl config set-credentials "$name" --client-certificate="$PKI/$name.crt" \
-    --client-key="$PKI/$name.key" --embed-certs >/dev/null
-  KUBECONFIG=$f kubectl config set-context virtshim --cluster=virtshim --user="$name" >/dev/null
-  KUBECONFIG=$f kubectl config use-context virtshim >/dev/null
-}
-
 # The first node's virtshim and guest images, into this node's containerd.
 mirror_images() {
   local refs tar
@@ -235,7 +213,8 @@ up() {
   if ns_files; then kill_all; drop_namespaces; fi
   make_cgroups
   make_namespaces
-  node_cert
+  node_cert "$NAME" "$NODE_IP"
+  write_kubeconfig "$ND/kubelet.kubeconfig" "node-$NAME" "$API_IP"
   # A new node's containerd config, as Debian's package ships it: version 2, CNI plugins
   # where Debian puts them. virtshim's settings and runtime are added by the same tools as
   # on the first node.
@@ -251,28 +230,11 @@ up() {
     CONTAINERD_START="bash $HERE/node.sh start-containerd $N" bash "$ROOT/scripts/node-containerd.sh" |
     sed "s/^/node: $NAME: /"
   mirror_images
-  cat > "$ND/kubelet.yaml" <<EOF
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-authentication: {anonymous: {enabled: false}, webhook: {enabled: true}, x509: {clientCAFile: $PKI/ca.crt}}
-authorization: {mode: Webhook}
-cgroupDriver: cgroupfs
-# The node's pods live under its own cgroup, apart from the other nodes' on this machine.
-cgroupRoot: /$CGROUP
-failCgroupV1: false
-failSwapOn: false
-containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
-tlsCertFile: $PKI/node-$NAME.crt
-tlsPrivateKeyFile: $PKI/node-$NAME.key
-address: $NODE_IP
-resolvConf: /etc/resolv.conf
-serializeImagePulls: false
-evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
-imageGCHighThresholdPercent: 100
-EOF
+  # The node's pods live under its own cgroup, apart from the other nodes' on this machine.
+  kubelet_config "$ND/kubelet.yaml" "$NAME" "$NODE_IP" "/$CGROUP"
   start kubelet "$BIN/kubelet" --config="$ND/kubelet.yaml" --kubeconfig="$ND/kubelet.kubeconfig" \
     --root-dir="$ND/kubelet" --node-ip="$NODE_IP" --hostname-override="$NAME"
-  wait_until 120 "node $NAME Ready" sh -c "kubectl get node '$NAME' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+  wait_node_ready "$NAME"
   echo "node: $NAME Ready ($NODE_IP, pods $POD_SUBNET)"
 }
 

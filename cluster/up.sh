@@ -32,19 +32,16 @@ NODE=$(hostname)
 export PATH="$BIN:$PATH"
 started=$SECONDS
 
+STATE=$DIR
+SAY=cluster
+# shellcheck source=cluster/lib.sh
+. "$HERE/lib.sh"
 step() { echo "cluster: $*"; }
-alive() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
 start() { # name command...
   local name=$1; shift
   alive "$name" && return
   setsid "$@" >>"$LOG/$name.log" 2>&1 < /dev/null &
   echo $! > "$DIR/$name.pid"
-}
-wait_until() { # seconds what command...
-  local limit=$1 what=$2; shift 2
-  for _ in $(seq $((limit * 2))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
-  echo "cluster: $what did not happen within ${limit}s; logs in $LOG" >&2
-  return 1
 }
 
 bash "$HERE/build.sh"
@@ -84,42 +81,20 @@ ca() { # name cn
   [ -f "$1.crt" ] && return
   openssl req -x509 -newkey rsa:2048 -nodes -keyout "$1.key" -subj "/CN=$2" -days 3650 -out "$1.crt" 2>/dev/null
 }
-cert() { # name subject sans ca
-  local name=$1 subject=$2 sans=$3 signer=${4:-ca}
-  [ -f "$name.crt" ] && return
-  openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -subj "$subject" -out "$name.csr" 2>/dev/null
-  if [ -n "$sans" ]; then
-    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$sans" > "$name.ext"
-  else
-    printf 'extendedKeyUsage=clientAuth\n' > "$name.ext"
-  fi
-  openssl x509 -req -in "$name.csr" -CA "$signer.crt" -CAkey "$signer.key" -CAcreateserial \
-    -days 3650 -extfile "$name.ext" -out "$name.crt" 2>/dev/null
-  rm -f "$name.csr" "$name.ext"
-}
 ca ca virtshim-cluster-ca
 ca front-proxy-ca virtshim-cluster-front-proxy-ca
-cert apiserver /CN=kube-apiserver \
+sign_cert apiserver /CN=kube-apiserver \
   "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:localhost,IP:127.0.0.1,IP:$SERVICE_IP,IP:$NODE_IP"
-cert admin "/O=system:masters/CN=admin" ""
-cert controller-manager /CN=system:kube-controller-manager ""
-cert scheduler /CN=system:kube-scheduler ""
-cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" ""
-cert front-proxy-client /CN=front-proxy-client "" front-proxy-ca
-cert "node-$NODE" "/O=system:nodes/CN=system:node:$NODE" "DNS:$NODE,DNS:localhost,IP:127.0.0.1,IP:$NODE_IP"
+sign_cert admin "/O=system:masters/CN=admin" ""
+sign_cert controller-manager /CN=system:kube-controller-manager ""
+sign_cert scheduler /CN=system:kube-scheduler ""
+sign_cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" ""
+sign_cert front-proxy-client /CN=front-proxy-client "" front-proxy-ca
+node_cert "$NODE" "$NODE_IP" "DNS:localhost,IP:127.0.0.1"
 [ -f sa.key ] || { openssl genrsa -out sa.key 2048 2>/dev/null; openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null; }
 cd - >/dev/null
 
-kubeconfig() { # file cert
-  local f=$DIR/$1.kubeconfig
-  [ -f "$f" ] && return
-  KUBECONFIG=$f kubectl config set-cluster virtshim --server="https://$NODE_IP:6443" \
-    --certificate-authority="$PKI/ca.crt" --embed-certs >/dev/null
-  KUBECONFIG=$f kubectl config set-credentials "$2" --client-certificate="$PKI/$2.crt" \
-    --client-key="$PKI/$2.key" --embed-certs >/dev/null
-  KUBECONFIG=$f kubectl config set-context virtshim --cluster=virtshim --user="$2" >/dev/null
-  KUBECONFIG=$f kubectl config use-context virtshim >/dev/null
-}
+kubeconfig() { write_kubeconfig "$DIR/$1.kubeconfig" "$2" "$NODE_IP"; }
 kubeconfig admin admin
 kubeconfig controller-manager controller-manager
 kubeconfig scheduler scheduler
@@ -157,28 +132,10 @@ start scheduler kube-scheduler --kubeconfig="$DIR/scheduler.kubeconfig" \
   --bind-address=127.0.0.1
 
 step "kubelet on the node's containerd"
-cat > "$DIR/kubelet.yaml" <<EOF
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-authentication: {anonymous: {enabled: false}, webhook: {enabled: true}, x509: {clientCAFile: $PKI/ca.crt}}
-authorization: {mode: Webhook}
-cgroupDriver: cgroupfs
-# This machine kind has cgroup v1, which Kubernetes 1.35+ refuses unless told otherwise.
-failCgroupV1: false
-failSwapOn: false
-containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
-tlsCertFile: $PKI/node-$NODE.crt
-tlsPrivateKeyFile: $PKI/node-$NODE.key
-address: $NODE_IP
-resolvConf: /etc/resolv.conf
-serializeImagePulls: false
-# A small disk must not evict the test pods.
-evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
-imageGCHighThresholdPercent: 100
-EOF
+kubelet_config "$DIR/kubelet.yaml" "$NODE" "$NODE_IP"
 start kubelet kubelet --config="$DIR/kubelet.yaml" --kubeconfig="$DIR/kubelet.kubeconfig" \
   --root-dir="$DIR/kubelet" --node-ip="$NODE_IP" --hostname-override="$NODE"
-wait_until 120 "node $NODE Ready" sh -c "kubectl get node '$NODE' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+wait_node_ready "$NODE"
 # The default ServiceAccount exists once the controller-manager runs; pods need it.
 wait_until 60 "the default ServiceAccount" kubectl -n default get serviceaccount default
 
