@@ -178,7 +178,10 @@ make_namespaces() {
     ' sh "$ND" "$NAME"
   # The link to the host: made in the node, its other end moved to the host (PID 1's namespace).
   ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
-  ip addr show dev "$BRIDGE" | grep -q " $HOST_IP/" || ip addr add "$HOST_IP/24" dev "$BRIDGE"
+  # `replace` is idempotent. (`ip addr show | grep -q … || ip addr add` under pipefail failed
+  # in CI: grep quit at the match, `ip` took SIGPIPE writing the next lines, and the add ran
+  # on an address already there.)
+  ip addr replace "$HOST_IP/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   ip link del "$HOST_LINK" 2>/dev/null || true
   on_node ip link add eth0 type veth peer name "$HOST_LINK" netns 1

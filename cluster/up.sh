@@ -67,7 +67,8 @@ mkdir -p "$DIR/etcd" "$DIR/kubelet"
 # The node: containerd with this machine's settings and its CNI bridge, virtshim's runtime.
 bash "$ROOT/scripts/node-containerd.sh" | sed 's/^/cluster: /'
 ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
-ip addr show dev "$BRIDGE" | grep -q " $NODE_IP/" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
+# `replace` is idempotent; a `show | grep -q` test can fail under pipefail (SIGPIPE).
+ip addr replace "$NODE_IP/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
 sysctl -qw net.ipv4.ip_forward=1
 for chain in OUTPUT PREROUTING; do

@@ -39,7 +39,10 @@ if ! running; then
   running || { echo "node: containerd did not start; see $CONTAINERD_LOG" >&2; exit 1; }
 fi
 
-if ! ctr -n k8s.io images ls -q | grep -qxF "$sandbox_image"; then
+# Listed first, then searched: `ctr … | grep -q` under pipefail fails now and then (grep quits
+# at the match, ctr takes SIGPIPE on its next line).
+images=$(ctr -n k8s.io images ls -q)
+if ! grep -qxF "$sandbox_image" <<<"$images"; then
   # No registry: build the sandbox image from busybox and import it under the configured name.
   tmp=$(mktemp -d)
   python3 "$HERE/images/oci_image.py" --name "$sandbox_image" --entrypoint /bin/busybox --cmd sleep infinity \
