@@ -51,6 +51,10 @@ pub fn launcher_pod_selector() -> String {
 
 /// How long a pass that found nothing to wait for waits before looking again anyway.
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a pass looks again when a cache had not caught up with the cluster (a VMI the
+/// VM's create found already there, a copy this controller's own write had replaced); the
+/// change's watch event normally comes first.
+pub const RACE_RETRY: Duration = Duration::from_secs(1);
 /// The first retry after a failed pass; it doubles per consecutive failure.
 pub const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// The longest retry delay after failed passes.

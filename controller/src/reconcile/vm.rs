@@ -21,7 +21,7 @@
 
 use super::{
     add_finalizer, apply_status, measured, namespace_and_name, now, random, remove_finalizer, uid,
-    Context, RESYNC,
+    Context, RACE_RETRY, RESYNC,
 };
 use crate::decide::run_strategy::{
     self, EffectiveRunStrategy, RunStrategy, RunStrategyPatch, StrategyField,
@@ -65,9 +65,6 @@ pub const REASON_FAILED_CREATE: &str = "FailedCreate";
 pub const REASON_SUCCESSFUL_DELETE: &str = "SuccessfulDelete";
 pub const REASON_FAILED_DELETE: &str = "FailedDelete";
 pub const REASON_FAILED_UPDATE: &str = "FailedUpdate";
-
-/// How soon to look again after a create raced with a VMI the cache had not shown yet.
-const RACE_RETRY: Duration = Duration::from_secs(1);
 
 /// The VM's key in [`Context::written`].
 fn written_key(ns: &str, name: &str) -> String {

@@ -17,7 +17,8 @@
 //!    too when no VM owns it any more.
 
 use super::{
-    apply_status, measured, namespace_and_name, now, remove_finalizers, uid, Context, RESYNC,
+    apply_status, measured, namespace_and_name, now, remove_finalizers, uid, Context, RACE_RETRY,
+    RESYNC,
 };
 use crate::error::{is_namespace_terminating, is_status, Result};
 use crate::observed::VmiPhase;
@@ -293,10 +294,6 @@ async fn owner_vm_awaits(ctx: &Context, ns: &str, vmi: &VirtualMachineInstance) 
 fn written_key(ns: &str, name: &str) -> String {
     format!("vmi/{ns}/{name}")
 }
-
-/// How soon to look again when the cache had not caught up with a write (its watch event
-/// normally comes first).
-const RACE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One pass: observe the VMI and its pod, make or delete the pod, write the status the pod
 /// gives, and let a final VMI go.
