@@ -118,6 +118,11 @@ pub fn poll<T>(
     }
 }
 
+/// Whether kubectl's error says the object (or its namespace) does not exist.
+pub fn is_not_found(stderr: &str) -> bool {
+    stderr.contains("(NotFound)")
+}
+
 /// kubectl against the given cluster.
 #[derive(Debug, Clone)]
 pub struct Kubectl {
@@ -125,12 +130,28 @@ pub struct Kubectl {
 }
 
 impl Kubectl {
-    /// The object `kind/name` in `namespace` as JSON; `None` when it does not exist (or kubectl
-    /// fails).
+    /// The object `kind/name` in `namespace` as JSON; `None` when the apiserver says it does
+    /// not exist. Any other failure is retried for a few seconds and then panics: a read that
+    /// failed must never pass for "gone" (a test waiting for a deletion, or asserting that
+    /// something survived one, would take the wrong turn on it).
     pub fn get_json(&self, namespace: &str, kind: &str, name: &str) -> Option<serde_json::Value> {
-        self.run(&["get", "-n", namespace, kind, name, "-o", "json"])
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok())
+        const ATTEMPTS: u32 = 5;
+        let mut failure = String::new();
+        for attempt in 1..=ATTEMPTS {
+            match self.run(&["get", "-n", namespace, kind, name, "-o", "json"]) {
+                Ok(out) => {
+                    return Some(serde_json::from_str(&out).unwrap_or_else(|e| {
+                        panic!("kubectl get {kind} {namespace}/{name}: not JSON ({e}): {out}")
+                    }))
+                }
+                Err(e) if is_not_found(&e) => return None,
+                Err(e) => failure = e,
+            }
+            if attempt < ATTEMPTS {
+                std::thread::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)));
+            }
+        }
+        panic!("kubectl get {kind} {namespace}/{name} failed {ATTEMPTS} times: {failure}")
     }
 
     /// The kubeconfig file naming this cluster.
