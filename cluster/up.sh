@@ -127,6 +127,7 @@ start controller-manager kube-controller-manager --kubeconfig="$DIR/controller-m
   --bind-address=127.0.0.1 --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" \
   --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
   --use-service-account-credentials=true --controllers='*,-nodeipam,-cloud-node-lifecycle' \
+  --vmodule=garbagecollector=2,graph_builder=2 \
   ${VIRTSHIM_CLUSTER_KCM_FLAGS:-}
 start scheduler kube-scheduler --kubeconfig="$DIR/scheduler.kubeconfig" \
   --authentication-kubeconfig="$DIR/scheduler.kubeconfig" --authorization-kubeconfig="$DIR/scheduler.kubeconfig" \

@@ -287,9 +287,89 @@ pub fn install(k: &Kubectl) {
             .filter(|o| !o.trim().is_empty())
         },
     );
+    wait_for_garbage_collector(k);
     println!(
         "virtshim installed from manifests/ in {:.1} s",
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// Waits until Kubernetes' garbage collector watches VMs and VMIs.
+///
+/// The collector finds resources that appeared after it started (CRDs just applied) by
+/// rediscovering the API every 30 s. Until then it has no VM nor VMI in its graph, and a
+/// `kubectl delete vm --cascade=orphan` in that window is carried out without the VMI: the VM
+/// goes, and when the collector then meets the VMI, its owner is gone and it deletes the VMI
+/// the user meant to keep. Clusters that installed KubeVirt half a minute earlier have the
+/// same window; tests that start right after `kubectl apply -k manifests/` must not fall in
+/// it (vm_cirros_follows_kubevirt_run_strategies did, in CI).
+///
+/// The probe: a ConfigMap owning a Halted VM and a VMI no node can take (so no guest boots),
+/// the ConfigMap deleted, and both dependents gone, which only the collector, watching both
+/// kinds, does.
+fn wait_for_garbage_collector(k: &Kubectl) {
+    let name = format!("virtshim-gc-probe-{}", std::process::id());
+    // Names of their own: a VM adopts an ownerless VMI of its name, and would then delete it.
+    let (vm, vmi) = (format!("{name}-vm"), format!("{name}-vmi"));
+    let owner = must(
+        k,
+        &[
+            "create",
+            "configmap",
+            "-n",
+            NAMESPACE,
+            &name,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    );
+    let owner_reference = serde_json::json!([{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": owner.trim(),
+    }]);
+    let vmi_spec = serde_json::json!({
+        "domain": {
+            "memory": {"guest": "64Mi"},
+            "devices": {"autoattachPodInterface": false},
+            "firmware": {"kernelBoot": {
+                "kernelArgs": "console=ttyS0",
+                "container": {
+                    "image": crate::vm::KERNEL_BOOT_IMAGE,
+                    "kernelPath": "/boot/vmlinuz",
+                    "initrdPath": "/boot/initrd.img",
+                },
+            }},
+        },
+        "nodeSelector": {"kubernetes.io/hostname": "virtshim-gc-probe-no-such-node"},
+        "terminationGracePeriodSeconds": 0,
+    });
+    let objects = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachine",
+            "metadata": {"name": vm, "ownerReferences": owner_reference},
+            "spec": {"runStrategy": "Halted", "template": {"spec": vmi_spec}},
+        },
+        {
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachineInstance",
+            "metadata": {"name": vmi, "ownerReferences": owner_reference},
+            "spec": vmi_spec,
+        },
+    ]});
+    k.run_stdin(
+        &["create", "-n", NAMESPACE, "-f", "-"],
+        Some(&objects.to_string()),
+    )
+    .unwrap_or_else(|e| panic!("the garbage collector's probe objects: {e}"));
+    must(k, &["delete", "configmap", "-n", NAMESPACE, &name]);
+    wait_for(
+        "the garbage collector watches VMs and VMIs",
+        Duration::from_secs(120),
+        || {
+            (k.get_json(NAMESPACE, "vm", &vm).is_none()
+                && k.get_json(NAMESPACE, "vmi", &vmi).is_none())
+            .then_some(())
+        },
     );
 }
 
@@ -489,4 +569,54 @@ pub fn running_vmi(
 pub fn qemu_pids(ns: &str) -> Vec<u32> {
     let domain_prefix = format!("guest={ns}_");
     crate::vm::qemu_pids_where(|cmdline| cmdline.contains(&domain_prefix))
+}
+
+/// Prints what a failed test needs to be understood after the fact, before its namespace goes:
+/// the namespace's VMs, VMIs, pods and events, the lines of virtshim's controller log that name
+/// the namespace, and those of the controller-manager's (its garbage collector, at
+/// `--vmodule=garbagecollector=2,graph_builder=2`, logs each object it considers and deletes).
+/// CI keeps only the test output.
+pub fn post_mortem(k: &Kubectl, ns: &str) {
+    println!("--- post-mortem of namespace {ns}");
+    for args in [
+        &["get", "-n", ns, "vm,vmi,pods", "-o", "wide"][..],
+        &["get", "-n", ns, "events", "--sort-by=.lastTimestamp"][..],
+    ] {
+        match k.run(args) {
+            Ok(out) => println!("$ kubectl {}\n{out}", args.join(" ")),
+            Err(e) => println!("{e}"),
+        }
+    }
+    let controller = k.run(&[
+        "logs",
+        "-n",
+        NAMESPACE,
+        "deploy/virtshim-controller",
+        "--tail=5000",
+    ]);
+    match controller {
+        Ok(log) => print_lines_naming("virtshim-controller", &log, ns),
+        Err(e) => println!("{e}"),
+    }
+    let dir = std::env::var("VIRTSHIM_CLUSTER_DIR")
+        .unwrap_or_else(|_| "/var/lib/virtshim-cluster".to_owned());
+    let path = Path::new(&dir).join("log/controller-manager.log");
+    match std::fs::read(&path) {
+        Ok(log) => print_lines_naming(
+            "kube-controller-manager",
+            &String::from_utf8_lossy(&log),
+            ns,
+        ),
+        Err(e) => println!("{}: {e}", path.display()),
+    }
+    println!("--- end of the post-mortem of {ns}");
+}
+
+/// The last 200 lines of `log` that contain `needle`.
+fn print_lines_naming(what: &str, log: &str, needle: &str) {
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(needle)).collect();
+    println!("{what}: {} lines name {needle}; the last 200:", lines.len());
+    for line in &lines[lines.len().saturating_sub(200)..] {
+        println!("  {line}");
+    }
 }

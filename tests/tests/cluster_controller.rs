@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
-use virtshim_tests::cluster::{installed, list};
+use virtshim_tests::cluster::{installed, list, post_mortem};
 use virtshim_tests::{examples_dir, wait_for, Kubectl};
 
 const TEST: &str = "vm_cirros_follows_kubevirt_run_strategies";
@@ -293,6 +293,9 @@ fn vm_cirros_follows_kubevirt_run_strategies() {
             (vmis.is_empty() && pods.is_empty()).then_some(())
         });
     });
+    if result.is_err() {
+        post_mortem(&k, &ns);
+    }
     let _ = k.run(&["delete", "namespace", &ns, "--wait=false"]);
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
