@@ -55,6 +55,16 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// VM's create found already there, a copy this controller's own write had replaced); the
 /// change's watch event normally comes first.
 pub const RACE_RETRY: Duration = Duration::from_secs(1);
+/// What a pass does when its cached copy of the object (`key`, at `cached`) is one this
+/// controller's own write replaced ([`written`]): nothing but look again after [`RACE_RETRY`]
+/// (the write's watch event normally comes first). Acting on that copy would fail its writes'
+/// preconditions or, for a VMI whose pod cache lags too, make a second pod. `None`: go on.
+pub fn await_own_write(ctx: &Context, key: &str, cached: Option<&str>) -> Option<Action> {
+    ctx.written.behind(key, cached).then(|| {
+        tracing::debug!("the cache does not show this controller's last write yet: its event brings the next pass");
+        Action::requeue(RACE_RETRY)
+    })
+}
 /// The first retry after a failed pass; it doubles per consecutive failure.
 pub const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// The longest retry delay after failed passes.

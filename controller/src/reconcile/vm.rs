@@ -20,8 +20,8 @@
 //! 5. A final VMI loses the VM controller's finalizer once its state is on the VM.
 
 use super::{
-    add_finalizer, apply_status, measured, namespace_and_name, now, random, remove_finalizer, uid,
-    Context, RACE_RETRY, RESYNC,
+    add_finalizer, apply_status, await_own_write, measured, namespace_and_name, now, random,
+    remove_finalizer, uid, Context, RACE_RETRY, RESYNC,
 };
 use crate::decide::run_strategy::{
     self, EffectiveRunStrategy, RunStrategy, RunStrategyPatch, StrategyField,
@@ -240,12 +240,9 @@ fn delete_note(reason: DeleteReason, uid: &str) -> String {
 /// One pass: observe the VM and its VMI, decide, carry out the decision's one action, write
 /// the status, and let a final VMI go.
 async fn sync(vm: &VirtualMachine, ctx: &Context, ns: &str, name: &str) -> Result<Action> {
-    if ctx.written.behind(
-        &written_key(ns, name),
-        vm.metadata.resource_version.as_deref(),
-    ) {
-        tracing::debug!("the cache does not show this controller's last write yet: its event brings the next pass");
-        return Ok(Action::requeue(RACE_RETRY));
+    let key = written_key(ns, name);
+    if let Some(wait) = await_own_write(ctx, &key, vm.metadata.resource_version.as_deref()) {
+        return Ok(wait);
     }
     let pass = VmPass::new(vm, ctx, ns, name)?;
     let old_status = vm.status.clone().unwrap_or_default();

@@ -17,8 +17,8 @@
 //!    too when no VM owns it any more.
 
 use super::{
-    apply_status, measured, namespace_and_name, now, remove_finalizers, uid, Context, RACE_RETRY,
-    RESYNC,
+    apply_status, await_own_write, measured, namespace_and_name, now, remove_finalizers, uid,
+    Context, RESYNC,
 };
 use crate::error::{is_namespace_terminating, is_status, Result};
 use crate::observed::VmiPhase;
@@ -299,14 +299,8 @@ fn written_key(ns: &str, name: &str) -> String {
 /// gives, and let a final VMI go.
 async fn sync(vmi: &VirtualMachineInstance, ctx: &Context, ns: &str) -> Result<Action> {
     let key = written_key(ns, &vmi.name_any());
-    if ctx
-        .written
-        .behind(&key, vmi.metadata.resource_version.as_deref())
-    {
-        // Acting on the version this controller's last write replaced could make a second
-        // pod (the pod cache lagging too) or fail a finalizer patch's test.
-        tracing::debug!("the cache does not show this controller's last write yet: its event brings the next pass");
-        return Ok(Action::requeue(RACE_RETRY));
+    if let Some(wait) = await_own_write(ctx, &key, vmi.metadata.resource_version.as_deref()) {
+        return Ok(wait);
     }
     let pass = VmiPass::new(vmi, ctx, ns)?;
     let old_status = vmi.status.clone().unwrap_or_default();
