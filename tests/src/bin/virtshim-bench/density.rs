@@ -47,18 +47,24 @@ fn vmi_yaml(name: &str, node: &str) -> String {
     let rest = format!(
         "  nodeSelector: {{kubernetes.io/hostname: {node}}}\n  terminationGracePeriodSeconds: 0\n"
     );
-    vm::kernel_boot_vmi(
+    let vmi = vm::kernel_boot_vmi(
         &format!("name: {name}"),
         GUEST_MEMORY,
         "autoattachPodInterface: false",
         KERNEL_ARGS,
         &rest,
-    )
-    .replace(
-        &format!("    memory: {{guest: {GUEST_MEMORY}}}\n"),
-        &format!(
-            "    memory: {{guest: {GUEST_MEMORY}}}\n    resources: {{requests: {{cpu: {CPU_REQUEST}}}}}\n"
-        ),
+    );
+    // The CPU request goes beside the memory line; without it the scheduler would count each
+    // guest at the RuntimeClass overhead alone and the maximum would mean something else.
+    let memory = format!("    memory: {{guest: {GUEST_MEMORY}}}\n");
+    assert!(
+        vmi.contains(&memory),
+        "vm::kernel_boot_vmi no longer writes {memory:?}: the density guests' CPU request has no place"
+    );
+    vmi.replacen(
+        &memory,
+        &format!("{memory}    resources: {{requests: {{cpu: {CPU_REQUEST}}}}}\n"),
+        1,
     )
 }
 
@@ -441,4 +447,30 @@ pub fn lines(k: &Kubectl, say: &mut dyn FnMut(String)) -> Result<(), String> {
         IDLE_WINDOW.as_secs(),
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{vmi_yaml, CPU_REQUEST};
+
+    #[test]
+    fn the_density_guest_is_a_valid_vmi_with_its_cpu_request() {
+        let yaml = vmi_yaml("density-0", "node-1");
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).expect("YAML");
+        assert_eq!(
+            doc["spec"]["domain"]["resources"]["requests"]["cpu"].as_str(),
+            Some(CPU_REQUEST),
+            "{yaml}"
+        );
+        assert_eq!(
+            doc["spec"]["nodeSelector"]["kubernetes.io/hostname"].as_str(),
+            Some("node-1")
+        );
+        let object = virtshim_api::manifest::parse_documents(&yaml)
+            .into_iter()
+            .next()
+            .expect("one document")
+            .expect("parses as a KubeVirt object");
+        object.validate().expect("the validator accepts it");
+    }
 }
