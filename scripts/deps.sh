@@ -25,7 +25,8 @@ PACKAGES=(
 
 missing=()
 for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  # Compared, not piped to `grep -q`: under pipefail that can fail when grep quits early.
+  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
 done
 
 # Debian 12's qemu-system 7.2 needs qemu-utils of the same version; some images ship a newer
