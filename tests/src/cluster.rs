@@ -587,11 +587,14 @@ pub fn post_mortem(k: &Kubectl, ns: &str) {
             Err(e) => println!("{e}"),
         }
     }
+    // Every replica's log (`deploy/…` would pick one, not necessarily the leader).
     let controller = k.run(&[
         "logs",
         "-n",
         NAMESPACE,
-        "deploy/virtshim-controller",
+        "-l",
+        "app.kubernetes.io/name=virtshim-controller",
+        "--prefix",
         "--tail=5000",
     ]);
     match controller {
