@@ -21,6 +21,7 @@
 //!
 //! A reading that fails fails the benchmark.
 
+use crate::limits::{boot_limit, CpuWindow};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -66,26 +67,6 @@ fn vmi_yaml(name: &str, node: &str) -> String {
         &format!("{memory}    resources: {{requests: {{cpu: {CPU_REQUEST}}}}}\n"),
         1,
     )
-}
-
-/// The machine's busy and total CPU time so far, in ticks, from /proc/stat's `cpu` line.
-fn machine_cpu() -> Result<(u64, u64), String> {
-    let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
-    let line = stat
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .ok_or("no cpu line in /proc/stat")?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    if v.len() < 5 {
-        return Err(format!("a short cpu line in /proc/stat: {line}"));
-    }
-    let total: u64 = v.iter().take(8).sum();
-    // idle and iowait are the 4th and 5th.
-    Ok((total - v[3] - v[4], total))
 }
 
 /// The node's memory in use (MemTotal − MemAvailable), KiB.
@@ -275,7 +256,7 @@ fn measure(k: &Kubectl, ns: &str, node: &str, count: usize, idle: bool) -> Resul
         .map(|i| vmi_yaml(&format!("d-{i}"), node))
         .collect::<Vec<_>>()
         .join("---\n");
-    let (busy_before, total_before) = machine_cpu()?;
+    let cpu = CpuWindow::start()?;
     let started = Instant::now();
     k.run_stdin(&["create", "-n", ns, "-f", "-"], Some(&yaml))?;
     let create_span = started.elapsed();
@@ -306,8 +287,7 @@ fn measure(k: &Kubectl, ns: &str, node: &str, count: usize, idle: bool) -> Resul
         std::thread::sleep(POLL);
     }
     let to_all_markers = started.elapsed();
-    let (busy_after, total_after) = machine_cpu()?;
-    let busy = (busy_after - busy_before) as f64 / (total_after - total_before).max(1) as f64;
+    let busy = cpu.share()?;
     std::thread::sleep(SETTLE);
     let processes = vm_processes(ns)?;
     if processes.len() != vms {
@@ -415,14 +395,14 @@ pub fn lines(k: &Kubectl, say: &mut dyn FnMut(String)) -> Result<(), String> {
     let mut say_run = |r: &Run, label: &str| {
         let bound = boot_cpu.as_secs_f64() * r.vms as f64 / cores as f64;
         let mut line = format!(
-            "density {label}: {} VM(s) created in {:.1} s, all guest markers {:.1} s after the first create; CPU bound {:.1} s ({:.2} CPU-s per VM to its marker × {} ÷ {cores} cores), CPUs {:.0}% busy meanwhile; node memory per VM beyond guest RAM {:.1} MiB (guest RAM touched {:.1} MiB of {GUEST_MEMORY}; shim and QEMU private pages beyond guest RAM {:.1} MiB)",
+            "density {label}: {} VM(s) created in {:.1} s, all guest markers {:.1} s after the first create; CPU bound {:.1} s ({:.2} CPU-s per VM to its marker × {} ÷ {cores} cores), limited by {}; node memory per VM beyond guest RAM {:.1} MiB (guest RAM touched {:.1} MiB of {GUEST_MEMORY}; shim and QEMU private pages beyond guest RAM {:.1} MiB)",
             r.vms,
             r.create_span.as_secs_f64(),
             r.to_all_markers.as_secs_f64(),
             bound,
             boot_cpu.as_secs_f64(),
             r.vms,
-            r.busy * 100.0,
+            boot_limit(r.busy),
             mib(r.node_beyond_guest),
             mib(r.guest_touched),
             mib(r.private_beyond_guest),

@@ -11,6 +11,7 @@
 
 mod cluster;
 mod density;
+mod limits;
 mod percentiles;
 mod throughput;
 

@@ -10,6 +10,7 @@
 //! its own count (`kubevirt_rest_client_requests_total`), with the time they waited for its
 //! rate limiter. The nodes are uncordoned and the namespace deleted whatever happens.
 
+use crate::limits::{controller_limit, CpuWindow};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -243,6 +244,8 @@ struct Phase {
     done: Duration,
     cpu: Duration,
     requests: Requests,
+    /// The machine's CPU busy share over the phase.
+    busy: f64,
 }
 
 fn phase(
@@ -255,10 +258,12 @@ fn phase(
 ) -> Result<Phase, String> {
     let cpu_before = controller.cpu()?;
     let before = scrape(controller)?;
+    let machine = CpuWindow::start()?;
     let started = Instant::now();
     k.run_stdin(&["apply", "-n", ns, "-f", "-"], Some(yaml))?;
     let apply = started.elapsed();
     let done = until(k, ns, started, what, done)?;
+    let busy = machine.share()?;
     // The controller may still be writing status: let it settle before reading its totals.
     std::thread::sleep(Duration::from_secs(2));
     Ok(Phase {
@@ -266,6 +271,7 @@ fn phase(
         done,
         cpu: controller.cpu()?.saturating_sub(cpu_before),
         requests: scrape(controller)?.since(&before),
+        busy,
     })
 }
 
@@ -308,7 +314,7 @@ pub fn lines(k: &Kubectl, count: usize) -> Result<Vec<String>, String> {
         let down_peak = controller.peak_mib()?;
         let line = |what: &str, p: &Phase, peak: f64| {
             format!(
-                "controller, {count} VMs {what}: {:.2} s from the apply's start ({:.2} s after kubectl's last object, {:.2} s applying); controller CPU {:.2} s, peak RSS {:.1} MiB; {} apiserver requests ({:.0}/s over the run; refused: {}), {:.2} s waited for the client rate limiter in all",
+                "controller, {count} VMs {what}: {:.2} s from the apply's start ({:.2} s after kubectl's last object, {:.2} s applying); controller CPU {:.2} s, peak RSS {:.1} MiB; {} apiserver requests ({:.0}/s over the run; refused: {}), {:.2} s waited for the client rate limiter in all; limited by {}",
                 p.done.as_secs_f64(),
                 p.done.saturating_sub(p.apply).as_secs_f64(),
                 p.apply.as_secs_f64(),
@@ -318,6 +324,12 @@ pub fn lines(k: &Kubectl, count: usize) -> Result<Vec<String>, String> {
                 p.requests.sent / p.done.as_secs_f64(),
                 p.requests.refused_text(),
                 p.requests.throttled,
+                controller_limit(
+                    p.apply.as_secs_f64(),
+                    p.done.saturating_sub(p.apply).as_secs_f64(),
+                    p.requests.throttled,
+                    p.busy,
+                ),
             )
         };
         Ok(vec![
