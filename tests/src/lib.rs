@@ -118,11 +118,6 @@ pub fn poll<T>(
     }
 }
 
-/// Whether kubectl's error says the object (or its namespace) does not exist.
-pub fn is_not_found(stderr: &str) -> bool {
-    stderr.contains("(NotFound)")
-}
-
 /// kubectl against the given cluster.
 #[derive(Debug, Clone)]
 pub struct Kubectl {
@@ -131,20 +126,31 @@ pub struct Kubectl {
 
 impl Kubectl {
     /// The object `kind/name` in `namespace` as JSON; `None` when the apiserver says it does
-    /// not exist. Any other failure is retried for a few seconds and then panics: a read that
-    /// failed must never pass for "gone" (a test waiting for a deletion, or asserting that
-    /// something survived one, would take the wrong turn on it).
+    /// not exist (kubectl's `--ignore-not-found` then prints nothing). Any other failure is
+    /// retried for a few seconds and then panics: a read that failed must never pass for
+    /// "gone" (a test waiting for a deletion, or asserting that something survived one, would
+    /// take the wrong turn on it).
     pub fn get_json(&self, namespace: &str, kind: &str, name: &str) -> Option<serde_json::Value> {
         const ATTEMPTS: u32 = 5;
         let mut failure = String::new();
         for attempt in 1..=ATTEMPTS {
-            match self.run(&["get", "-n", namespace, kind, name, "-o", "json"]) {
+            let args = [
+                "get",
+                "-n",
+                namespace,
+                kind,
+                name,
+                "-o",
+                "json",
+                "--ignore-not-found",
+            ];
+            match self.run(&args) {
+                Ok(out) if out.trim().is_empty() => return None,
                 Ok(out) => {
                     return Some(serde_json::from_str(&out).unwrap_or_else(|e| {
                         panic!("kubectl get {kind} {namespace}/{name}: not JSON ({e}): {out}")
                     }))
                 }
-                Err(e) if is_not_found(&e) => return None,
                 Err(e) => failure = e,
             }
             if attempt < ATTEMPTS {
