@@ -55,6 +55,11 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// VM's create found already there, a copy this controller's own write had replaced); the
 /// change's watch event normally comes first.
 pub const RACE_RETRY: Duration = Duration::from_secs(1);
+/// The first retry after a failed pass; it doubles per consecutive failure.
+pub const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// The longest retry delay after failed passes.
+pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
 /// What a pass does when its cached copy of the object (`key`, at `cached`) is one this
 /// controller's own write replaced ([`written`]): nothing but look again after [`RACE_RETRY`]
 /// (the write's watch event normally comes first). Acting on that copy would fail its writes'
@@ -65,10 +70,6 @@ pub fn await_own_write(ctx: &Context, key: &str, cached: Option<&str>) -> Option
         Action::requeue(RACE_RETRY)
     })
 }
-/// The first retry after a failed pass; it doubles per consecutive failure.
-pub const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(1);
-/// The longest retry delay after failed passes.
-pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// The retry delay after `failures` consecutive failed passes (1 s, 2 s, 4 s, … capped).
 pub fn error_backoff(failures: u32) -> Duration {
